@@ -1,0 +1,234 @@
+"""JAX fast paths: the contract's formulas in ``jax.numpy`` with the shift held out of
+differentiation, and hand-written derivative rules:
+
+* softmax, log_softmax and logsumexp are ``jax.custom_jvp`` functions whose tangent is the
+  closed form (``p * (dx - <p, dx>)`` and so on), so that forward and reverse mode, ``vmap``
+  and ``jit`` all see one cheap, NaN-free rule, zero on empty events;
+* cross-entropy with class indices is a ``jax.custom_vjp`` whose forward computes the loss
+  and the gradient ``p - y`` in one pass and whose backward only scales that gradient.
+
+``jax.nn.softmax`` itself gives NaN on rows that are all -inf and in their gradients, so it
+is not used.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from xpsoftmax import _generic
+from xpsoftmax._checks import Temperature
+from xpsoftmax._registry import Call, register
+
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
+_DEVICES = ("cpu", "gpu", "tpu")
+
+
+def device_kind(x: Any) -> str:
+    if isinstance(x, jax.core.Tracer):
+        return jax.default_backend()
+    try:
+        return str(next(iter(x.devices())).platform)
+    except Exception:  # pragma: no cover - exotic array types
+        return jax.default_backend()
+
+
+def values_visible(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer) and device_kind(x) == "cpu"
+
+
+def eager() -> Any:
+    """Range checks of concrete class indices run eagerly, even inside a jit trace."""
+    return jax.ensure_compile_time_eval()
+
+
+def _compute(x: Any) -> Any:
+    return x.astype(jnp.float32) if x.dtype in (jnp.float16, jnp.bfloat16) else x
+
+
+def _plain(call: Call) -> bool:
+    return call.opt("temperature") in ("one", "positive")
+
+
+def _normalization_ok(call: Call) -> bool:
+    return call.axes != () and not call.opt("where") and _plain(call)
+
+
+def _parts(x: Any, axes: tuple[int, ...], inv_t: float) -> tuple[Any, Any, Any]:
+    """``z = (x - max) * (1 / T)``, ``e = exp(z)``, ``s = sum(e)``; empty events shift by 0."""
+    m = jax.lax.stop_gradient(jnp.max(x, axis=axes, keepdims=True))
+    z = x - jnp.where(m == -jnp.inf, 0.0, m)
+    if inv_t != 1.0:
+        z = z * inv_t
+    e = jnp.exp(z)
+    return z, e, jnp.sum(e, axis=axes, keepdims=True)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _softmax(x: Any, axes: tuple[int, ...], inv_t: float) -> Any:
+    _, e, s = _parts(x, axes, inv_t)
+    return e / jnp.where(s == 0, 1.0, s)
+
+
+@_softmax.defjvp
+def _softmax_jvp(axes: tuple[int, ...], inv_t: float, primals: Any, tangents: Any) -> Any:
+    (x,), (dx,) = primals, tangents
+    p = _softmax(x, axes, inv_t)
+    dz = dx * inv_t
+    return p, p * (dz - jnp.sum(p * dz, axis=axes, keepdims=True))
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _log_softmax(x: Any, axes: tuple[int, ...], inv_t: float) -> Any:
+    z, _, s = _parts(x, axes, inv_t)
+    empty = s == 0
+    return jnp.where(empty, -jnp.inf, z - jnp.log(jnp.where(empty, 1.0, s)))
+
+
+@_log_softmax.defjvp
+def _log_softmax_jvp(axes: tuple[int, ...], inv_t: float, primals: Any, tangents: Any) -> Any:
+    (x,), (dx,) = primals, tangents
+    z, e, s = _parts(x, axes, inv_t)
+    empty = s == 0
+    s_safe = jnp.where(empty, 1.0, s)
+    out = jnp.where(empty, -jnp.inf, z - jnp.log(s_safe))
+    dz = dx * inv_t
+    p = e / s_safe
+    return out, jnp.where(empty, 0.0, dz - jnp.sum(p * dz, axis=axes, keepdims=True))
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _logsumexp(x: Any, axes: tuple[int, ...]) -> Any:
+    return _lse_parts(x, axes)[0]
+
+
+def _lse_parts(x: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
+    m = jax.lax.stop_gradient(jnp.max(x, axis=axes, keepdims=True))
+    shift = jnp.where(jnp.isfinite(m), m, 0.0)  # +inf: shift by 0 so the sum is +inf
+    e = jnp.exp(x - shift)
+    s = jnp.sum(e, axis=axes, keepdims=True)
+    zero = s == 0
+    s_safe = jnp.where(zero, 1.0, s)
+    return jnp.where(zero, -jnp.inf, jnp.log(s_safe)) + shift, e / s_safe
+
+
+@_logsumexp.defjvp
+def _logsumexp_jvp(axes: tuple[int, ...], primals: Any, tangents: Any) -> Any:
+    (x,), (dx,) = primals, tangents
+    out, p = _lse_parts(x, axes)
+    return out, jnp.sum(p * dx, axis=axes, keepdims=True)
+
+
+def _inv(t: Temperature) -> float:
+    return 1.0 / t.value if t.kind == "positive" else 1.0
+
+
+def _empty(x: Any, axes: tuple[int, ...]) -> bool:
+    return any(x.shape[a] == 0 for a in axes)
+
+
+@register(
+    "softmax",
+    "jax",
+    "jax.custom_jvp",
+    supports=_normalization_ok,
+    devices=_DEVICES,
+    dtypes=_FLOATS,
+    description="where=None, scalar temperature > 0",
+)
+def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
+    if _empty(x, axes):
+        return jnp.zeros_like(x)
+    return _softmax(_compute(x), axes, _inv(temperature)).astype(x.dtype)
+
+
+@register(
+    "log_softmax",
+    "jax",
+    "jax.custom_jvp",
+    supports=_normalization_ok,
+    devices=_DEVICES,
+    dtypes=_FLOATS,
+    description="where=None, scalar temperature > 0",
+)
+def log_softmax(
+    xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
+) -> Any:
+    if _empty(x, axes):
+        return jnp.zeros_like(x)
+    return _log_softmax(_compute(x), axes, _inv(temperature)).astype(x.dtype)
+
+
+@register(
+    "logsumexp",
+    "jax",
+    "jax.custom_jvp",
+    supports=lambda c: c.axes != () and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
+    devices=_DEVICES,
+    dtypes=_FLOATS,
+    description="b=None, where=None, return_sign=False",
+)
+def logsumexp(
+    xp: Any,
+    x: Any,
+    axes: tuple[int, ...],
+    *,
+    keepdims: bool,
+    b: Any,
+    return_sign: bool,
+    where: Any,
+) -> Any:
+    xc = _compute(x)
+    if _empty(x, axes):
+        shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+        out = jnp.full(shape, -jnp.inf, dtype=xc.dtype)
+    else:
+        out = _logsumexp(xc, axes)
+    return out if keepdims else jnp.squeeze(out, axis=axes)
+
+
+def _ce_ok(call: Call) -> bool:
+    return call.opt("target") == "index" and not call.opt("weight") and _plain(call)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _fused_ce(logits: Any, target: Any, axis: int, options: tuple[Any, ...]) -> Any:
+    return _ce_forward(logits, target, axis, options)[0]
+
+
+def _ce_forward(logits: Any, target: Any, axis: int, options: tuple[Any, ...]) -> Any:
+    kw = dict(options)
+    return _generic.cross_entropy_with_grad(jnp, logits, target, axis, weight=None, **kw)
+
+
+def _fused_ce_fwd(logits: Any, target: Any, axis: int, options: tuple[Any, ...]) -> Any:
+    loss, grad = _ce_forward(logits, target, axis, options)
+    return loss, (grad, target)
+
+
+def _fused_ce_bwd(axis: int, options: tuple[Any, ...], residual: Any, g: Any) -> Any:
+    grad, target = residual
+    g = g.astype(grad.dtype)
+    scaled = grad * (jnp.expand_dims(g, axis) if g.ndim else g)
+    return scaled, None
+
+
+_fused_ce.defvjp(_fused_ce_fwd, _fused_ce_bwd)
+
+
+@register(
+    "cross_entropy",
+    "jax",
+    "jax.fused_vjp",
+    supports=_ce_ok,
+    devices=_DEVICES,
+    dtypes=_FLOATS,
+    description="class indices, weight=None, scalar temperature > 0",
+)
+def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
+    options.pop("weight")
+    return _fused_ce(logits, target, axis, tuple(sorted(options.items())))
+

@@ -1,0 +1,29 @@
+"""xpsoftmax: softmax, log_softmax, logsumexp and cross-entropy for every array library.
+
+Written once against the Python array API standard, with a fast path per library that gives
+the same answers. Importing this package imports no array library.
+"""
+
+from __future__ import annotations
+
+from ._api import cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax, which
+from ._registry import Call, FastPath, fast_paths, force_generic, generic_forced
+from ._listing import implementations
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Call",
+    "FastPath",
+    "__version__",
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "fast_paths",
+    "force_generic",
+    "generic_forced",
+    "implementations",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "which",
+]

@@ -1,0 +1,450 @@
+"""The public functions: check the arguments, pick an implementation, delegate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import _generic, _registry
+from ._checks import (
+    Temperature,
+    check_b,
+    check_bool,
+    check_cross_entropy,
+    check_temperature,
+    check_where,
+    compute_dtype,
+    device_kind,
+    dtype_name,
+    library_name,
+    namespace,
+    normalize_axes,
+    promote,
+)
+from ._registry import Call
+
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "which",
+]
+
+Array = Any
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A checked call: the implementation to run and its normalised arguments."""
+
+    impl: Callable[..., Any]
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    library: str
+
+    def run(self) -> Any:
+        if self.library in _NUMPY_BASED:
+            import numpy
+
+            # The contract defines the value of every edge case (NaN, inf, empty events), so
+            # NumPy's floating-point warnings about them are noise.
+            with numpy.errstate(all="ignore"):
+                return self.impl(*self.args, **self.kwargs)
+        return self.impl(*self.args, **self.kwargs)
+
+
+_NUMPY_BASED = frozenset({"numpy", "dask", "array_api_strict"})
+
+
+def _choose(call: Call, generic: Callable[..., Any]) -> tuple[Callable[..., Any], str]:
+    entry = _registry.select(call)
+    return (generic, "generic") if entry is None else (entry.impl, entry.name)
+
+
+def _temperature_option(t: Temperature) -> str:
+    return t.kind
+
+
+def _plan_normalization(op: str, x: Any, axis: Any, temperature: Any, where: Any) -> _Plan:
+    from ._checks import as_primary_array
+
+    x = as_primary_array(x, "x")
+    xp = namespace(x=x)
+    x = promote(xp, x, "x")
+    axes = normalize_axes(axis, x.ndim)
+    cdt = compute_dtype(xp, x.dtype)
+    temp = check_temperature(temperature, xp, x, axes, cdt)
+    w = check_where(where, xp, x)
+    library = library_name(xp)
+    call = Call(
+        op,
+        library,
+        device_kind(x, library),
+        dtype_name(x.dtype),
+        x.ndim,
+        axes,
+        {"temperature": temp.kind, "where": w is not None},
+    )
+    generic = _generic.softmax if op == "softmax" else _generic.log_softmax
+    impl, name = _choose(call, generic)
+    return _Plan(impl, name, (xp, x, axes), {"temperature": temp, "where": w}, library)
+
+
+def _plan_logsumexp(
+    x: Any, axis: Any, keepdims: Any, b: Any, return_sign: Any, where: Any
+) -> _Plan:
+    from ._checks import as_primary_array
+
+    x = as_primary_array(x, "x")
+    xp = namespace(x=x)
+    x = promote(xp, x, "x")
+    axes = normalize_axes(axis, x.ndim)
+    keep = check_bool(keepdims, "keepdims")
+    sign = check_bool(return_sign, "return_sign")
+    cdt = compute_dtype(xp, x.dtype)
+    b_arr = check_b(b, xp, x, cdt)
+    w = check_where(where, xp, x)
+    library = library_name(xp)
+    call = Call(
+        "logsumexp",
+        library,
+        device_kind(x, library),
+        dtype_name(x.dtype),
+        x.ndim,
+        axes,
+        {"keepdims": keep, "b": b_arr is not None, "return_sign": sign, "where": w is not None},
+    )
+    impl, name = _choose(call, _generic.logsumexp)
+    return _Plan(
+        impl,
+        name,
+        (xp, x, axes),
+        {"keepdims": keep, "b": b_arr, "return_sign": sign, "where": w},
+        library,
+    )
+
+
+def _plan_cross_entropy(op: str, logits: Any, target: Any, **kw: Any) -> _Plan:
+    args = check_cross_entropy(logits, target, **kw)
+    o = args.options
+    call = Call(
+        op,
+        args.library,
+        device_kind(args.logits, args.library),
+        dtype_name(args.logits.dtype),
+        args.logits.ndim,
+        (args.axis,),
+        {
+            "target": "index" if args.index_target else "probs",
+            "weight": o["weight"] is not None,
+            "reduction": o["reduction"],
+            "label_smoothing": o["label_smoothing"] != 0,
+            "z_loss": o["z_loss"] != 0,
+            "temperature": o["temperature"].kind,
+        },
+    )
+    generic = _generic.cross_entropy if op == "cross_entropy" else _generic.cross_entropy_with_grad
+    impl, name = _choose(call, generic)
+    return _Plan(impl, name, (args.xp, args.logits, args.target, args.axis), dict(o), args.library)
+
+
+def softmax(x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: Any = None) -> Array:
+    """Softmax along ``axis``: ``exp(x / T) / sum(exp(x / T))``, computed stably.
+
+    Parameters
+    ----------
+    x : array
+        Input of any array library that array-api-compat recognises (NumPy, PyTorch, JAX,
+        CuPy, Dask, array-api-strict, ...); Python numbers and lists are read with NumPy.
+        Integer and boolean input is promoted to the default real floating dtype.
+    axis : int, tuple of int or None, default -1
+        The axes each normalised slice spans; None means all axes.
+    temperature : float or array, default 1.0
+        ``softmax(x, temperature=T) == softmax(x / T)``. ``T == 0`` is the hard max (mass split
+        evenly over the maximal entries) and ``T == inf`` the uniform distribution. An array
+        must broadcast against the reduced shape in keepdims form (one value per slice).
+    where : bool array, optional
+        Entries where it is False take no part and get probability 0.
+
+    Returns
+    -------
+    array
+        Same library, device, shape and dtype as ``x`` (16-bit inputs are computed in float32).
+        A slice that is all -inf (or fully masked) gives zeros; a NaN or +inf entry makes its
+        slice NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xpsoftmax
+    >>> xpsoftmax.softmax(np.array([1000.0, 1001.0])).round(4)
+    array([0.2689, 0.7311])
+    >>> xpsoftmax.softmax(np.array([1.0, 3.0, 3.0]), temperature=0)
+    array([0. , 0.5, 0.5])
+    >>> xpsoftmax.softmax(np.array([-np.inf, -np.inf]))
+    array([0., 0.])
+    """
+    return _plan_normalization("softmax", x, axis, temperature, where).run()
+
+
+def log_softmax(
+    x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: Any = None
+) -> Array:
+    """Log of the softmax along ``axis``: ``x / T - logsumexp(x / T)``, computed stably.
+
+    Parameters
+    ----------
+    x : array
+        Input of any array library that array-api-compat recognises.
+    axis : int, tuple of int or None, default -1
+        The axes each normalised slice spans; None means all axes.
+    temperature : float or array, default 1.0
+        As in :func:`softmax`.
+    where : bool array, optional
+        Entries where it is False take no part and get -inf.
+
+    Returns
+    -------
+    array
+        Same library, device, shape and dtype as ``x``. A slice that is all -inf (or fully
+        masked) gives -inf everywhere, with a zero gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xpsoftmax
+    >>> xpsoftmax.log_softmax(np.array([0.0, 0.0])).round(4)
+    array([-0.6931, -0.6931])
+    >>> xpsoftmax.log_softmax(np.array([1.0, 2.0, 3.0]), where=np.array([True, False, True])).round(4)
+    array([-2.1269,    -inf, -0.1269])
+    """
+    return _plan_normalization("log_softmax", x, axis, temperature, where).run()
+
+
+def logsumexp(
+    x: Array,
+    /,
+    axis: Any = None,
+    *,
+    keepdims: bool = False,
+    b: Any = None,
+    return_sign: bool = False,
+    where: Any = None,
+) -> Array | tuple[Array, Array]:
+    """``log(sum(b * exp(x)))`` over ``axis``, computed stably (as ``scipy.special.logsumexp``).
+
+    Parameters
+    ----------
+    x : array
+        Input of any array library that array-api-compat recognises.
+    axis : int, tuple of int or None, default None
+        The axes to reduce; None (the default, like ``xp.sum``) reduces all axes.
+    keepdims : bool, default False
+        Keep the reduced axes with length 1.
+    b : array, optional
+        Weights broadcasting to ``x``, possibly negative. Entries with ``b == 0`` take no part,
+        even where ``x`` is infinite or NaN.
+    return_sign : bool, default False
+        Return ``(log|sum|, sign)``; the sign is 0 for a zero sum. Without it a negative sum
+        gives NaN.
+    where : bool array, optional
+        Entries where it is False are left out of the sum.
+
+    Returns
+    -------
+    array or (array, array)
+        float32 for 16-bit input, else the input's dtype. An empty sum (all -inf, fully masked,
+        or an empty axis) gives -inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xpsoftmax
+    >>> float(xpsoftmax.logsumexp(np.array([1000.0, 1000.0])))
+    1000.6931471805599
+    >>> xpsoftmax.logsumexp(np.array([[0.0, 0.0], [1.0, 2.0]]), axis=1).round(4)
+    array([0.6931, 2.3133])
+    >>> lse, sign = xpsoftmax.logsumexp(np.array([1.0, 2.0]), b=np.array([1.0, -1.0]), return_sign=True)
+    >>> float(lse).__round__(4), float(sign)
+    (1.5413, -1.0)
+    """
+    return _plan_logsumexp(x, axis, keepdims, b, return_sign, where).run()
+
+
+def cross_entropy(
+    logits: Array,
+    target: Array,
+    /,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: Any = 1.0,
+    z_loss: float = 0.0,
+) -> Array:
+    """Cross-entropy between ``softmax(logits / T)`` and ``target``.
+
+    The options mean what they mean in ``torch.nn.functional.cross_entropy`` and the numbers
+    agree with it, with one deliberate difference: a mean whose denominator is zero (every
+    entry ignored or zero-weighted, or an empty batch) is 0 with a zero gradient, not NaN.
+
+    Parameters
+    ----------
+    logits : array
+        Unnormalised scores; ``axis`` is the class axis.
+    target : array
+        Integer class indices shaped like ``logits`` without the class axis, or real class
+        probabilities shaped like ``logits``.
+    axis : int, default -1
+        The class axis (-1 as in optax and Keras; 1 for PyTorch's ``(N, C, d1, ...)``).
+    weight : array, optional
+        One weight per class, shape ``(C,)``.
+    ignore_index : int, default -100
+        Class index whose entries take no part (index targets only).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        The mean divides by the sum of the target classes' weights over entries not ignored
+        (index targets), or by the number of entries (probability targets).
+    label_smoothing : float in [0, 1], default 0
+        Mixes the target with the uniform distribution, as in PyTorch.
+    temperature : float or array, default 1.0
+        Divides the logits first; as in :func:`softmax`, 0 and inf are the limits.
+    z_loss : float, default 0
+        Adds ``z_loss * logsumexp(logits / T)**2`` to each entry's loss, scaled by the entry's
+        class weight (for probability targets: ``sum(weight * target)``).
+
+    Returns
+    -------
+    array
+        The loss: per entry for ``reduction="none"``, else 0-d; float32 for 16-bit logits.
+        A row whose logits are all -inf has loss +inf for an index target. Class indices
+        outside ``[0, C)`` raise ValueError for eager host arrays and give NaN elsewhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xpsoftmax
+    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> xpsoftmax.cross_entropy(logits, np.array([0, 2]), reduction="none").round(4)
+    array([0.2395, 1.0986])
+    >>> float(xpsoftmax.cross_entropy(logits, np.array([-100, -100])))
+    0.0
+    """
+    return _plan_cross_entropy(
+        "cross_entropy",
+        logits,
+        target,
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        temperature=temperature,
+        z_loss=z_loss,
+    ).run()
+
+
+def cross_entropy_with_grad(
+    logits: Array,
+    target: Array,
+    /,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    temperature: Any = 1.0,
+    z_loss: float = 0.0,
+) -> tuple[Array, Array]:
+    """:func:`cross_entropy` and its gradient with respect to ``logits``, from one pass.
+
+    Takes the same arguments as :func:`cross_entropy`. The gradient has the shape and dtype
+    of ``logits`` and equals what autodiff gives for the same call (for ``reduction="none"``,
+    the gradient of the sum of the entries' losses). It is ``scale * (p - y) / T``, zero on
+    ignored entries and on rows that are all -inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xpsoftmax
+    >>> loss, grad = xpsoftmax.cross_entropy_with_grad(np.array([[0.0, 0.0]]), np.array([1]))
+    >>> float(loss).__round__(4), grad
+    (0.6931, array([[ 0.5, -0.5]]))
+    """
+    return _plan_cross_entropy(
+        "cross_entropy_with_grad",
+        logits,
+        target,
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        temperature=temperature,
+        z_loss=z_loss,
+    ).run()
+
+
+_PLANNERS: dict[str, Callable[..., _Plan]] = {
+    "softmax": lambda x, axis=-1, *, temperature=1.0, where=None: _plan_normalization(
+        "softmax", x, axis, temperature, where
+    ),
+    "log_softmax": lambda x, axis=-1, *, temperature=1.0, where=None: _plan_normalization(
+        "log_softmax", x, axis, temperature, where
+    ),
+    "logsumexp": lambda x, axis=None, *, keepdims=False, b=None, return_sign=False, where=None: (
+        _plan_logsumexp(x, axis, keepdims, b, return_sign, where)
+    ),
+}
+
+
+def which(op: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+    """The name of the implementation that would serve ``op(*args, **kwargs)``.
+
+    Checks the arguments like the call would, but computes nothing.
+
+    Parameters
+    ----------
+    op : str or callable
+        ``"softmax"``, ``"log_softmax"``, ``"logsumexp"``, ``"cross_entropy"``,
+        ``"cross_entropy_with_grad"`` or the function itself.
+
+    Returns
+    -------
+    str
+        ``"generic"`` or the registered fast path's name, e.g. ``"numpy.inplace"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xpsoftmax
+    >>> xpsoftmax.which("softmax", np.ones((2, 3)))
+    'numpy.inplace'
+    >>> xpsoftmax.which(xpsoftmax.softmax, [1.0, 2.0], temperature=np.ones(1))
+    'generic'
+    """
+    name = op if isinstance(op, str) else getattr(op, "__name__", "")
+    if name in _PLANNERS:
+        return _PLANNERS[name](*args, **kwargs).name
+    if name in ("cross_entropy", "cross_entropy_with_grad"):
+        logits, target = args
+        defaults = {
+            "axis": -1,
+            "weight": None,
+            "ignore_index": -100,
+            "reduction": "mean",
+            "label_smoothing": 0.0,
+            "temperature": 1.0,
+            "z_loss": 0.0,
+        }
+        unknown = set(kwargs) - set(defaults)
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments for {name}: {sorted(unknown)}")
+        return _plan_cross_entropy(name, logits, target, **{**defaults, **kwargs}).name
+    raise ValueError(f"op must be one of {_registry.OPS}, got {op!r}")

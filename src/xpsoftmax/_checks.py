@@ -1,0 +1,444 @@
+"""Argument checks and normalisation, shared by every public function.
+
+Everything here looks at types, shapes, dtypes and Python scalars, never at array values,
+with one exception the contract asks for: class indices are range-checked for eager arrays in
+host memory (``values_visible``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+from . import _registry
+
+Array = Any
+
+_SIXTEEN_BIT = frozenset({"float16", "bfloat16"})
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+@dataclass(frozen=True)
+class Temperature:
+    """A checked temperature.
+
+    ``kind`` is ``"one"``, ``"positive"`` (finite, > 0, not 1), ``"zero"``, ``"inf"`` (Python
+    scalars) or ``"array"``; ``value`` is the float or the array (in the computation dtype,
+    shaped to broadcast against the reduced shape in keepdims form).
+    """
+
+    kind: str
+    value: Any = 1.0
+
+
+ONE = Temperature("one", 1.0)
+
+
+# --- libraries, devices, dtypes -------------------------------------------------------------
+
+
+def library_name(xp: Any) -> str:
+    """A short name for the namespace's array library."""
+    c = array_api_compat
+    for name, test in (
+        ("numpy", c.is_numpy_namespace),
+        ("torch", c.is_torch_namespace),
+        ("jax", c.is_jax_namespace),
+        ("cupy", c.is_cupy_namespace),
+        ("dask", c.is_dask_namespace),
+        ("array_api_strict", c.is_array_api_strict_namespace),
+    ):
+        if test(xp):
+            return name
+    return str(getattr(xp, "__name__", type(xp).__name__)).split(".")[0]
+
+
+def _backend(library: str) -> Any:
+    module = _registry.BACKEND_MODULES.get(library)
+    if module is None:
+        return None
+    _registry.load_backend(library)
+    return importlib.import_module(module)
+
+
+def device_kind(x: Array, library: str) -> str:
+    """The kind of device ``x`` lives on: "cpu", "cuda", "gpu", "tpu"..."""
+    backend = _backend(library)
+    if backend is not None and hasattr(backend, "device_kind"):
+        return str(backend.device_kind(x))
+    if library == "cupy":
+        return "cuda"
+    return "cpu"
+
+
+def values_visible(x: Array, library: str) -> bool:
+    """True when ``x``'s values can be read on the host without a device synchronisation or
+    breaking a trace: eager arrays in host memory."""
+    backend = _backend(library)
+    if backend is not None and hasattr(backend, "values_visible"):
+        return bool(backend.values_visible(x))
+    return library in ("numpy", "array_api_strict")
+
+
+def _eager(library: str) -> Any:
+    """A context in which a backend computes on concrete arrays eagerly, also while a caller
+    traces (JAX: a concrete array closed over by a jitted function)."""
+    backend = _backend(library)
+    if backend is not None and hasattr(backend, "eager"):
+        return backend.eager()
+    return contextlib.nullcontext()
+
+
+def dtype_name(dtype: Any) -> str:
+    """``"float32"`` for numpy, torch, jax and array-api-strict dtypes alike."""
+    name = getattr(dtype, "name", None)
+    if isinstance(name, str):
+        return name
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def compute_dtype(xp: Any, dtype: Any) -> Any:
+    """The dtype computations run in: float32 for 16-bit floats, else the dtype itself."""
+    return xp.float32 if dtype_name(dtype) in _SIXTEEN_BIT else dtype
+
+
+def result_dtype(xp: Any, dtype: Any, *, reduction: bool) -> Any:
+    """Normalisations return the input dtype; reductions return the computation dtype."""
+    return compute_dtype(xp, dtype) if reduction else dtype
+
+
+def default_dtypes(xp: Any, x: Array) -> dict[str, Any]:
+    info = xp.__array_namespace_info__()
+    try:
+        return dict(info.default_dtypes(device=array_api_compat.device(x)))
+    except (TypeError, ValueError):
+        return dict(info.default_dtypes())
+
+
+def index_dtype(xp: Any, x: Array) -> Any:
+    """The namespace's default indexing dtype (int32 on JAX without x64)."""
+    return default_dtypes(xp, x)["indexing"]
+
+
+def reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
+    if keepdims:
+        return tuple(1 if i in axes else n for i, n in enumerate(shape))
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast shape of ``a`` and ``b``, or None when they do not broadcast."""
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        m = a[-i] if i <= len(a) else 1
+        n = b[-i] if i <= len(b) else 1
+        if m != n and m != 1 and n != 1:
+            return None
+        out.append(n if m == 1 else m)
+    return tuple(reversed(out))
+
+
+# --- arrays ---------------------------------------------------------------------------------
+
+
+def is_array(value: Any) -> bool:
+    return bool(array_api_compat.is_array_api_obj(value)) and not isinstance(value, numbers.Number)
+
+
+def as_primary_array(value: Any, name: str) -> Array:
+    """The first array argument: an array of any library; Python scalars, lists and tuples
+    are read with NumPy."""
+    if is_array(value):
+        return value
+    if isinstance(value, (numbers.Number, list, tuple)) and not isinstance(value, complex):
+        import numpy  # the contract: plain Python input is read with NumPy
+
+        try:
+            return numpy.asarray(value)
+        except ValueError as exc:  # ragged lists
+            raise ValueError(f"{name} could not be read as an array: {exc}") from None
+    raise TypeError(
+        f"{name} must be an array (NumPy, PyTorch, JAX, CuPy, Dask, array-api-strict, ...), "
+        f"a Python number, list or tuple; got {type(value).__name__}"
+    )
+
+
+def as_secondary_array(value: Any, name: str, xp: Any, like: Array) -> Array:
+    """A further array argument, in the primary argument's library: Python lists, tuples and
+    scalars are read into that library, on that device."""
+    if is_array(value):
+        return value
+    if isinstance(value, (numbers.Number, list, tuple)) and not isinstance(value, complex):
+        try:
+            return xp.asarray(value, device=array_api_compat.device(like))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} could not be read as an array: {exc}") from None
+    raise TypeError(
+        f"{name} must be an array of the same library as the input, a list or a tuple; "
+        f"got {type(value).__name__}"
+    )
+
+
+def namespace(**arrays: Array) -> Any:
+    """The one namespace of every named array; a TypeError naming them when they mix."""
+    present = {k: v for k, v in arrays.items() if v is not None}
+    try:
+        return array_api_compat.array_namespace(*present.values())
+    except TypeError:
+        found = []
+        for k, v in present.items():
+            try:
+                found.append(f"{k}: {library_name(array_api_compat.array_namespace(v))}")
+            except TypeError:
+                found.append(f"{k}: {type(v).__name__}")
+        raise TypeError(
+            "all array arguments must come from one array library; got " + ", ".join(found)
+        ) from None
+
+
+def promote(xp: Any, x: Array, name: str) -> Array:
+    """Real floating arrays pass; integers and booleans go to the default real floating
+    dtype; complex is a TypeError."""
+    dtype = x.dtype
+    if xp.isdtype(dtype, "real floating"):
+        return x
+    if xp.isdtype(dtype, "complex floating"):
+        raise TypeError(f"{name} must be real; complex input ({dtype_name(dtype)}) is not supported")
+    if xp.isdtype(dtype, ("integral", "bool")):
+        return xp.astype(x, default_dtypes(xp, x)["real floating"])
+    raise TypeError(f"{name} must have a real numeric dtype, got {dtype_name(dtype)}")
+
+
+# --- scalar options -------------------------------------------------------------------------
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_real(value: Any, name: str, *, low: float, high: float = math.inf) -> float:
+    """A finite Python real number in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if math.isnan(v) or math.isinf(v) or not low <= v <= high:
+        bound = f"in [{low}, {high}]" if math.isfinite(high) else f"finite and >= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return v
+
+
+def normalize_axes(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ...]:
+    """``None``, an int or a tuple of ints -> sorted non-negative axes.
+
+    A 0-d array has one implicit axis: 0 and -1 name it, and it reduces over nothing.
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise TypeError(f"{name} must be None, an int or a tuple of ints, got {axis!r}")
+        try:
+            a = operator.index(item)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be None, an int or a tuple of ints, got {axis!r}"
+            ) from None
+        if ndim == 0 and a in (0, -1):
+            continue
+        if not -ndim <= a < ndim:
+            raise ValueError(
+                f"{name} {a} is out of range for an array of {ndim} dimension(s) "
+                f"(valid: {-ndim} to {ndim - 1})"
+            )
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} has repeated axes: {axis!r}")
+    return tuple(sorted(out))
+
+
+def check_temperature(
+    temperature: Any, xp: Any, x: Array, axes: tuple[int, ...], cdt: Any
+) -> Temperature:
+    """A Python number (>= 0, not NaN) or an array broadcasting against the reduced shape."""
+    if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
+        t = float(temperature)
+        if math.isnan(t) or t < 0:
+            raise ValueError(f"temperature must be >= 0 (0 is a hard max, inf uniform), got {t}")
+        if t == 1.0:
+            return ONE
+        if t == 0.0:
+            return Temperature("zero", 0.0)
+        if math.isinf(t):
+            return Temperature("inf", math.inf)
+        return Temperature("positive", t)
+    if isinstance(temperature, bool) or temperature is None:
+        raise TypeError(f"temperature must be a real number or an array, got {temperature!r}")
+    t_arr = as_secondary_array(temperature, "temperature", xp, x)
+    namespace(x=x, temperature=t_arr)
+    if not xp.isdtype(t_arr.dtype, ("real floating", "integral")):
+        raise TypeError(
+            f"temperature must be a real array, got dtype {dtype_name(t_arr.dtype)}"
+        )
+    target = reduced_shape(tuple(x.shape), axes, keepdims=True)
+    if broadcast_shapes(tuple(t_arr.shape), target) != target:
+        raise ValueError(
+            f"temperature of shape {tuple(t_arr.shape)} does not broadcast against the reduced "
+            f"shape {target} (the input's shape with the reduced axes set to 1)"
+        )
+    return Temperature("array", xp.astype(t_arr, cdt))
+
+
+def check_where(where: Any, xp: Any, x: Array) -> Array | None:
+    if where is None:
+        return None
+    w = as_secondary_array(where, "where", xp, x)
+    namespace(x=x, where=w)
+    if not xp.isdtype(w.dtype, "bool"):
+        raise TypeError(f"where must be a boolean array, got dtype {dtype_name(w.dtype)}")
+    if broadcast_shapes(tuple(w.shape), tuple(x.shape)) != tuple(x.shape):
+        raise ValueError(
+            f"where of shape {tuple(w.shape)} does not broadcast to the input's shape "
+            f"{tuple(x.shape)}"
+        )
+    return w
+
+
+def check_b(b: Any, xp: Any, x: Array, cdt: Any) -> Array | None:
+    if b is None:
+        return None
+    arr = as_secondary_array(b, "b", xp, x)
+    namespace(x=x, b=arr)
+    if xp.isdtype(arr.dtype, "complex floating"):
+        raise TypeError("b must be real; complex weights are not supported")
+    if not xp.isdtype(arr.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"b must be a real array, got dtype {dtype_name(arr.dtype)}")
+    if broadcast_shapes(tuple(arr.shape), tuple(x.shape)) != tuple(x.shape):
+        raise ValueError(
+            f"b of shape {tuple(arr.shape)} does not broadcast to the input's shape "
+            f"{tuple(x.shape)}"
+        )
+    return xp.astype(arr, cdt)
+
+
+# --- cross-entropy --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CrossEntropyArgs:
+    xp: Any
+    library: str
+    logits: Array
+    target: Array
+    axis: int
+    index_target: bool
+    options: dict[str, Any]
+
+
+def check_cross_entropy(
+    logits: Any,
+    target: Any,
+    *,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    temperature: Any,
+    z_loss: Any,
+) -> CrossEntropyArgs:
+    logits = as_primary_array(logits, "logits")
+    xp = namespace(logits=logits)
+    if not (is_array(target) or isinstance(target, (list, tuple))):
+        raise TypeError(
+            f"target must be an array of class indices or of class probabilities, got "
+            f"{type(target).__name__}"
+        )
+    target = as_secondary_array(target, "target", xp, logits)
+    namespace(logits=logits, target=target)
+    library = library_name(xp)
+    logits = promote(xp, logits, "logits")
+    if logits.ndim < 1:
+        raise ValueError("logits must have at least one dimension (the class axis), got a 0-d array")
+    if isinstance(axis, tuple) or axis is None:
+        raise TypeError(f"axis must be an int naming the class axis, got {axis!r}")
+    (ax,) = normalize_axes(axis, logits.ndim)
+    n_classes = logits.shape[ax]
+    cdt = compute_dtype(xp, logits.dtype)
+    if isinstance(reduction, str) is False or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if isinstance(ignore_index, bool):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    try:
+        ignore = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
+    smoothing = check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+    zl = check_real(z_loss, "z_loss", low=0.0)
+
+    shape = tuple(logits.shape)
+    index_shape = shape[:ax] + shape[ax + 1 :]
+    if xp.isdtype(target.dtype, "integral"):
+        index_target = True
+        if tuple(target.shape) != index_shape:
+            raise ValueError(
+                f"target of class indices must have the shape of logits without the class axis, "
+                f"{index_shape}; got {tuple(target.shape)}"
+            )
+    elif xp.isdtype(target.dtype, "real floating"):
+        index_target = False
+        if tuple(target.shape) != shape:
+            raise ValueError(
+                f"target of class probabilities must have the shape of logits, {shape}; "
+                f"got {tuple(target.shape)}"
+            )
+    else:
+        raise TypeError(
+            "target must hold integer class indices or real class probabilities, got dtype "
+            f"{dtype_name(target.dtype)}"
+        )
+
+    w = None
+    if weight is not None:
+        w = as_secondary_array(weight, "weight", xp, logits)
+        namespace(logits=logits, weight=w)
+        if not xp.isdtype(w.dtype, ("real floating", "integral")):
+            raise TypeError(f"weight must be a real array, got dtype {dtype_name(w.dtype)}")
+        if tuple(w.shape) != (n_classes,):
+            raise ValueError(
+                f"weight must be a 1-D array of one weight per class, shape ({n_classes},); "
+                f"got {tuple(w.shape)}"
+            )
+        w = xp.astype(w, cdt)
+
+    temp = check_temperature(temperature, xp, logits, (ax,), cdt)
+
+    if index_target and values_visible(target, library):
+        with _eager(library):
+            bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+            example = int(xp.max(xp.where(bad, target, xp.min(target)))) if bool(xp.any(bad)) else None
+        if example is not None:
+            raise ValueError(
+                f"target holds class indices outside [0, {n_classes}) that are not "
+                f"ignore_index={ignore}, e.g. {example}"
+            )
+
+    options = {
+        "weight": w,
+        "ignore_index": ignore,
+        "reduction": reduction,
+        "label_smoothing": smoothing,
+        "temperature": temp,
+        "z_loss": zl,
+    }
+    return CrossEntropyArgs(xp, library, logits, target, ax, index_target, options)

@@ -1,0 +1,415 @@
+"""The generic implementation, written once against the array API standard.
+
+Every function takes the namespace ``xp`` and arguments already checked and normalised by
+``xpsoftmax._checks`` (arrays of one library, axes as a sorted tuple of non-negative ints,
+``temperature`` as a :class:`~xpsoftmax._checks.Temperature`). Fast paths take the same
+arguments and must give the same answers.
+
+Two habits run through this module:
+
+* values that would poison a gradient (``-inf - -inf``, ``0 * inf``, ``log 0``) are replaced
+  by harmless ones *before* the operation and the result is selected with ``where`` after it
+  (the "double where"), so that gradients are finite on empty events and masked entries;
+* no Python control flow on array values: only on shapes, dtypes and Python scalars.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._checks import Temperature, compute_dtype, index_dtype, reduced_shape, result_dtype
+
+__all__ = ["cross_entropy", "cross_entropy_with_grad", "log_softmax", "logsumexp", "softmax"]
+
+INF = math.inf
+NAN = math.nan
+#: For entries with ``b == 0`` in logsumexp: exp(d) is clamped at exp(80) so that ``0 * exp(d)``
+#: stays 0 in float32, while ``d lse / d b`` stays exact unless x exceeds the maximum by 80.
+_B_ZERO_CLAMP = 80.0
+
+Array = Any
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+
+def _max(xp: Any, x: Array, axes: tuple[int, ...]) -> Array:
+    return x if axes == () else xp.max(x, axis=axes, keepdims=True)
+
+
+def _sum(xp: Any, x: Array, axes: tuple[int, ...]) -> Array:
+    return x if axes == () else xp.sum(x, axis=axes, keepdims=True)
+
+
+def _squeeze(xp: Any, x: Array, axes: tuple[int, ...]) -> Array:
+    return x if axes == () else xp.squeeze(x, axis=axes)
+
+
+def _empty_axis(x: Array, axes: tuple[int, ...]) -> bool:
+    return any(x.shape[a] == 0 for a in axes)
+
+
+def _shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> tuple[Array, Array]:
+    """``(x - max, max)`` with -inf at entries that take no part.
+
+    An empty event (max = -inf) is shifted by 0 so that it stays all -inf instead of NaN; a
+    +inf or NaN maximum is kept, which makes the whole slice NaN downstream, as the contract
+    asks of softmax and log_softmax.
+    """
+    xm = x if where is None else xp.where(where, x, -INF)
+    m = _max(xp, xm, axes)
+    shift = xp.where(m == -INF, 0.0, m)
+    return xm - shift, shift
+
+
+def _hard_max(xp: Any, d: Array) -> Array:
+    """The T -> 0 limit of ``d / T`` for ``d = x - max <= 0``: 0 at the maxima, -inf elsewhere."""
+    return xp.where(d == 0, 0.0, xp.where(d < 0, -INF, xp.full_like(d, NAN)))
+
+
+def _flat(xp: Any, d: Array) -> Array:
+    """The T -> inf limit of ``d / T``: 0 for finite entries, -inf stays -inf, NaN stays NaN."""
+    return xp.where(d == -INF, -INF, d * 0.0)
+
+
+def _scale(xp: Any, d: Array, temperature: Temperature) -> Array:
+    """``d / T`` with the contract's limits at T = 0 and T = inf (per slice for arrays)."""
+    kind, t = temperature.kind, temperature.value
+    if kind == "one":
+        return d
+    if kind == "positive":
+        return d / t
+    if kind == "zero":
+        return _hard_max(xp, d)
+    if kind == "inf":
+        return _flat(xp, d)
+    # An array: every slice may take a different branch, so compute each safely and select.
+    ordinary = (t > 0) & (t < INF)
+    t_safe = xp.where(ordinary, t, 1.0)
+    d_safe = xp.where(d == -INF, 0.0, d)
+    z = xp.where(d == -INF, -INF, d_safe / t_safe)
+    z = xp.where(t == 0, _hard_max(xp, d), z)
+    z = xp.where(t == INF, _flat(xp, d), z)
+    return xp.where(t >= 0, z, NAN)  # negative or NaN temperature: NaN slice
+
+
+def _scaled_shift(xp: Any, shift: Array, temperature: Temperature) -> Array:
+    """``shift / T`` with the limits: what turns a shifted logsumexp into the true one."""
+    kind, t = temperature.kind, temperature.value
+    if kind == "one":
+        return shift
+    if kind == "positive":
+        return shift / t
+
+    def at_zero() -> Array:
+        return xp.where(shift == 0, 0.0, xp.where(shift > 0, INF, xp.full_like(shift, -INF)))
+
+    if kind == "zero":
+        return at_zero()
+    if kind == "inf":
+        return shift * 0.0
+    ordinary = (t > 0) & (t < INF)
+    out = xp.where(ordinary, shift / xp.where(ordinary, t, 1.0), shift * 0.0)
+    out = xp.where(t == 0, at_zero(), out)
+    return xp.where(t >= 0, out, NAN)
+
+
+def _inverse_temperature(xp: Any, temperature: Temperature) -> Array | float:
+    """d(x / T)/dx, with 0 at the limits T = 0 and T = inf."""
+    kind, t = temperature.kind, temperature.value
+    if kind == "one":
+        return 1.0
+    if kind == "positive":
+        return 1.0 / t
+    if kind in ("zero", "inf"):
+        return 0.0
+    ordinary = (t > 0) & (t < INF)
+    inv = xp.where(ordinary, 1.0 / xp.where(ordinary, t, 1.0), 0.0)
+    return xp.where(t >= 0, inv, NAN)
+
+
+def _exp_sum(
+    xp: Any, x: Array, axes: tuple[int, ...], temperature: Temperature, where: Array | None
+) -> tuple[Array, Array, Array, Array]:
+    """The shared first half of the normalisations: ``(z, e, s, shift)`` with
+    ``z = (x - max) / T`` (-inf where not taking part), ``e = exp(z)``, ``s = sum(e)``."""
+    d, shift = _shifted(xp, x, axes, where)
+    z = _scale(xp, d, temperature)
+    e = xp.exp(z)
+    return z, e, _sum(xp, e, axes), shift
+
+
+def _zeros(xp: Any, shape: tuple[int, ...], dtype: Any, like: Array, fill: float = 0.0) -> Array:
+    return xp.full(shape, fill, dtype=dtype, device=_device(like))
+
+
+def _device(x: Array) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+# --- the operations -----------------------------------------------------------------------
+
+
+def softmax(
+    xp: Any, x: Array, axes: tuple[int, ...], *, temperature: Temperature, where: Array | None
+) -> Array:
+    """Generic softmax; see :func:`xpsoftmax.softmax`."""
+    out_dtype = result_dtype(xp, x.dtype, reduction=False)
+    if _empty_axis(x, axes):
+        return _zeros(xp, tuple(x.shape), out_dtype, x)
+    xc = xp.astype(x, compute_dtype(xp, x.dtype), copy=False)
+    _, e, s, _ = _exp_sum(xp, xc, axes, temperature, where)
+    p = e / xp.where(s == 0, 1.0, s)  # an empty event gives e == 0 everywhere: zeros
+    return xp.astype(p, out_dtype, copy=False)
+
+
+def log_softmax(
+    xp: Any, x: Array, axes: tuple[int, ...], *, temperature: Temperature, where: Array | None
+) -> Array:
+    """Generic log_softmax; see :func:`xpsoftmax.log_softmax`."""
+    out_dtype = result_dtype(xp, x.dtype, reduction=False)
+    if _empty_axis(x, axes):
+        return _zeros(xp, tuple(x.shape), out_dtype, x)
+    xc = xp.astype(x, compute_dtype(xp, x.dtype), copy=False)
+    z, _, s, _ = _exp_sum(xp, xc, axes, temperature, where)
+    empty = s == 0
+    out = xp.where(empty, -INF, z - xp.log(xp.where(empty, 1.0, s)))
+    return xp.astype(out, out_dtype, copy=False)
+
+
+def logsumexp(
+    xp: Any,
+    x: Array,
+    axes: tuple[int, ...],
+    *,
+    keepdims: bool,
+    b: Array | None,
+    return_sign: bool,
+    where: Array | None,
+) -> Array | tuple[Array, Array]:
+    """Generic logsumexp; see :func:`xpsoftmax.logsumexp`."""
+    out_dtype = result_dtype(xp, x.dtype, reduction=True)
+    if _empty_axis(x, axes):
+        shape = reduced_shape(tuple(x.shape), axes, keepdims)
+        lse = _zeros(xp, shape, out_dtype, x, -INF)
+        return (lse, _zeros(xp, shape, out_dtype, x)) if return_sign else lse
+    cdt = compute_dtype(xp, x.dtype)
+    xc = xp.astype(x, cdt, copy=False)
+    if b is None:
+        xm = xc if where is None else xp.where(where, xc, -INF)
+        m = _max(xp, xm, axes)
+        # +inf maximum: shift by 0 so that the sum is +inf, not inf - inf.
+        shift = xp.where(xp.isfinite(m), m, 0.0)
+        s = _sum(xp, xp.exp(xm - shift), axes)
+    else:
+        # Entries with b == 0 take no part in the maximum, nor in the sum where x is not finite;
+        # where x is finite they stay in the sum (times 0) so that d lse / d b is right there.
+        b_zero = b == 0
+        part = ~b_zero if where is None else (where & ~b_zero)
+        m = _max(xp, xp.where(part, xc, -INF), axes)
+        shift = xp.where(xp.isfinite(m), m, 0.0)
+        in_sum = part | (b_zero & xp.isfinite(xc))
+        if where is not None:
+            in_sum = in_sum & where
+        d = xp.where(in_sum, xc, -INF) - shift
+        d = xp.where(b_zero & (d > _B_ZERO_CLAMP), _B_ZERO_CLAMP, d)
+        s = _sum(xp, b * xp.exp(d), axes)
+    zero = s == 0
+    s_safe = xp.where(zero, 1.0, s)
+    if return_sign:
+        lse = xp.where(zero, -INF, xp.log(xp.abs(s_safe))) + shift
+        sign = xp.sign(s)
+    else:
+        lse = xp.where(zero, -INF, xp.log(s_safe)) + shift  # a negative sum gives NaN
+    if not keepdims:
+        lse = _squeeze(xp, lse, axes)
+    lse = xp.astype(lse, out_dtype, copy=False)
+    if return_sign:
+        if not keepdims:
+            sign = _squeeze(xp, sign, axes)
+        return lse, xp.astype(sign, out_dtype, copy=False)
+    return lse
+
+
+# --- cross-entropy ------------------------------------------------------------------------
+
+
+def _gather(xp: Any, z: Array, index: Array, axis: int) -> Array:
+    """``z[..., index, ...]`` along ``axis`` (index shaped like z without that axis)."""
+    idx = xp.expand_dims(xp.astype(index, index_dtype(xp, z), copy=False), axis=axis)
+    if hasattr(xp, "take_along_axis"):
+        return xp.squeeze(xp.take_along_axis(z, idx, axis=axis), axis=axis)
+    # No gather in this namespace (dask): select with a comparison instead.
+    return xp.sum(xp.where(_class_ids(xp, z, axis) == idx, z, 0.0), axis=axis)
+
+
+def _class_ids(xp: Any, z: Array, axis: int) -> Array:
+    c = z.shape[axis]
+    shape = [1] * z.ndim
+    shape[axis] = c
+    return xp.reshape(xp.arange(c, dtype=index_dtype(xp, z), device=_device(z)), tuple(shape))
+
+
+def _class_weights(xp: Any, weight: Array | None, index: Array) -> Array | float:
+    if weight is None:
+        return 1.0
+    flat = xp.reshape(xp.astype(index, index_dtype(xp, index), copy=False), (-1,))
+    return xp.reshape(xp.take(weight, flat, axis=0), tuple(index.shape))
+
+
+def _along(xp: Any, v: Array, axis: int, ndim: int) -> Array:
+    """A 1-D per-class array shaped to broadcast along ``axis`` of an ``ndim`` array."""
+    shape = [1] * ndim
+    shape[axis] = v.shape[0]
+    return xp.reshape(v, tuple(shape))
+
+
+def _cross_entropy(
+    xp: Any,
+    logits: Array,
+    target: Array,
+    axis: int,
+    *,
+    weight: Array | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    temperature: Temperature,
+    z_loss: float,
+    with_grad: bool,
+) -> tuple[Array, Array | None]:
+    out_dtype = result_dtype(xp, logits.dtype, reduction=True)
+    cdt = compute_dtype(xp, logits.dtype)
+    x = xp.astype(logits, cdt, copy=False)
+    ndim = x.ndim
+    n_classes = x.shape[axis]
+    index_target = not xp.isdtype(target.dtype, "real floating")
+    eps = label_smoothing
+    if n_classes == 0:
+        return _no_classes(xp, x, target, axis, ignore_index, reduction, out_dtype, with_grad)
+
+    z, e, s, shift = _exp_sum(xp, x, (axis,), temperature, None)
+    empty = s == 0  # keepdims: a row that is all -inf
+    lse_rel = xp.log(xp.where(empty, 1.0, s))
+    empty_sq = xp.squeeze(empty, axis=axis)
+    lse_rel_sq = xp.squeeze(lse_rel, axis=axis)
+    w_along = None if weight is None else _along(xp, weight, axis, ndim)
+    # The true logsumexp of the scaled logits, for the z-loss.
+    lse_abs = (
+        xp.squeeze(_scaled_shift(xp, shift, temperature) + lse_rel, axis=axis) if z_loss else None
+    )
+
+    if index_target:
+        t = xp.astype(target, index_dtype(xp, target), copy=False)
+        ignored = t == ignore_index
+        valid = ~ignored & (t >= 0) & (t < n_classes)
+        t_safe = xp.where(valid, t, 0)
+        w_t = _class_weights(xp, weight, t_safe) * xp.ones_like(lse_rel_sq)
+        nll = xp.where(empty_sq, INF, lse_rel_sq - _gather(xp, z, t_safe, axis))
+        per = nll * w_t if eps == 0 else nll * ((1.0 - eps) * w_t)
+        if eps:
+            w_total = float(n_classes) if weight is None else xp.sum(weight)
+            wz = z if w_along is None else w_along * z
+            smooth = xp.where(empty_sq, INF, w_total * lse_rel_sq - xp.sum(wz, axis=axis))
+            per = per + (eps / n_classes) * smooth
+        if lse_abs is not None:
+            per = per + xp.where(empty_sq, INF, (z_loss * w_t) * (lse_abs * lse_abs))
+        per = xp.where(valid, per, xp.where(ignored, 0.0, xp.full_like(per, NAN)))
+        denominator: Array | float = xp.sum(xp.where(ignored, 0.0, w_t))
+    else:
+        y = xp.astype(target, cdt, copy=False)
+        y_smooth = y if eps == 0 else y * (1.0 - eps) + eps / n_classes
+        wy = y_smooth if w_along is None else w_along * y_smooth
+        logp = xp.where(empty, -INF, z - lse_rel)
+        per = -xp.sum(xp.where(wy == 0, 0.0, wy * xp.where(wy == 0, 0.0, logp)), axis=axis)
+        if lse_abs is not None:
+            # The entry's class weight: that of the classes it is labelled with.
+            w_entry = (
+                xp.ones_like(lse_rel_sq) if w_along is None else xp.sum(w_along * y, axis=axis)
+            )
+            zterm = xp.where(empty_sq, INF, w_entry * (lse_abs * lse_abs))
+            per = per + z_loss * xp.where(w_entry == 0, 0.0, zterm)
+        denominator = float(math.prod(per.shape))
+
+    loss, scale = _reduce(xp, per, reduction, denominator)
+    loss = xp.astype(loss, out_dtype, copy=False)
+    if not with_grad:
+        return loss, None
+
+    # d loss / d logits = scale / T * (coef * p - y_term), zero on empty rows and on ignored
+    # entries: the same numbers autodiff gives for the expression above.
+    p = e / xp.where(empty, 1.0, s)
+    if index_target:
+        coef = w_t * (1.0 - eps)
+        if eps:
+            coef = coef + eps * w_total / n_classes
+        onehot = _class_ids(xp, x, axis) == xp.expand_dims(t_safe, axis=axis)
+        y_term = xp.where(onehot, xp.expand_dims(w_t * (1.0 - eps), axis=axis), 0.0)
+        if eps:
+            y_term = y_term + (eps / n_classes) * (1.0 if w_along is None else w_along)
+        keep = xp.expand_dims(valid & ~empty_sq, axis=axis)
+        w_z = w_t
+    else:
+        coef = xp.sum(wy, axis=axis)
+        y_term = wy
+        keep = ~empty
+        w_z = xp.where(w_entry == 0, 0.0, w_entry) if lse_abs is not None else None
+    if lse_abs is not None:
+        coef = coef + (2.0 * z_loss) * w_z * lse_abs
+    grad = xp.expand_dims(coef, axis=axis) * p - y_term
+    grad = xp.where(keep, grad, 0.0)
+    grad = grad * (_inverse_temperature(xp, temperature) * scale)
+    return loss, xp.astype(grad, logits.dtype, copy=False)
+
+
+def _reduce(xp: Any, per: Array, reduction: str, denominator: Array | float) -> tuple[Array, Any]:
+    """The reduced loss and d(reduced)/d(per-entry loss); a zero denominator gives 0, not NaN."""
+    if reduction == "none":
+        return per, 1.0
+    if reduction == "sum":
+        return xp.sum(per), 1.0
+    den = xp.asarray(denominator, dtype=per.dtype, device=_device(per))
+    zero = den == 0
+    den_safe = xp.where(zero, 1.0, den)
+    return xp.where(zero, 0.0, xp.sum(per) / den_safe), xp.where(zero, 0.0, 1.0 / den_safe)
+
+
+def _no_classes(
+    xp: Any,
+    x: Array,
+    target: Array,
+    axis: int,
+    ignore_index: int,
+    reduction: str,
+    out_dtype: Any,
+    with_grad: bool,
+) -> tuple[Array, Array | None]:
+    """Zero classes: every index is out of range (NaN) unless ignored; probabilities give 0."""
+    shape = tuple(s for i, s in enumerate(x.shape) if i != axis)
+    per = _zeros(xp, shape, x.dtype, x)
+    if not xp.isdtype(target.dtype, "real floating"):
+        per = xp.where(target == ignore_index, per, NAN)
+        denominator: Array | float = xp.sum(per * 0.0)
+    else:
+        denominator = 0.0
+    loss, _ = _reduce(xp, per, reduction, denominator)
+    grad = xp.zeros_like(x) if with_grad else None
+    return xp.astype(loss, out_dtype, copy=False), grad
+
+
+def cross_entropy(xp: Any, logits: Array, target: Array, axis: int, **options: Any) -> Array:
+    """Generic cross-entropy; see :func:`xpsoftmax.cross_entropy`."""
+    loss, _ = _cross_entropy(xp, logits, target, axis, with_grad=False, **options)
+    return loss
+
+
+def cross_entropy_with_grad(
+    xp: Any, logits: Array, target: Array, axis: int, **options: Any
+) -> tuple[Array, Array]:
+    """Generic cross-entropy and its gradient; see :func:`xpsoftmax.cross_entropy_with_grad`."""
+    loss, grad = _cross_entropy(xp, logits, target, axis, with_grad=True, **options)
+    assert grad is not None
+    return loss, grad

@@ -1,0 +1,43 @@
+"""Suite-wide set-up: JAX in 64-bit mode (float64 cases), the ``backend`` fixture."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from backends import BACKENDS, Backend  # noqa: E402
+
+try:  # float64 cases need JAX's x64 mode; set it before any JAX array exists
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def _param(b: Backend) -> object:
+    marks = [pytest.mark.gpu] if b.device in ("cuda", "gpu") else []
+    return pytest.param(b, id=b.id, marks=marks)
+
+
+def _usable(b: Backend) -> Backend:
+    reason = b.probe()
+    if reason is not None:
+        pytest.skip(f"{b.id}: {reason}")
+    return b
+
+
+@pytest.fixture(params=[_param(b) for b in BACKENDS])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Every array library and device of the suite (skips those not here)."""
+    return _usable(request.param)
+
+
+@pytest.fixture(params=[_param(b) for b in BACKENDS if b.autodiff])
+def ad_backend(request: pytest.FixtureRequest) -> Backend:
+    """The backends with autodiff (torch, jax)."""
+    return _usable(request.param)

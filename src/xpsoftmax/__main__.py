@@ -1,0 +1,274 @@
+"""``python -m xpsoftmax`` (or ``xpsoftmax``): what is installed, what serves each call, and a
+quick self-check of every function on every array library and device found."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import _registry, cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax
+from ._listing import installed_libraries
+from ._api import which
+
+# A small input with the cases that matter: ordinary, huge, an all -inf row, a partly -inf row.
+_X = [
+    [1.0, 2.0, 3.0, 4.0],
+    [1000.0, 1001.0, 1000.0, 999.0],
+    [-math.inf, -math.inf, -math.inf, -math.inf],
+    [0.5, -math.inf, 0.25, -1.0],
+]
+_T = [3, 1, 0, 2]
+
+
+def _py_softmax(row: list[float]) -> list[float]:
+    m = max(row)
+    if m == -math.inf:
+        return [0.0] * len(row)
+    e = [math.exp(v - m) for v in row]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def _py_lse(row: list[float]) -> float:
+    m = max(row)
+    if m == -math.inf:
+        return -math.inf
+    return m + math.log(sum(math.exp(v - m) for v in row))
+
+
+def _expected(xs: list[list[float]]) -> dict[str, Any]:
+    """References for the input as the library holds it (16-bit rounding included)."""
+    sm = [_py_softmax(r) for r in xs]
+    lse = [_py_lse(r) for r in xs]
+    lsm = [[v - lse[i] if v != -math.inf else -math.inf for v in r] for i, r in enumerate(xs)]
+    per = [lse[i] - xs[i][t] if lse[i] != -math.inf else math.inf for i, t in enumerate(_T)]
+    # The mean divides by all 4 rows; the all -inf row has an infinite loss and a zero gradient.
+    grad = [
+        [(sm[i][c] - (1.0 if c == _T[i] else 0.0)) / 4 if i != 2 else 0.0 for c in range(4)]
+        for i in range(4)
+    ]
+    return {"softmax": sm, "log_softmax": lsm, "logsumexp": lse, "ce": per, "grad": grad}
+
+
+@dataclass
+class Target:
+    """One array library on one device."""
+
+    library: str
+    device: str
+    make: Callable[[Any, str], Any]
+    to_list: Callable[[Any], Any]
+    dtypes: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.library}:{self.device}"
+
+
+def _version(name: str) -> str:
+    dist = {"array_api_strict": "array-api-strict"}.get(name, name)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _targets(libraries: Sequence[str]) -> list[Target]:
+    out: list[Target] = []
+    for lib in libraries:
+        try:
+            out.extend(_targets_of(lib))
+        except Exception as exc:  # a broken install must not stop the report
+            print(f"  {lib}: could not be used ({type(exc).__name__}: {exc})")
+    return out
+
+
+def _targets_of(lib: str) -> list[Target]:
+    if lib == "numpy":
+        import numpy as np
+
+        return [
+            Target(
+                "numpy", "cpu", lambda v, d: np.asarray(v, dtype=d), lambda a: np.asarray(a).tolist(),
+                ("float32", "float64"),
+            )
+        ]
+    if lib == "torch":
+        import torch
+
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        return [
+            Target(
+                "torch", dev,
+                (lambda dev: lambda v, d: torch.tensor(v, dtype=getattr(torch, d), device=dev))(dev),
+                lambda a: a.detach().cpu().double().tolist(),
+                ("float32", "float64", "bfloat16"),
+            )
+            for dev in devices
+        ]
+    if lib == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        out = []
+        for dev in sorted({d.platform for d in jax.devices()} | {"cpu"}):
+            device = jax.devices(dev)[0]
+            out.append(
+                Target(
+                    "jax", dev,
+                    (lambda device: lambda v, d: jax.device_put(jnp.asarray(v, dtype=d), device))(device),
+                    lambda a: jnp.asarray(a, dtype=jnp.float32).tolist(),
+                    ("float32", "bfloat16"),
+                )
+            )
+        return out
+    if lib == "cupy":
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+        return [
+            Target("cupy", "cuda", lambda v, d: cupy.asarray(v, dtype=d), lambda a: a.get().tolist(),
+                   ("float32", "float64"))
+        ]
+    if lib == "dask":
+        import dask.array as da
+        import numpy as np
+
+        return [
+            Target(
+                "dask", "cpu", lambda v, d: da.from_array(np.asarray(v, dtype=d), chunks=2),
+                lambda a: np.asarray(a.compute()).tolist(), ("float32", "float64"),
+            )
+        ]
+    if lib == "array_api_strict":
+        import array_api_strict as s
+        import numpy as np
+
+        return [
+            Target(
+                "array_api_strict", "cpu", lambda v, d: s.asarray(v, dtype=getattr(s, d)),
+                lambda a: np.from_dlpack(a).tolist(), ("float32", "float64"),
+            )
+        ]
+    return []
+
+
+def _close(got: Any, want: Any, tol: float) -> bool:
+    if isinstance(want, list):
+        return isinstance(got, list) and len(got) == len(want) and all(
+            _close(g, w, tol) for g, w in zip(got, want)
+        )
+    g, w = float(got), float(want)
+    if math.isnan(w) or math.isinf(w):
+        return g == w or (math.isnan(g) and math.isnan(w))
+    return abs(g - w) <= tol * max(1.0, abs(w))
+
+
+def _checks(t: Target, dtype: str) -> list[tuple[str, bool, str]]:
+    tol = {"float64": 1e-12, "float32": 1e-5}.get(dtype, 1e-2)
+    x = t.make(_X, dtype)
+    exp = _expected(t.to_list(x))
+    target = t.make(_T, "int64") if t.library != "jax" else t.make(_T, "int32")
+    results = []
+
+    def check(name: str, run: Callable[[], Any], want: Any) -> None:
+        try:
+            got = run()
+            ok = _close(got, want, tol)
+            results.append((name, ok, "" if ok else f"got {got}, want {want}"))
+        except Exception as exc:
+            results.append((name, False, f"{type(exc).__name__}: {exc}"))
+
+    def both(name: str, f: Callable[[], Any], want: Any) -> None:
+        check(name, lambda: t.to_list(f()), want)
+        with _registry.force_generic():
+            check(name + " (generic)", lambda: t.to_list(f()), want)
+
+    both("softmax", lambda: softmax(x), exp["softmax"])
+    both("log_softmax", lambda: log_softmax(x), exp["log_softmax"])
+    both("logsumexp", lambda: logsumexp(x, axis=1), exp["logsumexp"])
+    both("cross_entropy", lambda: cross_entropy(x, target, reduction="none"), exp["ce"])
+    both("cross_entropy_with_grad", lambda: cross_entropy_with_grad(x, target)[1], exp["grad"])
+    return results
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([fmt(header), line, *(fmt(r) for r in rows)])
+
+
+def _which_row(t: Target) -> list[str]:
+    x = t.make([[0.0, 1.0], [2.0, 3.0]], "float32")
+    target = t.make([0, 1], "int64" if t.library != "jax" else "int32")
+    row = [t.label]
+    for op in ("softmax", "log_softmax", "logsumexp"):
+        row.append(which(op, x, axis=-1) if op != "logsumexp" else which(op, x, axis=1))
+    row.append(which("cross_entropy", x, target))
+    row.append(which("cross_entropy_with_grad", x, target))
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="xpsoftmax",
+        description="List the array libraries and devices found, which implementation serves "
+        "each operation on each, and self-check every function on each.",
+    )
+    parser.add_argument(
+        "--library", action="append", help="check only this library (repeatable)"
+    )
+    args = parser.parse_args(argv)
+
+    from . import __version__
+
+    print(f"xpsoftmax {__version__} (Python {sys.version.split()[0]})")
+    if _registry.generic_forced():
+        print(f"{_registry.ENV_FORCE_GENERIC} is set: every call uses the generic implementation")
+    libraries = args.library or installed_libraries()
+    print("\nArray libraries found: " + (", ".join(f"{lib} {_version(lib)}" for lib in libraries) or "none"))
+    targets = _targets(libraries)
+    if not targets:
+        print("No array library to check: install one, e.g. pip install 'xpsoftmax[numpy]'.")
+        return 1
+
+    print("\nImplementation serving a float32 call with default options, per library and device:")
+    print(
+        _table(
+            [_which_row(t) for t in targets],
+            ["library:device", "softmax", "log_softmax", "logsumexp", "cross_entropy", "..._with_grad"],
+        )
+    )
+
+    print("\nSelf-check (fast path and generic path against pure-Python references):")
+    summary = []
+    failures = []
+    for t in targets:
+        for dtype in t.dtypes:
+            start = time.perf_counter()
+            results = _checks(t, dtype)
+            passed = sum(ok for _, ok, _ in results)
+            summary.append(
+                [t.label, dtype, f"{passed}/{len(results)}", "ok" if passed == len(results) else "FAIL",
+                 f"{(time.perf_counter() - start) * 1e3:.0f} ms"]
+            )
+            failures += [f"{t.label} {dtype} {name}: {msg}" for name, ok, msg in results if not ok]
+    print(_table(summary, ["library:device", "dtype", "checks", "result", "time"]))
+    if failures:
+        print("\nFailures:")
+        print("\n".join("  " + f for f in failures))
+        return 1
+    print("\nAll checks passed.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

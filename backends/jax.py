@@ -4,8 +4,9 @@ differentiation, and hand-written derivative rules:
 * softmax, log_softmax and logsumexp are ``jax.custom_jvp`` functions whose tangent is the
   closed form (``p * (dx - <p, dx>)`` and so on), so that forward and reverse mode, ``vmap``
   and ``jit`` all see one cheap, NaN-free rule, zero on empty events;
-* cross-entropy with class indices is a ``jax.custom_vjp`` whose forward computes the loss
-  and the gradient ``p - y`` in one pass and whose backward only scales that gradient.
+* cross-entropy with class indices is a ``jax.custom_jvp`` whose rule computes the loss and
+  the gradient ``p - y`` in one pass; the tangent ``<p - y, dx>`` is linear in ``dx``, so
+  reverse mode only scales that gradient (and forward mode, ``jax.jvp``, works too).
 
 ``jax.nn.softmax`` itself gives NaN on rows that are all -inf and in their gradients, so it
 is not used.
@@ -194,7 +195,7 @@ def _ce_ok(call: Call) -> bool:
     return call.opt("target") == "index" and not call.opt("weight") and _plain(call)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _fused_ce(logits: Any, target: Any, axis: int, options: tuple[Any, ...]) -> Any:
     return _ce_forward(logits, target, axis, options)[0]
 
@@ -204,25 +205,23 @@ def _ce_forward(logits: Any, target: Any, axis: int, options: tuple[Any, ...]) -
     return _generic.cross_entropy_with_grad(jnp, logits, target, axis, weight=None, **kw)
 
 
-def _fused_ce_fwd(logits: Any, target: Any, axis: int, options: tuple[Any, ...]) -> Any:
+@_fused_ce.defjvp
+def _fused_ce_jvp(axis: int, options: tuple[Any, ...], primals: Any, tangents: Any) -> Any:
+    # The forward pass computes the gradient G = d loss / d logits with the loss; the tangent
+    # is <G, dx> (per entry for reduction="none"), linear in dx, so reverse mode transposes it
+    # into G * cotangent with no second softmax, and forward mode works as well.
+    logits, target = primals
+    dx, _ = tangents
     loss, grad = _ce_forward(logits, target, axis, options)
-    return loss, (grad, target)
-
-
-def _fused_ce_bwd(axis: int, options: tuple[Any, ...], residual: Any, g: Any) -> Any:
-    grad, target = residual
-    g = g.astype(grad.dtype)
-    scaled = grad * (jnp.expand_dims(g, axis) if g.ndim else g)
-    return scaled, None
-
-
-_fused_ce.defvjp(_fused_ce_fwd, _fused_ce_bwd)
+    prod = grad.astype(loss.dtype) * dx.astype(loss.dtype)
+    tangent = jnp.sum(prod, axis=axis) if loss.ndim else jnp.sum(prod)
+    return loss, tangent.astype(loss.dtype)
 
 
 @register(
     "cross_entropy",
     "jax",
-    "jax.fused_vjp",
+    "jax.fused_jvp",
     supports=_ce_ok,
     devices=_DEVICES,
     dtypes=_FLOATS,

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from xpsoftmax import _generic
 from xpsoftmax._checks import Temperature
 from xpsoftmax._registry import Call, register
 
@@ -155,30 +156,23 @@ def _fused_cross_entropy(
     rows = np.arange(n)
     w_t = np.ones(n, dtype=cdt) if weight is None else weight[t_safe]
 
-    if n_classes == 0 or n == 0:
-        per = np.where(ignored, 0.0, np.nan).astype(cdt) if n_classes == 0 else np.zeros(0, cdt)
-        buf = np.zeros(a.shape, dtype=cdt)
-        s = np.ones((n, 1), dtype=cdt)
-        empty = np.zeros(n, dtype=bool)
-        shift = lse_rel = np.zeros(n, dtype=cdt)
-    else:
-        m = np.max(a, axis=1, keepdims=True).astype(cdt, copy=False)
-        m[m == -np.inf] = 0
-        buf = np.subtract(a, m, dtype=cdt)
-        if temperature.kind == "positive":
-            np.divide(buf, temperature.value, out=buf)
-        z_t = buf[rows, t_safe]
-        if eps:
-            sum_wz = buf.sum(axis=1) if weight is None else (buf * weight).sum(axis=1)
-        np.exp(buf, out=buf)
-        s = buf.sum(axis=1, keepdims=True)
-        empty = s[:, 0] == 0
-        lse_rel = np.log(np.where(empty, 1.0, s[:, 0]))
-        shift = m[:, 0]
-        per = np.where(empty, np.inf, lse_rel - z_t) * (w_t * (1.0 - eps))
-        if eps:
-            w_total = float(n_classes) if weight is None else weight.sum()
-            per += (eps / n_classes) * np.where(empty, np.inf, w_total * lse_rel - sum_wz)
+    m = np.max(a, axis=1, keepdims=True).astype(cdt, copy=False)
+    m[m == -np.inf] = 0
+    buf = np.subtract(a, m, dtype=cdt)
+    if temperature.kind == "positive":
+        np.divide(buf, temperature.value, out=buf)
+    z_t = buf[rows, t_safe]
+    if eps:
+        sum_wz = buf.sum(axis=1) if weight is None else (buf * weight).sum(axis=1)
+    np.exp(buf, out=buf)
+    s = buf.sum(axis=1, keepdims=True)
+    empty = s[:, 0] == 0
+    lse_rel = np.log(np.where(empty, 1.0, s[:, 0]))
+    shift = m[:, 0]
+    per = np.where(empty, np.inf, lse_rel - z_t) * (w_t * (1.0 - eps))
+    if eps:
+        w_total = float(n_classes) if weight is None else weight.sum()
+        per += (eps / n_classes) * np.where(empty, np.inf, w_total * lse_rel - sum_wz)
     lse_abs = None
     if z_loss:
         scaled = shift / temperature.value if temperature.kind == "positive" else shift
@@ -229,6 +223,8 @@ def _fused_cross_entropy(
     description="class indices on the last axis, scalar temperature > 0",
 )
 def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
+    if logits.size == 0:  # nothing to fuse
+        return _generic.cross_entropy(xp, logits, target, axis, **options)
     return _fused_cross_entropy(logits, target, with_grad=False, **options)[0]
 
 
@@ -243,5 +239,7 @@ def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) 
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, **options: Any
 ) -> tuple[Any, Any]:
+    if logits.size == 0:
+        return _generic.cross_entropy_with_grad(xp, logits, target, axis, **options)
     return _fused_cross_entropy(logits, target, with_grad=True, **options)
 

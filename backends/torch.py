@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from xpsoftmax import _generic
 from xpsoftmax._checks import Temperature
 from xpsoftmax._registry import Call, register
 
@@ -166,20 +167,16 @@ def _cross_entropy(
     # Out-of-range indices must not reach the kernel (a CUDA device assert): they become
     # ignored there and NaN here.
     t_safe = torch.where(valid, t, torch.full_like(t, ignore_index))
-    if n_classes == 0 or x.numel() == 0:
-        per = torch.zeros(t.shape, dtype=x.dtype, device=x.device)
-        dead = torch.zeros(t.shape, dtype=torch.bool, device=x.device)
-    else:
-        xs, dead = _safe_rows(_scaled(x, temperature), class_dim)
-        dead = dead.squeeze(class_dim)
-        per = F.cross_entropy(
-            xs,
-            t_safe,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction="none",
-            label_smoothing=label_smoothing,
-        )
+    xs, dead = _safe_rows(_scaled(x, temperature), class_dim)
+    dead = dead.squeeze(class_dim)
+    per = F.cross_entropy(
+        xs,
+        t_safe,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction="none",
+        label_smoothing=label_smoothing,
+    )
     per = torch.where(dead & valid, math.inf, per)
     per = torch.where(valid | ignored, per, math.nan)
     if reduction == "none":
@@ -203,4 +200,6 @@ def _cross_entropy(
     description="class indices, z_loss=0, scalar temperature > 0",
 )
 def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
+    if logits.numel() == 0:  # F.cross_entropy cannot take an empty batch or zero classes
+        return _generic.cross_entropy(xp, logits, target, axis, **options)
     return _cross_entropy(logits, target, axis, **options)

@@ -685,7 +685,7 @@ def _jax_fns():
         "softmax-where": ("softmax", (), {"where": jnp.asarray(np.arange(C) != 2)}, "generic"),
         "logsumexp": ("logsumexp", (), {"axis": -1}, "jax.custom_jvp"),
         "logsumexp-b": ("logsumexp", (), {"axis": -1, "b": b}, "generic"),
-        "ce-index": ("cross_entropy", (t_idx,), {"label_smoothing": 0.1, "z_loss": 0.01}, "jax.fused_vjp"),
+        "ce-index": ("cross_entropy", (t_idx,), {"label_smoothing": 0.1, "z_loss": 0.01}, "jax.fused_jvp"),
         "ce-index-weight": ("cross_entropy", (t_idx,), {"weight": w, "reduction": "none"}, "generic"),
         "ce-probs": ("cross_entropy", (y,), {"reduction": "sum", "temperature": 1.5}, "generic"),
     }
@@ -840,7 +840,9 @@ def test_scalar_limit_temperature_gradient_is_zero(ad_backend, op, temperature, 
         if op == "cross_entropy_with_grad":
             loss, g = xs.cross_entropy_with_grad(X, tgt, temperature=temperature, label_smoothing=0.1)
             g = backend.numpy_float(g)
-            assert np.isfinite(backend.numpy_float(loss))
+            loss_np = backend.numpy_float(loss)
+            # At T = 0 the smoothed target puts mass on classes of probability 0: +inf.
+            assert loss_np == np.inf if temperature == 0 else np.isfinite(loss_np)
         elif backend.library == "torch":
             Xg = X.clone().requires_grad_(True)
             out = fn(Xg)

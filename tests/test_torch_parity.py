@@ -537,9 +537,10 @@ def torch_z_loss_reference(x, t, *, weight, ignore_index, reduction, label_smoot
     per = F.cross_entropy(
         xs_, tt, weight=wt, ignore_index=ignore_index, reduction="none", label_smoothing=label_smoothing
     )
-    lse2 = torch.logsumexp(xs_, dim=1 if xt.ndim > 1 else 0) ** 2
+    cdim = 1 if xt.ndim > 1 else 0
+    lse2 = torch.logsumexp(xs_, dim=cdim) ** 2
     if tt.dtype.is_floating_point:
-        w_t = torch.ones_like(per) if wt is None else (tt * wt.reshape((-1,) + (1,) * (xt.ndim - 2))).sum(1)
+        w_t = torch.ones_like(per) if wt is None else (tt * wt.reshape((-1,) + (1,) * (xt.ndim - 2))).sum(cdim)
         den = torch.tensor(float(per.numel()), dtype=torch.float64)
     else:
         keep = tt != ignore_index

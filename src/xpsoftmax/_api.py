@@ -45,16 +45,27 @@ class _Plan:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     library: str
+    call: Call
 
     def run(self) -> Any:
-        if self.library in _NUMPY_BASED:
-            import numpy
+        if self.library not in _NUMPY_BASED:
+            return self.impl(*self.args, **self.kwargs)
+        import numpy
 
-            # The contract defines the value of every edge case (NaN, inf, empty events), so
-            # NumPy's floating-point warnings about them are noise.
-            with numpy.errstate(all="ignore"):
-                return self.impl(*self.args, **self.kwargs)
-        return self.impl(*self.args, **self.kwargs)
+        # The contract defines the value of every edge case (NaN, inf, empty events), so
+        # NumPy's floating-point warnings about them are noise.
+        with numpy.errstate(all="ignore"):
+            out = self.impl(*self.args, **self.kwargs)
+        if self.library == "numpy":
+            # NumPy reductions return scalars (numpy.float64); the contract promises arrays.
+            if isinstance(out, tuple):
+                return tuple(_ndarray(numpy, o) for o in out)
+            return _ndarray(numpy, out)
+        return out
+
+
+def _ndarray(numpy: Any, value: Any) -> Any:
+    return numpy.asarray(value) if isinstance(value, numpy.generic) else value
 
 
 _NUMPY_BASED = frozenset({"numpy", "dask", "array_api_strict"})
@@ -91,7 +102,7 @@ def _plan_normalization(op: str, x: Any, axis: Any, temperature: Any, where: Any
     )
     generic = _generic.softmax if op == "softmax" else _generic.log_softmax
     impl, name = _choose(call, generic)
-    return _Plan(impl, name, (xp, x, axes), {"temperature": temp, "where": w}, library)
+    return _Plan(impl, name, (xp, x, axes), {"temperature": temp, "where": w}, library, call)
 
 
 def _plan_logsumexp(
@@ -125,6 +136,7 @@ def _plan_logsumexp(
         (xp, x, axes),
         {"keepdims": keep, "b": b_arr, "return_sign": sign, "where": w},
         library,
+        call,
     )
 
 
@@ -149,7 +161,9 @@ def _plan_cross_entropy(op: str, logits: Any, target: Any, **kw: Any) -> _Plan:
     )
     generic = _generic.cross_entropy if op == "cross_entropy" else _generic.cross_entropy_with_grad
     impl, name = _choose(call, generic)
-    return _Plan(impl, name, (args.xp, args.logits, args.target, args.axis), dict(o), args.library)
+    return _Plan(
+        impl, name, (args.xp, args.logits, args.target, args.axis), dict(o), args.library, call
+    )
 
 
 def softmax(x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: Any = None) -> Array:

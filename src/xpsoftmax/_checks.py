@@ -425,8 +425,10 @@ def check_cross_entropy(
 
     if index_target and values_visible(target, library):
         with _eager(library):
-            bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
-            example = int(xp.max(xp.where(bad, target, xp.min(target)))) if bool(xp.any(bad)) else None
+            # In the index dtype, so that ignore_index and C compare with uint8 targets too.
+            t = xp.astype(target, index_dtype(xp, target))
+            bad = (t != ignore) & ((t < 0) | (t >= n_classes))
+            example = int(xp.max(xp.where(bad, t, xp.min(t)))) if bool(xp.any(bad)) else None
         if example is not None:
             raise ValueError(
                 f"target holds class indices outside [0, {n_classes}) that are not "

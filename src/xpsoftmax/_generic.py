@@ -47,7 +47,9 @@ def _squeeze(xp: Any, x: Array, axes: tuple[int, ...]) -> Array:
 
 
 def _empty_axis(x: Array, axes: tuple[int, ...]) -> bool:
-    return any(x.shape[a] == 0 for a in axes)
+    """True when the answer needs no arithmetic: a reduced axis is empty (every slice is an
+    empty event), or the array is (no slice at all). Dask cannot reduce empty chunks."""
+    return any(n == 0 for n in x.shape)
 
 
 def _shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> tuple[Array, Array]:
@@ -288,8 +290,10 @@ def _cross_entropy(
     n_classes = x.shape[axis]
     index_target = not xp.isdtype(target.dtype, "real floating")
     eps = label_smoothing
-    if n_classes == 0:
-        return _no_classes(xp, x, target, axis, ignore_index, reduction, out_dtype, with_grad)
+    if any(n == 0 for n in x.shape):
+        return _no_classes(
+            xp, x, target, axis, ignore_index, reduction, out_dtype, logits.dtype, with_grad
+        )
 
     z, e, s, shift = _exp_sum(xp, x, (axis,), temperature, None)
     empty = s == 0  # keepdims: a row that is all -inf
@@ -385,18 +389,22 @@ def _no_classes(
     ignore_index: int,
     reduction: str,
     out_dtype: Any,
+    grad_dtype: Any,
     with_grad: bool,
 ) -> tuple[Array, Array | None]:
-    """Zero classes: every index is out of range (NaN) unless ignored; probabilities give 0."""
+    """Zero classes (every index is out of range, NaN, unless ignored; probabilities give 0)
+    or zero entries."""
     shape = tuple(s for i, s in enumerate(x.shape) if i != axis)
-    per = _zeros(xp, shape, x.dtype, x)
+    # x holds no entries, so its sum is exactly 0: adding it keeps the loss on the autodiff
+    # graph (a zero gradient rather than "does not require grad").
+    per = _zeros(xp, shape, x.dtype, x) + xp.sum(x)
     if not xp.isdtype(target.dtype, "real floating"):
         per = xp.where(target == ignore_index, per, NAN)
         denominator: Array | float = xp.sum(per * 0.0)
     else:
         denominator = 0.0
     loss, _ = _reduce(xp, per, reduction, denominator)
-    grad = xp.zeros_like(x) if with_grad else None
+    grad = xp.zeros(x.shape, dtype=grad_dtype, device=_device(x)) if with_grad else None
     return xp.astype(loss, out_dtype, copy=False), grad
 
 

@@ -230,4 +230,3 @@ def _fused_ce_jvp(axis: int, options: tuple[Any, ...], primals: Any, tangents: A
 def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
     options.pop("weight")
     return _fused_ce(logits, target, axis, tuple(sorted(options.items())))
-

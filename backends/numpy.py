@@ -124,9 +124,7 @@ def logsumexp(
 
 def _ce_ok(call: Call) -> bool:
     return (
-        call.opt("target") == "index"
-        and call.axes == (call.ndim - 1,)
-        and _plain_temperature(call)
+        call.opt("target") == "index" and call.axes == (call.ndim - 1,) and _plain_temperature(call)
     )
 
 
@@ -242,4 +240,3 @@ def cross_entropy_with_grad(
     if logits.size == 0:
         return _generic.cross_entropy_with_grad(xp, logits, target, axis, **options)
     return _fused_cross_entropy(logits, target, with_grad=True, **options)
-

@@ -82,9 +82,9 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     (dim,) = axes
     if x.shape[dim] == 0:
         return torch.zeros_like(x)
-    xs, dead = _safe_rows(_scaled(x, temperature), dim)
-    out = torch.softmax(xs, dim, dtype=torch.float32 if _sixteen(x) else None)
-    return torch.where(dead, 0.0, out).to(x.dtype)
+    # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
+    xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature), dim)
+    return torch.where(dead, 0.0, torch.softmax(xs, dim)).to(x.dtype)
 
 
 @register(
@@ -102,9 +102,9 @@ def log_softmax(
     (dim,) = axes
     if x.shape[dim] == 0:
         return torch.zeros_like(x)
-    xs, dead = _safe_rows(_scaled(x, temperature), dim)
-    out = torch.log_softmax(xs, dim, dtype=torch.float32 if _sixteen(x) else None)
-    return torch.where(dead, -math.inf, out).to(x.dtype)
+    # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
+    xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature), dim)
+    return torch.where(dead, -math.inf, torch.log_softmax(xs, dim)).to(x.dtype)
 
 
 @register(

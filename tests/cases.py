@@ -295,7 +295,9 @@ def _(rng):
 def _(rng):
     # NaN and +inf entries that are masked out take no part; an unmasked -inf row is empty.
     x = np.array([[NAN, 1.0, 2.0], [INF, 0.0, -1.0], [-INF, 3.0, -INF], [1.0, 1.0, NAN]])
-    w = np.array([[False, True, True], [False, True, True], [True, False, True], [True, True, True]])
+    w = np.array(
+        [[False, True, True], [False, True, True], [True, False, True], [True, True, True]]
+    )
     return Case("masked_nonfinite", x, -1, where=w, tags=frozenset({"where", "nonfinite", "nan"}))
 
 
@@ -349,8 +351,12 @@ def random_cases(rng: np.random.Generator, n: int = 3) -> Iterator[Case]:
         else:
             axis = None
         scale = float(rng.choice([1.0, 5.0, 30.0]))
-        yield Case(f"random_{i}_{shape}_{axis}", _random(rng, shape, scale), axis,
-                   tags=frozenset({"random"}))
+        yield Case(
+            f"random_{i}_{shape}_{axis}",
+            _random(rng, shape, scale),
+            axis,
+            tags=frozenset({"random"}),
+        )
 
 
 # --- cross-entropy cases --------------------------------------------------------------------
@@ -479,7 +485,9 @@ def assert_close(
     bound = np.where(fin, atol_b + rtol_b * np.abs(expected), 0.0)
     bad = err > bound
     if np.any(bad):
-        i = np.unravel_index(np.argmax(np.where(bad, err / np.maximum(bound, 1e-300), 0)), bad.shape)
+        i = np.unravel_index(
+            np.argmax(np.where(bad, err / np.maximum(bound, 1e-300), 0)), bad.shape
+        )
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {int(fin.sum())} finite entries out of tolerance, "
             f"at {_where_idx(bad)}; worst at {tuple(int(k) for k in i)}: actual "

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from backends import BACKENDS, Backend  # noqa: E402
+from backends import BACKENDS, Backend
 
 try:  # float64 cases need JAX's x64 mode; set it before any JAX array exists
     import jax

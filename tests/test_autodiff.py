@@ -94,7 +94,7 @@ def test_gradcheck_logsumexp(axis, keepdims, variant, generic):
     rng = _rng(2)
     x = _t(rng.normal(size=shape), True)
     if variant == "x":
-        args, kw = (x,), {}
+        args, _kw = (x,), {}
 
         def f(a):
             return xs.logsumexp(a, axis=axis, keepdims=keepdims)
@@ -117,7 +117,7 @@ def test_gradcheck_logsumexp(axis, keepdims, variant, generic):
         args = (x, B)
 
         def f(a, bb):
-            lse, sign = xs.logsumexp(a, axis=axis, keepdims=keepdims, b=bb, return_sign=True)
+            lse, _sign = xs.logsumexp(a, axis=axis, keepdims=keepdims, b=bb, return_sign=True)
             return lse
 
         with torch.no_grad():
@@ -181,7 +181,13 @@ CE_OPTIONS = {
     "temperature": {"temperature": 0.6},
     "temperature-array": {"temperature": "array"},
     "z_loss": {"z_loss": 0.03},
-    "all": {"weight": "w", "ignore_index": 2, "label_smoothing": 0.1, "temperature": 1.7, "z_loss": 0.01},
+    "all": {
+        "weight": "w",
+        "ignore_index": 2,
+        "label_smoothing": 0.1,
+        "temperature": 1.7,
+        "z_loss": 0.01,
+    },
 }
 
 
@@ -306,7 +312,16 @@ def test_torch_func_vmap_cross_entropy_per_example():
 
 # --- torch.compile ------------------------------------------------------------------------
 
-COMPILE_FNS = ["softmax", "log_softmax", "logsumexp", "logsumexp-b", "ce-index", "ce-probs", "ce-index-z", "with-grad"]
+COMPILE_FNS = [
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "logsumexp-b",
+    "ce-index",
+    "ce-probs",
+    "ce-index-z",
+    "with-grad",
+]
 
 
 def _compile_fn(name: str):
@@ -320,7 +335,8 @@ def _compile_fn(name: str):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(
     "name,generic",
-    [(n, False) for n in COMPILE_FNS] + [("softmax", True), ("logsumexp", True), ("ce-index", True)],
+    [(n, False) for n in COMPILE_FNS]
+    + [("softmax", True), ("logsumexp", True), ("ce-index", True)],
     ids=lambda v: {False: "auto", True: "generic"}.get(v, v) if isinstance(v, bool) else v,
 )
 def test_torch_compile_aot_eager(name, generic):
@@ -352,7 +368,9 @@ def test_torch_compile_out_of_range_index_gives_nan(generic):
     x = _t(_rng(13).normal(size=(3, C)))
     t = torch.tensor([0, C + 2, 1])
     with _ctx(generic):
-        out = torch.compile(lambda a, b: xs.cross_entropy(a, b, reduction="none"), backend="aot_eager")(x, t)
+        out = torch.compile(
+            lambda a, b: xs.cross_entropy(a, b, reduction="none"), backend="aot_eager"
+        )(x, t)
     assert torch.isnan(out[1])
     assert torch.isfinite(out[[0, 2]]).all()
 
@@ -494,7 +512,7 @@ def test_cross_entropy_gradient_zero_on_empty_rows(ad_backend, kind, reduction, 
 
     with _ctx(generic):
         out, g = vjp(backend, fn, X, backend.asarray(np.float64(1.0), "float64"))
-        loss2, g2 = xs.cross_entropy_with_grad(X, t, reduction=reduction)
+        _loss2, g2 = xs.cross_entropy_with_grad(X, t, reduction=reduction)
     g, g2 = backend.numpy_float(g), backend.numpy_float(g2)
     out = backend.numpy_float(out)
     for grad in (g, g2):
@@ -586,7 +604,7 @@ def _random_combo(seed: int):
             t.reshape(-1)[0] = ignore_index
     else:
         t = rng.dirichlet(np.ones(C) * 0.7, size=int(np.prod(shape)) // C)
-        t = np.moveaxis(t.reshape(tuple(n for i, n in enumerate(shape) if i != cls) + (C,)), -1, cls)
+        t = np.moveaxis(t.reshape((*tuple(n for i, n in enumerate(shape) if i != cls), C)), -1, cls)
     opts = {
         "weight": rng.uniform(0.2, 2.0, size=C) if rng.uniform() < 0.5 else None,
         "ignore_index": ignore_index,
@@ -610,9 +628,16 @@ def _ad_params(n_torch: int, n_jax: int):
     from backends import BY_ID
 
     out = []
-    for bid, n in (("torch:cpu", n_torch), ("torch:cuda", n_torch), ("jax:cpu", n_jax), ("jax:gpu", n_jax)):
+    for bid, n in (
+        ("torch:cpu", n_torch),
+        ("torch:cuda", n_torch),
+        ("jax:cpu", n_jax),
+        ("jax:gpu", n_jax),
+    ):
         marks = [pytest.mark.gpu] if bid.endswith(("cuda", "gpu")) else []
-        out += [pytest.param(BY_ID[bid], seed, id=f"{bid}-{seed}", marks=marks) for seed in range(n)]
+        out += [
+            pytest.param(BY_ID[bid], seed, id=f"{bid}-{seed}", marks=marks) for seed in range(n)
+        ]
     return out
 
 
@@ -638,8 +663,12 @@ def test_with_grad_equals_autodiff_random_options(backend, seed, generic):
         cot = backend.asarray(np.ones(tuple(loss.shape)), "float64")
         loss_ad, g_ad = vjp(backend, fn, X, cot)
         loss_wg, g_wg = xs.cross_entropy_with_grad(X, T, axis=axis, **kw)
-    np.testing.assert_allclose(backend.numpy_float(loss_wg), backend.numpy_float(loss_ad), rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(backend.numpy_float(g_wg), backend.numpy_float(g_ad), rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(
+        backend.numpy_float(loss_wg), backend.numpy_float(loss_ad), rtol=1e-12, atol=1e-13
+    )
+    np.testing.assert_allclose(
+        backend.numpy_float(g_wg), backend.numpy_float(g_ad), rtol=1e-11, atol=1e-13
+    )
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -654,11 +683,19 @@ def test_with_grad_no_autodiff_backends_equal_torch_autodiff(backend, seed):
     Tt = torch.tensor(t)
     loss_t = xs.cross_entropy(Xt, Tt, axis=axis, **kw_t)
     (g_t,) = torch.autograd.grad(loss_t.sum(), Xt)
-    kw = {k: (backend.asarray(v, "float64") if isinstance(v, np.ndarray) else v) for k, v in opts.items()}
+    kw = {
+        k: (backend.asarray(v, "float64") if isinstance(v, np.ndarray) else v)
+        for k, v in opts.items()
+    }
     loss, g = xs.cross_entropy_with_grad(
-        backend.asarray(x, "float64"), backend.asarray(t, "float64" if kind == "probs" else None), axis=axis, **kw
+        backend.asarray(x, "float64"),
+        backend.asarray(t, "float64" if kind == "probs" else None),
+        axis=axis,
+        **kw,
     )
-    np.testing.assert_allclose(backend.numpy_float(loss), loss_t.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        backend.numpy_float(loss), loss_t.detach().numpy(), rtol=1e-12, atol=1e-13
+    )
     np.testing.assert_allclose(backend.numpy_float(g), g_t.numpy(), rtol=1e-11, atol=1e-13)
 
 
@@ -685,8 +722,18 @@ def _jax_fns():
         "softmax-where": ("softmax", (), {"where": jnp.asarray(np.arange(C) != 2)}, "generic"),
         "logsumexp": ("logsumexp", (), {"axis": -1}, "jax.custom_jvp"),
         "logsumexp-b": ("logsumexp", (), {"axis": -1, "b": b}, "generic"),
-        "ce-index": ("cross_entropy", (t_idx,), {"label_smoothing": 0.1, "z_loss": 0.01}, "jax.fused_jvp"),
-        "ce-index-weight": ("cross_entropy", (t_idx,), {"weight": w, "reduction": "none"}, "generic"),
+        "ce-index": (
+            "cross_entropy",
+            (t_idx,),
+            {"label_smoothing": 0.1, "z_loss": 0.01},
+            "jax.fused_jvp",
+        ),
+        "ce-index-weight": (
+            "cross_entropy",
+            (t_idx,),
+            {"weight": w, "reduction": "none"},
+            "generic",
+        ),
         "ce-probs": ("cross_entropy", (y,), {"reduction": "sum", "temperature": 1.5}, "generic"),
     }
 
@@ -704,7 +751,16 @@ def _jax_fn(name: str):
     return fn, which, impl
 
 
-JAX_FNS = ["softmax", "log_softmax", "softmax-where", "logsumexp", "logsumexp-b", "ce-index", "ce-index-weight", "ce-probs"]
+JAX_FNS = [
+    "softmax",
+    "log_softmax",
+    "softmax-where",
+    "logsumexp",
+    "logsumexp-b",
+    "ce-index",
+    "ce-index-weight",
+    "ce-probs",
+]
 
 
 def _fd_jvp(f, x: np.ndarray, v: np.ndarray, h: float = 1e-6) -> np.ndarray:
@@ -733,12 +789,24 @@ def test_jax_grad_jvp_jit(name, generic):
         # forward mode, against finite differences and against reverse mode
         out_j, tangent = jax.jvp(fn, (x,), (v,))
         np.testing.assert_allclose(np.asarray(out_j), np.asarray(out), rtol=1e-13, atol=1e-14)
-        np.testing.assert_allclose(np.asarray(tangent), _fd_jvp(lambda a: fn(jnp.asarray(a)), x_np, v_np), rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(float(jnp.sum(tangent * cot)), float(jnp.sum(g * v)), rtol=1e-10, atol=1e-12)
-        # jit of the value and of the gradient (fresh functions: the trace sees this context)
-        np.testing.assert_allclose(np.asarray(jax.jit(lambda a: fn(a))(x)), np.asarray(out), rtol=1e-13, atol=1e-14)
         np.testing.assert_allclose(
-            np.asarray(jax.jit(jax.grad(lambda a: jnp.sum(fn(a) * cot)))(x)), np.asarray(g), rtol=1e-12, atol=1e-13
+            np.asarray(tangent),
+            _fd_jvp(lambda a: fn(jnp.asarray(a)), x_np, v_np),
+            rtol=1e-6,
+            atol=1e-7,
+        )
+        np.testing.assert_allclose(
+            float(jnp.sum(tangent * cot)), float(jnp.sum(g * v)), rtol=1e-10, atol=1e-12
+        )
+        # jit of the value and of the gradient (fresh functions: the trace sees this context)
+        np.testing.assert_allclose(
+            np.asarray(jax.jit(lambda a: fn(a))(x)), np.asarray(out), rtol=1e-13, atol=1e-14
+        )
+        np.testing.assert_allclose(
+            np.asarray(jax.jit(jax.grad(lambda a: jnp.sum(fn(a) * cot)))(x)),
+            np.asarray(g),
+            rtol=1e-12,
+            atol=1e-13,
         )
         assert which(x) == ("generic" if generic else impl)
 
@@ -767,7 +835,9 @@ def test_jax_vmap_cross_entropy_per_example(generic):
     x = jnp.asarray(rng.normal(size=(6, C)))
     t = jnp.asarray(rng.integers(0, C, size=6))
     with _ctx(generic):
-        got = jax.jit(jax.vmap(lambda a, b: xs.cross_entropy(a, b, label_smoothing=0.2, reduction="sum")))(x, t)
+        got = jax.jit(
+            jax.vmap(lambda a, b: xs.cross_entropy(a, b, label_smoothing=0.2, reduction="sum"))
+        )(x, t)
         want = xs.cross_entropy(x, t, label_smoothing=0.2, reduction="none")
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-13)
 
@@ -790,7 +860,11 @@ def test_jax_hessian_cross_entropy(kind, generic):
     (diag(p) - p p^T) / T**2 for both target kinds (no smoothing, no z-loss)."""
     jax, jnp = _jax()
     x = jnp.asarray(_rng(28).normal(size=(1, C)))
-    t = jnp.asarray([2]) if kind == "index" else jax.nn.softmax(jnp.asarray(_rng(29).normal(size=(1, C))))
+    t = (
+        jnp.asarray([2])
+        if kind == "index"
+        else jax.nn.softmax(jnp.asarray(_rng(29).normal(size=(1, C))))
+    )
     with _ctx(generic):
         h = jax.jit(jax.hessian(lambda a: xs.cross_entropy(a, t, temperature=0.5)))(x)
     p = np.asarray(jax.nn.softmax(x / 0.5))[0]
@@ -814,7 +888,9 @@ def test_jax_jit_under_force_generic_retraces(op):
 
 
 @GENERIC
-@pytest.mark.parametrize("op", ["softmax", "log_softmax", "cross_entropy", "cross_entropy_with_grad"])
+@pytest.mark.parametrize(
+    "op", ["softmax", "log_softmax", "cross_entropy", "cross_entropy_with_grad"]
+)
 @pytest.mark.parametrize("temperature", [0.0, float("inf")], ids=["T0", "Tinf"])
 def test_scalar_limit_temperature_gradient_is_zero(ad_backend, op, temperature, generic):
     """A scalar T = 0 (hard max) or T = inf (uniform) is flat in x: a zero gradient.
@@ -830,7 +906,9 @@ def test_scalar_limit_temperature_gradient_is_zero(ad_backend, op, temperature, 
 
     def fn(a):
         if op == "cross_entropy":
-            return xs.cross_entropy(a, tgt, temperature=temperature, reduction="none", label_smoothing=0.1)
+            return xs.cross_entropy(
+                a, tgt, temperature=temperature, reduction="none", label_smoothing=0.1
+            )
         out = getattr(xs, op)(a, temperature=temperature)
         if op == "log_softmax":
             out = backend.xp.where(backend.xp.isfinite(out), out, 0.0)
@@ -838,7 +916,9 @@ def test_scalar_limit_temperature_gradient_is_zero(ad_backend, op, temperature, 
 
     with _ctx(generic):
         if op == "cross_entropy_with_grad":
-            loss, g = xs.cross_entropy_with_grad(X, tgt, temperature=temperature, label_smoothing=0.1)
+            loss, g = xs.cross_entropy_with_grad(
+                X, tgt, temperature=temperature, label_smoothing=0.1
+            )
             g = backend.numpy_float(g)
             loss_np = backend.numpy_float(loss)
             # At T = 0 the smoothed target puts mass on classes of probability 0: +inf.
@@ -858,5 +938,7 @@ def test_scalar_limit_temperature_gradient_is_zero(ad_backend, op, temperature, 
     np.testing.assert_array_equal(g, 0.0)
     if op == "softmax":
         out = backend.numpy_float(xs.softmax(X, temperature=temperature))
-        want = np.full((3, C), 1 / C) if temperature else (x == x.max(1, keepdims=True)).astype(float)
+        want = (
+            np.full((3, C), 1 / C) if temperature else (x == x.max(1, keepdims=True)).astype(float)
+        )
         np.testing.assert_allclose(out, want, rtol=1e-15)

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from backends import BY_ID, Backend
 
 import xpsoftmax
 from xpsoftmax import _api, _generic, _registry
+
+from backends import BY_ID, Backend
 
 NORMALIZATIONS = ("softmax", "log_softmax")
 ARRAY_OPS = ("softmax", "log_softmax", "logsumexp")
@@ -190,22 +191,65 @@ BAD: list[Bad] = [
     Bad("ce-axis-bool", CE_OPS, kw(axis=True), TypeError, r"axis must be"),
     Bad("ce-axis-range", CE_OPS, kw(axis=2), ValueError, r"axis 2 is out of range"),
     Bad("ce-axis-range-neg", CE_OPS, kw(axis=-3), ValueError, r"axis -3 is out of range"),
-    Bad("ce-logits-0d", CE_OPS, lambda b, op: ((b.asarray(np.array(1.0)), b.asarray(np.array(0))), {}),
-        ValueError, r"logits must have at least one dimension"),
+    Bad(
+        "ce-logits-0d",
+        CE_OPS,
+        lambda b, op: ((b.asarray(np.array(1.0)), b.asarray(np.array(0))), {}),
+        ValueError,
+        r"logits must have at least one dimension",
+    ),
     # keepdims, return_sign
-    Bad("keepdims-int", ("logsumexp",), kw(keepdims=1), TypeError, r"keepdims must be True or False"),
-    Bad("keepdims-none", ("logsumexp",), kw(keepdims=None), TypeError, r"keepdims must be True or False"),
-    Bad("keepdims-str", ("logsumexp",), kw(keepdims="yes"), TypeError, r"keepdims must be True or False"),
-    Bad("return_sign-int", ("logsumexp",), kw(return_sign=0), TypeError, r"return_sign must be True or False"),
-    Bad("return_sign-str", ("logsumexp",), kw(return_sign="no"), TypeError, r"return_sign must be True or False"),
+    Bad(
+        "keepdims-int", ("logsumexp",), kw(keepdims=1), TypeError, r"keepdims must be True or False"
+    ),
+    Bad(
+        "keepdims-none",
+        ("logsumexp",),
+        kw(keepdims=None),
+        TypeError,
+        r"keepdims must be True or False",
+    ),
+    Bad(
+        "keepdims-str",
+        ("logsumexp",),
+        kw(keepdims="yes"),
+        TypeError,
+        r"keepdims must be True or False",
+    ),
+    Bad(
+        "return_sign-int",
+        ("logsumexp",),
+        kw(return_sign=0),
+        TypeError,
+        r"return_sign must be True or False",
+    ),
+    Bad(
+        "return_sign-str",
+        ("logsumexp",),
+        kw(return_sign="no"),
+        TypeError,
+        r"return_sign must be True or False",
+    ),
     # temperature: scalar values
     Bad("temp-neg", NORMALIZATIONS + CE_OPS, kw(temperature=-1.0), ValueError, TEMP_VALUE),
     Bad("temp-neg-int", NORMALIZATIONS + CE_OPS, kw(temperature=-2), ValueError, TEMP_VALUE),
     Bad("temp-neg-tiny", NORMALIZATIONS + CE_OPS, kw(temperature=-1e-300), ValueError, TEMP_VALUE),
     Bad("temp-neg-inf", NORMALIZATIONS + CE_OPS, kw(temperature=-math.inf), ValueError, TEMP_VALUE),
     Bad("temp-nan", NORMALIZATIONS + CE_OPS, kw(temperature=math.nan), ValueError, TEMP_VALUE),
-    Bad("temp-np-neg", NORMALIZATIONS + CE_OPS, kw(temperature=np.float64(-0.5)), ValueError, TEMP_VALUE),
-    Bad("temp-np-nan", NORMALIZATIONS + CE_OPS, kw(temperature=np.float32("nan")), ValueError, TEMP_VALUE),
+    Bad(
+        "temp-np-neg",
+        NORMALIZATIONS + CE_OPS,
+        kw(temperature=np.float64(-0.5)),
+        ValueError,
+        TEMP_VALUE,
+    ),
+    Bad(
+        "temp-np-nan",
+        NORMALIZATIONS + CE_OPS,
+        kw(temperature=np.float32("nan")),
+        ValueError,
+        TEMP_VALUE,
+    ),
     # temperature: wrong types
     Bad("temp-str", NORMALIZATIONS + CE_OPS, kw(temperature="1.0"), TypeError, TEMP_TYPE),
     Bad("temp-bool", NORMALIZATIONS + CE_OPS, kw(temperature=True), TypeError, TEMP_TYPE),
@@ -213,97 +257,355 @@ BAD: list[Bad] = [
     Bad("temp-none", NORMALIZATIONS + CE_OPS, kw(temperature=None), TypeError, TEMP_TYPE),
     Bad("temp-complex", NORMALIZATIONS + CE_OPS, kw(temperature=1j), TypeError, r"temperature"),
     # temperature arrays: shape, dtype
-    Bad("temp-shape-classes", NORMALIZATIONS + CE_OPS, kw(temperature=arr(np.ones(3))),
-        ValueError, r"temperature of shape \(3,\) does not broadcast"),
-    Bad("temp-shape-rows-flat", NORMALIZATIONS + CE_OPS, kw(temperature=arr(np.ones(2))),
-        ValueError, r"temperature of shape \(2,\) does not broadcast"),
-    Bad("temp-shape-full", NORMALIZATIONS + CE_OPS, kw(temperature=arr(np.ones((2, 3)))),
-        ValueError, r"temperature of shape \(2, 3\) does not broadcast"),
-    Bad("temp-shape-extra-dim", NORMALIZATIONS + CE_OPS, kw(temperature=arr(np.ones((2, 2, 1)))),
-        ValueError, r"temperature of shape \(2, 2, 1\) does not broadcast"),
-    Bad("temp-shape-axis0", NORMALIZATIONS, kw(axis=0, temperature=arr(np.ones((2, 1)))),
-        ValueError, r"temperature of shape \(2, 1\) does not broadcast"),
-    Bad("temp-shape-list", NORMALIZATIONS + CE_OPS, kw(temperature=[1.0, 2.0, 3.0]),
-        ValueError, r"temperature of shape \(3,\) does not broadcast"),
-    Bad("temp-complex-array", NORMALIZATIONS + CE_OPS, kw(temperature=arr(np.ones((2, 1)) + 1j)),
-        TypeError, r"temperature must be a real array"),
-    Bad("temp-bool-array", NORMALIZATIONS + CE_OPS, kw(temperature=arr(np.ones((2, 1), bool))),
-        TypeError, r"temperature must be a real array"),
+    Bad(
+        "temp-shape-classes",
+        NORMALIZATIONS + CE_OPS,
+        kw(temperature=arr(np.ones(3))),
+        ValueError,
+        r"temperature of shape \(3,\) does not broadcast",
+    ),
+    Bad(
+        "temp-shape-rows-flat",
+        NORMALIZATIONS + CE_OPS,
+        kw(temperature=arr(np.ones(2))),
+        ValueError,
+        r"temperature of shape \(2,\) does not broadcast",
+    ),
+    Bad(
+        "temp-shape-full",
+        NORMALIZATIONS + CE_OPS,
+        kw(temperature=arr(np.ones((2, 3)))),
+        ValueError,
+        r"temperature of shape \(2, 3\) does not broadcast",
+    ),
+    Bad(
+        "temp-shape-extra-dim",
+        NORMALIZATIONS + CE_OPS,
+        kw(temperature=arr(np.ones((2, 2, 1)))),
+        ValueError,
+        r"temperature of shape \(2, 2, 1\) does not broadcast",
+    ),
+    Bad(
+        "temp-shape-axis0",
+        NORMALIZATIONS,
+        kw(axis=0, temperature=arr(np.ones((2, 1)))),
+        ValueError,
+        r"temperature of shape \(2, 1\) does not broadcast",
+    ),
+    Bad(
+        "temp-shape-list",
+        NORMALIZATIONS + CE_OPS,
+        kw(temperature=[1.0, 2.0, 3.0]),
+        ValueError,
+        r"temperature of shape \(3,\) does not broadcast",
+    ),
+    Bad(
+        "temp-complex-array",
+        NORMALIZATIONS + CE_OPS,
+        kw(temperature=arr(np.ones((2, 1)) + 1j)),
+        TypeError,
+        r"temperature must be a real array",
+    ),
+    Bad(
+        "temp-bool-array",
+        NORMALIZATIONS + CE_OPS,
+        kw(temperature=arr(np.ones((2, 1), bool))),
+        TypeError,
+        r"temperature must be a real array",
+    ),
     # where
-    Bad("where-int", ARRAY_OPS, kw(where=arr(np.ones((2, 3), np.int64))),
-        TypeError, r"where must be a boolean array"),
-    Bad("where-float", ARRAY_OPS, kw(where=arr(np.ones((2, 3)))),
-        TypeError, r"where must be a boolean array"),
-    Bad("where-int-list", ARRAY_OPS, kw(where=[1, 0, 1]), TypeError, r"where must be a boolean array"),
+    Bad(
+        "where-int",
+        ARRAY_OPS,
+        kw(where=arr(np.ones((2, 3), np.int64))),
+        TypeError,
+        r"where must be a boolean array",
+    ),
+    Bad(
+        "where-float",
+        ARRAY_OPS,
+        kw(where=arr(np.ones((2, 3)))),
+        TypeError,
+        r"where must be a boolean array",
+    ),
+    Bad(
+        "where-int-list",
+        ARRAY_OPS,
+        kw(where=[1, 0, 1]),
+        TypeError,
+        r"where must be a boolean array",
+    ),
     Bad("where-str", ARRAY_OPS, kw(where="all"), TypeError, r"where must be"),
-    Bad("where-shape", ARRAY_OPS, kw(where=arr(np.ones(2, bool))),
-        ValueError, r"where of shape \(2,\) does not broadcast"),
-    Bad("where-shape-bigger", ARRAY_OPS, kw(where=arr(np.ones((4, 2, 3), bool))),
-        ValueError, r"where of shape \(4, 2, 3\) does not broadcast"),
-    Bad("where-shape-transposed", ARRAY_OPS, kw(where=arr(np.ones((3, 2), bool))),
-        ValueError, r"where of shape \(3, 2\) does not broadcast"),
+    Bad(
+        "where-shape",
+        ARRAY_OPS,
+        kw(where=arr(np.ones(2, bool))),
+        ValueError,
+        r"where of shape \(2,\) does not broadcast",
+    ),
+    Bad(
+        "where-shape-bigger",
+        ARRAY_OPS,
+        kw(where=arr(np.ones((4, 2, 3), bool))),
+        ValueError,
+        r"where of shape \(4, 2, 3\) does not broadcast",
+    ),
+    Bad(
+        "where-shape-transposed",
+        ARRAY_OPS,
+        kw(where=arr(np.ones((3, 2), bool))),
+        ValueError,
+        r"where of shape \(3, 2\) does not broadcast",
+    ),
     # b
     Bad("b-complex", ("logsumexp",), kw(b=arr(np.ones((2, 3)) + 1j)), TypeError, r"b must be real"),
-    Bad("b-shape", ("logsumexp",), kw(b=arr(np.ones(2))), ValueError, r"b of shape \(2,\) does not broadcast"),
-    Bad("b-shape-bigger", ("logsumexp",), kw(b=arr(np.ones((3, 2, 3)))),
-        ValueError, r"b of shape \(3, 2, 3\) does not broadcast"),
+    Bad(
+        "b-shape",
+        ("logsumexp",),
+        kw(b=arr(np.ones(2))),
+        ValueError,
+        r"b of shape \(2,\) does not broadcast",
+    ),
+    Bad(
+        "b-shape-bigger",
+        ("logsumexp",),
+        kw(b=arr(np.ones((3, 2, 3)))),
+        ValueError,
+        r"b of shape \(3, 2, 3\) does not broadcast",
+    ),
     Bad("b-str", ("logsumexp",), kw(b="ones"), TypeError, r"b must be"),
     # cross-entropy: target
     Bad("target-none", CE_OPS, target(lambda b: None), TypeError, r"target must be an array"),
     Bad("target-str", CE_OPS, target(lambda b: "0 2"), TypeError, r"target must be an array"),
     Bad("target-dict", CE_OPS, target(lambda b: {0: 1}), TypeError, r"target must be an array"),
-    Bad("target-bool", CE_OPS, target(arr(np.array([True, False]))),
-        TypeError, r"target must hold integer class indices or real class probabilities.*bool"),
-    Bad("target-bool-probs-shape", CE_OPS, target(arr(np.ones((2, 3), bool))),
-        TypeError, r"target must hold integer class indices or real class probabilities"),
-    Bad("target-complex", CE_OPS, target(arr(T_PROBS + 0j)),
-        TypeError, r"target must hold integer class indices or real class probabilities.*complex"),
-    Bad("target-index-shape-classes", CE_OPS, target(arr(np.array([0, 1, 2]))),
-        ValueError, r"target of class indices must have the shape of logits without the class axis"),
-    Bad("target-index-shape-keepdims", CE_OPS, target(arr(np.array([[0], [2]]))),
-        ValueError, r"target of class indices must have the shape"),
-    Bad("target-index-shape-full", CE_OPS, target(arr(np.zeros((2, 3), np.int64))),
-        ValueError, r"target of class indices must have the shape"),
-    Bad("target-index-shape-0d", CE_OPS, target(arr(np.array(0))),
-        ValueError, r"target of class indices must have the shape"),
-    Bad("target-index-shape-axis0", CE_OPS, target(arr(T_INDEX), axis=0),
-        ValueError, r"target of class indices must have the shape.*\(3,\)"),
-    Bad("target-probs-shape-rows", CE_OPS, target(arr(np.full(2, 0.5))),
-        ValueError, r"target of class probabilities must have the shape of logits"),
-    Bad("target-probs-shape-row", CE_OPS, target(arr(np.full((1, 3), 1 / 3))),
-        ValueError, r"target of class probabilities must have the shape of logits"),
-    Bad("target-probs-shape-transposed", CE_OPS, target(arr(T_PROBS.T)),
-        ValueError, r"target of class probabilities must have the shape of logits"),
-    Bad("target-probs-shape-extra", CE_OPS, target(arr(T_PROBS[None])),
-        ValueError, r"target of class probabilities must have the shape of logits"),
+    Bad(
+        "target-bool",
+        CE_OPS,
+        target(arr(np.array([True, False]))),
+        TypeError,
+        r"target must hold integer class indices or real class probabilities.*bool",
+    ),
+    Bad(
+        "target-bool-probs-shape",
+        CE_OPS,
+        target(arr(np.ones((2, 3), bool))),
+        TypeError,
+        r"target must hold integer class indices or real class probabilities",
+    ),
+    Bad(
+        "target-complex",
+        CE_OPS,
+        target(arr(T_PROBS + 0j)),
+        TypeError,
+        r"target must hold integer class indices or real class probabilities.*complex",
+    ),
+    Bad(
+        "target-index-shape-classes",
+        CE_OPS,
+        target(arr(np.array([0, 1, 2]))),
+        ValueError,
+        r"target of class indices must have the shape of logits without the class axis",
+    ),
+    Bad(
+        "target-index-shape-keepdims",
+        CE_OPS,
+        target(arr(np.array([[0], [2]]))),
+        ValueError,
+        r"target of class indices must have the shape",
+    ),
+    Bad(
+        "target-index-shape-full",
+        CE_OPS,
+        target(arr(np.zeros((2, 3), np.int64))),
+        ValueError,
+        r"target of class indices must have the shape",
+    ),
+    Bad(
+        "target-index-shape-0d",
+        CE_OPS,
+        target(arr(np.array(0))),
+        ValueError,
+        r"target of class indices must have the shape",
+    ),
+    Bad(
+        "target-index-shape-axis0",
+        CE_OPS,
+        target(arr(T_INDEX), axis=0),
+        ValueError,
+        r"target of class indices must have the shape.*\(3,\)",
+    ),
+    Bad(
+        "target-probs-shape-rows",
+        CE_OPS,
+        target(arr(np.full(2, 0.5))),
+        ValueError,
+        r"target of class probabilities must have the shape of logits",
+    ),
+    Bad(
+        "target-probs-shape-row",
+        CE_OPS,
+        target(arr(np.full((1, 3), 1 / 3))),
+        ValueError,
+        r"target of class probabilities must have the shape of logits",
+    ),
+    Bad(
+        "target-probs-shape-transposed",
+        CE_OPS,
+        target(arr(T_PROBS.T)),
+        ValueError,
+        r"target of class probabilities must have the shape of logits",
+    ),
+    Bad(
+        "target-probs-shape-extra",
+        CE_OPS,
+        target(arr(T_PROBS[None])),
+        ValueError,
+        r"target of class probabilities must have the shape of logits",
+    ),
     # cross-entropy: weight
-    Bad("weight-shape", CE_OPS, kw(weight=arr(np.ones(2))), ValueError, r"weight must be a 1-D array.*\(3,\)"),
-    Bad("weight-shape-long", CE_OPS, kw(weight=arr(np.ones(4))), ValueError, r"weight must be a 1-D array"),
-    Bad("weight-2d", CE_OPS, kw(weight=arr(np.ones((1, 3)))), ValueError, r"weight must be a 1-D array"),
-    Bad("weight-2d-full", CE_OPS, kw(weight=arr(np.ones((2, 3)))), ValueError, r"weight must be a 1-D array"),
-    Bad("weight-0d", CE_OPS, kw(weight=arr(np.array(1.0))), ValueError, r"weight must be a 1-D array"),
-    Bad("weight-list-shape", CE_OPS, kw(weight=[1.0, 2.0]), ValueError, r"weight must be a 1-D array"),
-    Bad("weight-complex", CE_OPS, kw(weight=arr(np.ones(3) + 1j)), TypeError, r"weight must be a real array"),
-    Bad("weight-bool", CE_OPS, kw(weight=arr(np.ones(3, bool))), TypeError, r"weight must be a real array"),
+    Bad(
+        "weight-shape",
+        CE_OPS,
+        kw(weight=arr(np.ones(2))),
+        ValueError,
+        r"weight must be a 1-D array.*\(3,\)",
+    ),
+    Bad(
+        "weight-shape-long",
+        CE_OPS,
+        kw(weight=arr(np.ones(4))),
+        ValueError,
+        r"weight must be a 1-D array",
+    ),
+    Bad(
+        "weight-2d",
+        CE_OPS,
+        kw(weight=arr(np.ones((1, 3)))),
+        ValueError,
+        r"weight must be a 1-D array",
+    ),
+    Bad(
+        "weight-2d-full",
+        CE_OPS,
+        kw(weight=arr(np.ones((2, 3)))),
+        ValueError,
+        r"weight must be a 1-D array",
+    ),
+    Bad(
+        "weight-0d",
+        CE_OPS,
+        kw(weight=arr(np.array(1.0))),
+        ValueError,
+        r"weight must be a 1-D array",
+    ),
+    Bad(
+        "weight-list-shape",
+        CE_OPS,
+        kw(weight=[1.0, 2.0]),
+        ValueError,
+        r"weight must be a 1-D array",
+    ),
+    Bad(
+        "weight-complex",
+        CE_OPS,
+        kw(weight=arr(np.ones(3) + 1j)),
+        TypeError,
+        r"weight must be a real array",
+    ),
+    Bad(
+        "weight-bool",
+        CE_OPS,
+        kw(weight=arr(np.ones(3, bool))),
+        TypeError,
+        r"weight must be a real array",
+    ),
     Bad("weight-str", CE_OPS, kw(weight="balanced"), TypeError, r"weight must be"),
     # cross-entropy: scalar options
-    Bad("ignore_index-float", CE_OPS, kw(ignore_index=1.0), TypeError, r"ignore_index must be an int"),
-    Bad("ignore_index-float-default", CE_OPS, kw(ignore_index=-100.0), TypeError, r"ignore_index must be an int"),
-    Bad("ignore_index-bool", CE_OPS, kw(ignore_index=True), TypeError, r"ignore_index must be an int"),
-    Bad("ignore_index-none", CE_OPS, kw(ignore_index=None), TypeError, r"ignore_index must be an int"),
-    Bad("ignore_index-str", CE_OPS, kw(ignore_index="1"), TypeError, r"ignore_index must be an int"),
+    Bad(
+        "ignore_index-float",
+        CE_OPS,
+        kw(ignore_index=1.0),
+        TypeError,
+        r"ignore_index must be an int",
+    ),
+    Bad(
+        "ignore_index-float-default",
+        CE_OPS,
+        kw(ignore_index=-100.0),
+        TypeError,
+        r"ignore_index must be an int",
+    ),
+    Bad(
+        "ignore_index-bool",
+        CE_OPS,
+        kw(ignore_index=True),
+        TypeError,
+        r"ignore_index must be an int",
+    ),
+    Bad(
+        "ignore_index-none",
+        CE_OPS,
+        kw(ignore_index=None),
+        TypeError,
+        r"ignore_index must be an int",
+    ),
+    Bad(
+        "ignore_index-str", CE_OPS, kw(ignore_index="1"), TypeError, r"ignore_index must be an int"
+    ),
     Bad("reduction-avg", CE_OPS, kw(reduction="avg"), ValueError, r"reduction must be one of"),
     Bad("reduction-upper", CE_OPS, kw(reduction="MEAN"), ValueError, r"reduction must be one of"),
     Bad("reduction-empty", CE_OPS, kw(reduction=""), ValueError, r"reduction must be one of"),
-    Bad("reduction-none-obj", CE_OPS, kw(reduction=None), (TypeError, ValueError), r"reduction must be"),
-    Bad("reduction-list", CE_OPS, kw(reduction=["mean"]), (TypeError, ValueError), r"reduction must be"),
+    Bad(
+        "reduction-none-obj",
+        CE_OPS,
+        kw(reduction=None),
+        (TypeError, ValueError),
+        r"reduction must be",
+    ),
+    Bad(
+        "reduction-list",
+        CE_OPS,
+        kw(reduction=["mean"]),
+        (TypeError, ValueError),
+        r"reduction must be",
+    ),
     Bad("ls-neg", CE_OPS, kw(label_smoothing=-0.1), ValueError, r"label_smoothing must be in \[0"),
     Bad("ls-big", CE_OPS, kw(label_smoothing=1.5), ValueError, r"label_smoothing must be in \[0"),
-    Bad("ls-nan", CE_OPS, kw(label_smoothing=math.nan), ValueError, r"label_smoothing must be in \[0"),
-    Bad("ls-inf", CE_OPS, kw(label_smoothing=math.inf), ValueError, r"label_smoothing must be in \[0"),
-    Bad("ls-str", CE_OPS, kw(label_smoothing="0.1"), TypeError, r"label_smoothing must be a real number"),
-    Bad("ls-bool", CE_OPS, kw(label_smoothing=True), TypeError, r"label_smoothing must be a real number"),
-    Bad("ls-none", CE_OPS, kw(label_smoothing=None), TypeError, r"label_smoothing must be a real number"),
+    Bad(
+        "ls-nan",
+        CE_OPS,
+        kw(label_smoothing=math.nan),
+        ValueError,
+        r"label_smoothing must be in \[0",
+    ),
+    Bad(
+        "ls-inf",
+        CE_OPS,
+        kw(label_smoothing=math.inf),
+        ValueError,
+        r"label_smoothing must be in \[0",
+    ),
+    Bad(
+        "ls-str",
+        CE_OPS,
+        kw(label_smoothing="0.1"),
+        TypeError,
+        r"label_smoothing must be a real number",
+    ),
+    Bad(
+        "ls-bool",
+        CE_OPS,
+        kw(label_smoothing=True),
+        TypeError,
+        r"label_smoothing must be a real number",
+    ),
+    Bad(
+        "ls-none",
+        CE_OPS,
+        kw(label_smoothing=None),
+        TypeError,
+        r"label_smoothing must be a real number",
+    ),
     Bad("z_loss-neg", CE_OPS, kw(z_loss=-1e-4), ValueError, r"z_loss must be finite and >= 0"),
     Bad("z_loss-inf", CE_OPS, kw(z_loss=math.inf), ValueError, r"z_loss must be finite and >= 0"),
     Bad("z_loss-nan", CE_OPS, kw(z_loss=math.nan), ValueError, r"z_loss must be finite and >= 0"),
@@ -332,7 +634,8 @@ def test_bad_input_raises_before_any_work(
         pytest.param(c, op, id=f"{c.id}-{op}")
         for c in BAD
         for op in c.ops
-        if c.id in ("axis-2", "temp-neg", "where-shape", "b-complex", "target-bool", "reduction-avg")
+        if c.id
+        in ("axis-2", "temp-neg", "where-shape", "b-complex", "target-bool", "reduction-avg")
     ],
 )
 def test_which_checks_like_the_call(case: Bad, op: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -374,7 +677,9 @@ MIXED_ARGUMENTS = [
 
 @pytest.mark.parametrize("other_id", CPU_LIBRARIES)
 @pytest.mark.parametrize("main_id", CPU_LIBRARIES)
-@pytest.mark.parametrize(("op", "argument"), MIXED_ARGUMENTS, ids=[f"{o}-{a}" for o, a in MIXED_ARGUMENTS])
+@pytest.mark.parametrize(
+    ("op", "argument"), MIXED_ARGUMENTS, ids=[f"{o}-{a}" for o, a in MIXED_ARGUMENTS]
+)
 def test_mixed_libraries_are_a_type_error(
     main_id: str, other_id: str, op: str, argument: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -616,7 +921,9 @@ X4 = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 4.0], [2.0, 2.0, -5.0], [-1.0, 0.5, 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["auto", "generic"])
 @pytest.mark.parametrize("op", NORMALIZATIONS)
-def test_temperature_array_bad_entries_give_nan_slices(backend: Backend, op: str, generic: bool) -> None:
+def test_temperature_array_bad_entries_give_nan_slices(
+    backend: Backend, op: str, generic: bool
+) -> None:
     ctx = xpsoftmax.force_generic() if generic else contextlib.nullcontext()
     with ctx:
         out = call(op, backend.asarray(X4), temperature=backend.asarray(T_BAD_ROWS))
@@ -634,7 +941,9 @@ def test_temperature_array_bad_entries_give_nan_slices(backend: Backend, op: str
 @pytest.mark.parametrize("op", CE_OPS)
 def test_cross_entropy_temperature_array_bad_entries_give_nan(backend: Backend, op: str) -> None:
     t = backend.asarray(np.array([2, 1, 0, 1]))
-    out = call(op, backend.asarray(X4), t, temperature=backend.asarray(T_BAD_ROWS), reduction="none")
+    out = call(
+        op, backend.asarray(X4), t, temperature=backend.asarray(T_BAD_ROWS), reduction="none"
+    )
     per = backend.numpy_float(_loss(out))
     assert np.isnan(per[1:3]).all(), per
     assert np.isfinite(per[[0, 3]]).all(), per
@@ -664,4 +973,3 @@ def test_keyword_only_options() -> None:
         xpsoftmax.softmax(X, -1, 2.0)  # type: ignore[misc]
     with pytest.raises(TypeError):
         xpsoftmax.cross_entropy(X, T_INDEX, -1)  # type: ignore[misc]
-

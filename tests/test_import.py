@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import reference
-from backends import BY_ID
 
 import xpsoftmax
+
+import reference
+from backends import BY_ID
 
 ARRAY_LIBRARIES = ("numpy", "torch", "jax", "jaxlib", "cupy", "dask", "array_api_strict", "scipy")
 
@@ -242,7 +243,9 @@ def test_strict_normalizations(strict: Any, op: str, options: dict[str, Any]) ->
     assert xpsoftmax.which(op, xp.asarray(X), **kwargs) == "generic"
     out = getattr(xpsoftmax, op)(xp.asarray(X), **kwargs)
     check_strict(xp, out, xp.float64)
-    ref = getattr(reference, op)(X, options.get("axis", -1), options.get("temperature", 1.0), options.get("where"))
+    ref = getattr(reference, op)(
+        X, options.get("axis", -1), options.get("temperature", 1.0), options.get("where")
+    )
     np.testing.assert_allclose(to_np(out), ref, rtol=1e-12, atol=1e-15)
 
 
@@ -290,8 +293,13 @@ def test_strict_logsumexp_return_sign(strict: Any) -> None:
 
 
 def _ce_reference(
-    x: np.ndarray, y: np.ndarray, weight: np.ndarray | None, smoothing: float, reduction: str,
-    valid: np.ndarray | None = None, index_w: np.ndarray | None = None,
+    x: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray | None,
+    smoothing: float,
+    reduction: str,
+    valid: np.ndarray | None = None,
+    index_w: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
     """Loss and gradient from the definitions (rows of x finite), in float64: y is a dense
     target (one-hot for indices); the mean divides by the target weights (indices) or the
@@ -328,7 +336,9 @@ XF = np.array(
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.2], ids=["ls0", "ls0.2"])
 @pytest.mark.parametrize("op", ["cross_entropy", "cross_entropy_with_grad"])
-def test_strict_cross_entropy_index(strict: Any, op: str, smoothing: float, weighted: bool, reduction: str) -> None:
+def test_strict_cross_entropy_index(
+    strict: Any, op: str, smoothing: float, weighted: bool, reduction: str
+) -> None:
     xp = strict
     t = np.array([2, -100, 0, 4])
     valid = t != -100
@@ -350,7 +360,9 @@ def test_strict_cross_entropy_index(strict: Any, op: str, smoothing: float, weig
     # and the same numbers as NumPy (whatever serves NumPy: the fused fast path)
     np_kwargs = {**kwargs, "weight": weight}
     np_out = getattr(xpsoftmax, op)(XF, t, **np_kwargs)
-    np.testing.assert_allclose(to_np(loss), np_out[0] if isinstance(np_out, tuple) else np_out, rtol=1e-12)
+    np.testing.assert_allclose(
+        to_np(loss), np_out[0] if isinstance(np_out, tuple) else np_out, rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -359,8 +371,9 @@ def test_strict_cross_entropy_probs(strict: Any, op: str, reduction: str) -> Non
     xp = strict
     y = PROBS
     logits, target = xp.asarray(XF), xp.asarray(y)
-    out = getattr(xpsoftmax, op)(logits, target, reduction=reduction, weight=xp.asarray(WEIGHT),
-                                 label_smoothing=0.1)
+    out = getattr(xpsoftmax, op)(
+        logits, target, reduction=reduction, weight=xp.asarray(WEIGHT), label_smoothing=0.1
+    )
     check_strict(xp, out, xp.float64)
     ref_loss, ref_grad = _ce_reference(XF, y, WEIGHT, 0.1, reduction)
     loss = out[0] if isinstance(out, tuple) else out
@@ -381,8 +394,13 @@ def test_strict_cross_entropy_every_option(strict: Any, op: str, target_kind: st
     else:
         t = PROBS.T.copy()
     kwargs_np = dict(
-        axis=0, weight=np.linspace(0.5, 2.0, 5), ignore_index=-1, reduction="sum",
-        label_smoothing=0.05, temperature=np.array([[2.0, 1.0, 0.0, np.inf]]), z_loss=1e-3,
+        axis=0,
+        weight=np.linspace(0.5, 2.0, 5),
+        ignore_index=-1,
+        reduction="sum",
+        label_smoothing=0.05,
+        temperature=np.array([[2.0, 1.0, 0.0, np.inf]]),
+        z_loss=1e-3,
     )
     kwargs = {k: xp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kwargs_np.items()}
     out = getattr(xpsoftmax, op)(xp.asarray(x), xp.asarray(t), **kwargs)

@@ -19,9 +19,10 @@ from typing import Any
 import array_api_compat
 import numpy as np
 import pytest
-from backends import BY_ID, Backend
 
 import xpsoftmax
+
+from backends import BY_ID, Backend
 
 OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
 INF, NAN = np.inf, np.nan
@@ -146,14 +147,32 @@ def calls(op: str, a: dict[str, Any]) -> list[Spec]:
         ("index-none", (x, t), {"reduction": "none"}),
         ("index-sum", (x, t), {"reduction": "sum"}),
         ("index-weight", (x, t), {"weight": a["weight"]}),
-        ("index-all", (x, t), {"weight": a["weight"], "label_smoothing": 0.1, "z_loss": 1e-3,
-                               "temperature": 2.0, "reduction": "sum"}),
+        (
+            "index-all",
+            (x, t),
+            {
+                "weight": a["weight"],
+                "label_smoothing": 0.1,
+                "z_loss": 1e-3,
+                "temperature": 2.0,
+                "reduction": "sum",
+            },
+        ),
         ("index-ignore0", (x, a["target_ignore0"]), {"ignore_index": 0, "reduction": "none"}),
         ("index-Tarray", (x, t), {"temperature": a["temperature"]}),
         ("index-axis0", (x, a["target0"]), {"axis": 0, "weight": a["weight0"]}),
         ("probs", (x, p), {}),
-        ("probs-all", (x, p), {"weight": a["weight"], "label_smoothing": 0.2, "z_loss": 1e-2,
-                               "temperature": a["temperature"], "reduction": "none"}),
+        (
+            "probs-all",
+            (x, p),
+            {
+                "weight": a["weight"],
+                "label_smoothing": 0.2,
+                "z_loss": 1e-2,
+                "temperature": a["temperature"],
+                "reduction": "none",
+            },
+        ),
         ("probs-sum", (x, p), {"reduction": "sum"}),
         ("probs-axis0", (x, a["probs0"]), {"axis": 0, "temperature": a["temperature0"]}),
     ]
@@ -172,8 +191,17 @@ def snapshot(a: Any) -> tuple[Any, ...]:
         t = a.detach()
         flat = t.cpu().contiguous().reshape(-1)
         raw = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
-        return ("torch", t.dtype, tuple(t.shape), t.stride(), str(t.device), a._version,
-                a.requires_grad, a.grad is None, raw)
+        return (
+            "torch",
+            t.dtype,
+            tuple(t.shape),
+            t.stride(),
+            str(t.device),
+            a._version,
+            a.requires_grad,
+            a.grad is None,
+            raw,
+        )
     if c.is_dask_array(a):
         v = np.asarray(a.compute())
         return ("dask", str(a.dtype), a.shape, a.chunks, v.dtype.str, v.tobytes())
@@ -199,13 +227,17 @@ def output_problems(b: Backend, outs: list[Any], x: Any, arrays: list[Any]) -> l
     xp_in = array_api_compat.array_namespace(x)
     for i, o in enumerate(outs):
         if isinstance(o, np.generic) or not array_api_compat.is_array_api_obj(o):
-            problems.append(f"output {i} is a {type(o).__module__}.{type(o).__name__}, not an array")
+            problems.append(
+                f"output {i} is a {type(o).__module__}.{type(o).__name__}, not an array"
+            )
             continue
         if array_api_compat.array_namespace(o) is not xp_in:
             problems.append(f"output {i} is of another library: {type(o)}")
             continue
         if array_api_compat.device(o) != array_api_compat.device(x):
-            problems.append(f"output {i} is on {array_api_compat.device(o)}, not on the input's device")
+            problems.append(
+                f"output {i} is on {array_api_compat.device(o)}, not on the input's device"
+            )
         if b.library == "numpy":
             if type(o) is not np.ndarray:
                 problems.append(f"output {i} is a {type(o)}, not a numpy.ndarray")
@@ -215,7 +247,9 @@ def output_problems(b: Backend, outs: list[Any], x: Any, arrays: list[Any]) -> l
     return problems
 
 
-def run_case(b: Backend, op: str, args: tuple[Any, ...], kwargs: dict[str, Any], generic: bool) -> tuple[str, list[str]]:
+def run_case(
+    b: Backend, op: str, args: tuple[Any, ...], kwargs: dict[str, Any], generic: bool
+) -> tuple[str, list[str]]:
     arrays = [v for v in (*args, *kwargs.values()) if array_api_compat.is_array_api_obj(v)]
     before = [snapshot(v) for v in arrays]
     ctx = xpsoftmax.force_generic() if generic else contextlib.nullcontext()
@@ -278,15 +312,19 @@ FUSED_OPTIONS = [
     pytest.param({}, id="mean"),
     pytest.param({"reduction": "none"}, id="none"),
     pytest.param({"reduction": "sum", "label_smoothing": 0.1}, id="sum-ls"),
-    pytest.param({"weight": np.array([1.0, 0.5, 2.0, 1.0, 3.0]), "z_loss": 1e-3,
-                  "temperature": 0.5}, id="weight-z-T"),
+    pytest.param(
+        {"weight": np.array([1.0, 0.5, 2.0, 1.0, 3.0]), "z_loss": 1e-3, "temperature": 0.5},
+        id="weight-z-T",
+    ),
 ]
 
 
 @pytest.mark.parametrize("options", FUSED_OPTIONS)
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("data", [PLAIN, EDGE], ids=["plain", "edge"])
-def test_numpy_fused_gradient_does_not_alias(data: np.ndarray, dtype: str, options: dict[str, Any]) -> None:
+def test_numpy_fused_gradient_does_not_alias(
+    data: np.ndarray, dtype: str, options: dict[str, Any]
+) -> None:
     """The NumPy fast path builds the gradient in a reused buffer: it must be a new array,
     not the logits, and not shared between calls."""
     x = data.astype(dtype)
@@ -356,4 +394,3 @@ def test_torch_input_requires_grad_untouched() -> None:
     for o in outs:
         assert o.data_ptr() != x.data_ptr()
     assert torch.equal(x.detach(), torch.tensor(PLAIN))
-

@@ -47,7 +47,7 @@ def _index_target(shape: tuple[int, ...], ignore_index: int, seed: int = 1) -> n
     if len(shape) == 1:
         # A single entry: a class that is not ignore_index (all-ignored is tested separately).
         return np.asarray(3 if ignore_index != 3 else 1, dtype=np.int64)
-    tshape = (shape[0],) + shape[2:]
+    tshape = (shape[0], *shape[2:])
     choices = [c for c in range(shape[1]) if c != ignore_index]
     t = rng.choice(choices, size=tshape).astype(np.int64)
     flat = t.reshape(-1)
@@ -101,7 +101,9 @@ def torch_reference(
     return loss.detach().numpy(), g.numpy()
 
 
-def _close(actual: np.ndarray, expected: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> None:
+def _close(
+    actual: np.ndarray, expected: np.ndarray, rtol: float = RTOL, atol: float = ATOL
+) -> None:
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
 
 
@@ -121,7 +123,9 @@ def _cases() -> list:
             f"{shape_kind}-{kind}{'' if ignore_index == -100 else '-ign' + str(ignore_index)}"
             f"-{'w' if has_weight else 'now'}-{reduction}-ls{smoothing}"
         )
-        out.append(pytest.param(shape_kind, kind, ignore_index, has_weight, reduction, smoothing, id=cid))
+        out.append(
+            pytest.param(shape_kind, kind, ignore_index, has_weight, reduction, smoothing, id=cid)
+        )
     return out
 
 
@@ -160,8 +164,10 @@ def _same_library(backend, out, like) -> None:
 
 
 @pytest.mark.parametrize("shape_kind,kind,ignore_index,has_weight,reduction,smoothing", CASES)
-def test_cross_entropy_matches_torch(backend, shape_kind, kind, ignore_index, has_weight, reduction, smoothing):
-    x, t, x_lib, t_lib, axis, w, move = _case_data(shape_kind, kind, ignore_index, has_weight)
+def test_cross_entropy_matches_torch(
+    backend, shape_kind, kind, ignore_index, has_weight, reduction, smoothing
+):
+    x, t, x_lib, t_lib, axis, w, _move = _case_data(shape_kind, kind, ignore_index, has_weight)
     opts = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing)
     ref_loss, ref_grad = torch_reference(x, t, weight=w, **opts)
     if shape_kind == "kd_axis_last":
@@ -193,7 +199,9 @@ def test_cross_entropy_matches_torch(backend, shape_kind, kind, ignore_index, ha
 
 
 @pytest.mark.parametrize("shape_kind,kind,ignore_index,has_weight,reduction,smoothing", CASES)
-def test_cross_entropy_generic_matches_torch(backend, shape_kind, kind, ignore_index, has_weight, reduction, smoothing):
+def test_cross_entropy_generic_matches_torch(
+    backend, shape_kind, kind, ignore_index, has_weight, reduction, smoothing
+):
     """The same product with the generic implementation forced (fast paths serve the default)."""
     if backend.library not in ("numpy", "torch", "jax"):
         pytest.skip("no fast path for this library: the default run is the generic one")
@@ -244,7 +252,9 @@ def test_cross_entropy_gradient_matches_torch(
     W = None if w is None else backend.asarray(w, "float64")
     if generic:
         with xs.force_generic():
-            g = autodiff_grad(backend, lambda a: xs.cross_entropy(a, T, axis=axis, weight=W, **opts), X)
+            g = autodiff_grad(
+                backend, lambda a: xs.cross_entropy(a, T, axis=axis, weight=W, **opts), X
+            )
     else:
         g = autodiff_grad(backend, lambda a: xs.cross_entropy(a, T, axis=axis, weight=W, **opts), X)
     g_np = backend.to_numpy(g)
@@ -333,7 +343,9 @@ def _values_and_grads(backend, X, T, **opts):
     l2, g2 = xs.cross_entropy_with_grad(X, T, **opts)
     g_ad = None
     if backend.library in ("torch", "jax"):
-        g_ad = backend.numpy_float(autodiff_grad(backend, lambda a: xs.cross_entropy(a, T, **opts), X))
+        g_ad = backend.numpy_float(
+            autodiff_grad(backend, lambda a: xs.cross_entropy(a, T, **opts), X)
+        )
     return loss, backend.numpy_float(l2), backend.numpy_float(g2), g_ad
 
 
@@ -386,8 +398,12 @@ def test_mean_over_empty_batch_is_zero(backend, kind, smoothing, generic):
     ctx = xs.force_generic() if generic else _nullcontext()
     with ctx:
         loss, l2, g2, g_ad = _values_and_grads(backend, X, T, label_smoothing=smoothing)
-        none = backend.numpy_float(xs.cross_entropy(X, T, reduction="none", label_smoothing=smoothing))
-        total = backend.numpy_float(xs.cross_entropy(X, T, reduction="sum", label_smoothing=smoothing))
+        none = backend.numpy_float(
+            xs.cross_entropy(X, T, reduction="none", label_smoothing=smoothing)
+        )
+        total = backend.numpy_float(
+            xs.cross_entropy(X, T, reduction="sum", label_smoothing=smoothing)
+        )
     assert loss.shape == () and loss == 0.0 and l2 == 0.0
     assert g2.shape == (0, C)
     if g_ad is not None:
@@ -413,7 +429,9 @@ def test_all_neg_inf_row_index_target(backend, reduction, generic, smoothing):
         loss, l2, g2, g_ad = _values_and_grads(backend, X, T, **opts)
     if reduction == "none":
         assert loss[2] == np.inf and l2[2] == np.inf
-        ref_rows, _ = torch_reference(np.delete(x, 2, 0), np.delete(t, 2), reduction="none", label_smoothing=smoothing)
+        ref_rows, _ = torch_reference(
+            np.delete(x, 2, 0), np.delete(t, 2), reduction="none", label_smoothing=smoothing
+        )
         _close(np.delete(loss, 2), ref_rows)
     else:
         assert loss == np.inf and l2 == np.inf
@@ -423,11 +441,15 @@ def test_all_neg_inf_row_index_target(backend, reduction, generic, smoothing):
         assert np.all(np.isfinite(g))
         np.testing.assert_array_equal(g[2], np.zeros(C))
         if reduction != "mean":
-            _, ref_g = torch_reference(np.delete(x, 2, 0), np.delete(t, 2), reduction="sum", label_smoothing=smoothing)
+            _, ref_g = torch_reference(
+                np.delete(x, 2, 0), np.delete(t, 2), reduction="sum", label_smoothing=smoothing
+            )
             _close(np.delete(g, 2, 0), ref_g)
         else:
             # the mean divides by the 4 entries, the infinite one included
-            _, ref_g = torch_reference(np.delete(x, 2, 0), np.delete(t, 2), reduction="sum", label_smoothing=smoothing)
+            _, ref_g = torch_reference(
+                np.delete(x, 2, 0), np.delete(t, 2), reduction="sum", label_smoothing=smoothing
+            )
             _close(np.delete(g, 2, 0), ref_g / 4)
 
 
@@ -457,7 +479,10 @@ def test_zero_probability_on_neg_inf_logit(backend, reduction, generic, has_weig
     for i in range(3):
         keep = np.isfinite(x[i])
         lo, g = torch_reference(
-            x[i, keep][None], y[i, keep][None], weight=None if w is None else w[keep], reduction="sum"
+            x[i, keep][None],
+            y[i, keep][None],
+            weight=None if w is None else w[keep],
+            reduction="sum",
         )
         ref_per.append(float(lo))
         ref_g[i, keep] = g[0]
@@ -525,7 +550,9 @@ def test_temperature_divides_the_logits(backend, kind, temperature, z_loss, redu
 # --- z-loss ----------------------------------------------------------------------------------
 
 
-def torch_z_loss_reference(x, t, *, weight, ignore_index, reduction, label_smoothing, z_loss, temperature=1.0):
+def torch_z_loss_reference(
+    x, t, *, weight, ignore_index, reduction, label_smoothing, z_loss, temperature=1.0
+):
     """The hand formula: per entry ``torch_ce + z_loss * w_t * logsumexp(x / T)**2`` (w_t the
     target class's weight, for probability targets ``sum(weight * target)``; ignored entries
     get none), then torch's reduction (mean: divided by the non-ignored target weights, or by
@@ -535,12 +562,21 @@ def torch_z_loss_reference(x, t, *, weight, ignore_index, reduction, label_smoot
     wt = None if weight is None else torch.tensor(weight, dtype=torch.float64)
     xs_ = xt / temperature
     per = F.cross_entropy(
-        xs_, tt, weight=wt, ignore_index=ignore_index, reduction="none", label_smoothing=label_smoothing
+        xs_,
+        tt,
+        weight=wt,
+        ignore_index=ignore_index,
+        reduction="none",
+        label_smoothing=label_smoothing,
     )
     cdim = 1 if xt.ndim > 1 else 0
     lse2 = torch.logsumexp(xs_, dim=cdim) ** 2
     if tt.dtype.is_floating_point:
-        w_t = torch.ones_like(per) if wt is None else (tt * wt.reshape((-1,) + (1,) * (xt.ndim - 2))).sum(cdim)
+        w_t = (
+            torch.ones_like(per)
+            if wt is None
+            else (tt * wt.reshape((-1,) + (1,) * (xt.ndim - 2))).sum(cdim)
+        )
         den = torch.tensor(float(per.numel()), dtype=torch.float64)
     else:
         keep = tt != ignore_index
@@ -573,21 +609,28 @@ def test_z_loss_hand_formula(backend, shape_kind, kind, ignore_index, has_weight
     _close(backend.numpy_float(l2), ref_loss)
     _close(backend.numpy_float(g2), move(ref_grad))
     if backend.library in ("torch", "jax"):
-        g = autodiff_grad(backend, lambda a: xs.cross_entropy(a, T, axis=axis, weight=W, z_loss=z, **opts), X)
+        g = autodiff_grad(
+            backend, lambda a: xs.cross_entropy(a, T, axis=axis, weight=W, z_loss=z, **opts), X
+        )
         _close(backend.numpy_float(g), move(ref_grad))
 
 
 @pytest.mark.parametrize("kind", ["index", "probs"])
 def test_z_loss_with_temperature_hand_formula(backend, kind):
-    x, t, x_lib, t_lib, axis, w, move = _case_data("2d", kind, -100, True)
+    x, t, x_lib, t_lib, _axis, w, _move = _case_data("2d", kind, -100, True)
     opts = dict(reduction="mean", label_smoothing=0.1, ignore_index=-100)
-    ref_loss, ref_grad = torch_z_loss_reference(x, t, weight=w, z_loss=0.02, temperature=0.7, **opts)
+    ref_loss, ref_grad = torch_z_loss_reference(
+        x, t, weight=w, z_loss=0.02, temperature=0.7, **opts
+    )
     X = backend.asarray(x_lib, "float64")
     T = backend.asarray(t_lib, "float64" if kind == "probs" else None)
     W = backend.asarray(w, "float64")
     loss, g = xs.cross_entropy_with_grad(X, T, weight=W, z_loss=0.02, temperature=0.7, **opts)
     _close(backend.numpy_float(loss), ref_loss)
-    _close(backend.numpy_float(xs.cross_entropy(X, T, weight=W, z_loss=0.02, temperature=0.7, **opts)), ref_loss)
+    _close(
+        backend.numpy_float(xs.cross_entropy(X, T, weight=W, z_loss=0.02, temperature=0.7, **opts)),
+        ref_loss,
+    )
     _close(backend.numpy_float(g), ref_grad)
 
 
@@ -647,7 +690,12 @@ def test_logsumexp_b_zero_on_nonfinite_and_zero_sum(backend, return_sign):
     b = np.array([[0.0, 1.0, 0.0, -1.0], [2.0, -2.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
     expected = scipy_special.logsumexp(x, axis=1, b=b, return_sign=True)
     assert np.all(np.isfinite(expected[0][[0, 2]]))  # scipy drops b == 0 entries too
-    got = xs.logsumexp(backend.asarray(x, "float64"), axis=1, b=backend.asarray(b, "float64"), return_sign=return_sign)
+    got = xs.logsumexp(
+        backend.asarray(x, "float64"),
+        axis=1,
+        b=backend.asarray(b, "float64"),
+        return_sign=return_sign,
+    )
     if return_sign:
         lse, sign = (backend.numpy_float(a) for a in got)
         _close(lse, expected[0])
@@ -655,7 +703,9 @@ def test_logsumexp_b_zero_on_nonfinite_and_zero_sum(backend, return_sign):
         assert lse[1] == -np.inf and sign[1] == 0.0
     else:
         lse = backend.numpy_float(got)
-        np.testing.assert_allclose(lse, np.where(expected[1] < 0, np.nan, expected[0]), rtol=RTOL, equal_nan=True)
+        np.testing.assert_allclose(
+            lse, np.where(expected[1] < 0, np.nan, expected[0]), rtol=RTOL, equal_nan=True
+        )
         assert np.isnan(lse[0])  # e - e^2 < 0: a negative sum without return_sign is NaN
         assert lse[1] == -np.inf
         _close(lse[2], 3.0)

@@ -16,9 +16,10 @@ import array_api_compat
 import numpy as np
 import pytest
 
+import xpsoftmax
+
 import cases
 import reference as R
-import xpsoftmax
 from cases import EPS, SIXTEEN_BIT, assert_close, compute_dtype, dtype_name
 
 INF = math.inf
@@ -30,7 +31,12 @@ NORMS = ("softmax", "log_softmax")
 OPS = ("softmax", "log_softmax", "logsumexp")
 
 #: Relative tolerance of results computed in (and returned in) each dtype.
-RTOL = {"float64": 1e-12, "float32": 1e-5, "float16": 2 * EPS["float16"], "bfloat16": 2 * EPS["bfloat16"]}
+RTOL = {
+    "float64": 1e-12,
+    "float32": 1e-5,
+    "float16": 2 * EPS["float16"],
+    "bfloat16": 2 * EPS["bfloat16"],
+}
 #: Absolute tolerance for probabilities (underflow, 16-bit subnormals).
 TINY = {"float64": 1e-300, "float32": 1e-37, "float16": 1e-7, "bfloat16": 1e-37}
 #: Absolute tolerance for log-probabilities near 0.
@@ -71,7 +77,9 @@ def _library_of(out: object) -> str:
 def check_result(backend, out, x, dtype: str, shape: tuple[int, ...], what: str = "") -> None:
     """Same library and device as ``x``, never a NumPy scalar; dtype and shape as given."""
     if backend.library == "numpy":
-        assert isinstance(out, np.ndarray), f"{what}: NumPy input gave {type(out).__name__}, not an ndarray"
+        assert isinstance(out, np.ndarray), (
+            f"{what}: NumPy input gave {type(out).__name__}, not an ndarray"
+        )
     else:
         assert not isinstance(out, (np.ndarray, np.generic)), (
             f"{what}: {backend.library} input gave a NumPy {type(out).__name__}"
@@ -79,7 +87,9 @@ def check_result(backend, out, x, dtype: str, shape: tuple[int, ...], what: str 
         assert _library_of(out) == backend.library, (
             f"{what}: {backend.library} input gave a {_library_of(out)} array ({type(out).__name__})"
         )
-    assert dtype_name(out.dtype) == dtype, f"{what}: dtype {dtype_name(out.dtype)}, expected {dtype}"
+    assert dtype_name(out.dtype) == dtype, (
+        f"{what}: dtype {dtype_name(out.dtype)}, expected {dtype}"
+    )
     assert tuple(out.shape) == tuple(shape), f"{what}: shape {tuple(out.shape)}, expected {shape}"
     dev_out, dev_x = array_api_compat.device(out), array_api_compat.device(x)
     assert dev_out == dev_x, f"{what}: result on {dev_out}, input on {dev_x}"
@@ -101,13 +111,17 @@ def reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool)
     return tuple(n for i, n in enumerate(shape) if i not in axes)
 
 
-def ref_norm(op: str, x: np.ndarray, axis: object, temperature: float = 1.0, where=None) -> np.ndarray:
+def ref_norm(
+    op: str, x: np.ndarray, axis: object, temperature: float = 1.0, where=None
+) -> np.ndarray:
     fn = R.softmax if op == "softmax" else R.log_softmax
     with np.errstate(all="ignore"):
         return fn(x, axis, temperature, where)
 
 
-def ref_logsumexp(x: np.ndarray, axis: object, keepdims: bool = False, b=None, where=None) -> np.ndarray:
+def ref_logsumexp(
+    x: np.ndarray, axis: object, keepdims: bool = False, b=None, where=None
+) -> np.ndarray:
     """reference.logsumexp plus empty inputs and ``where`` (as ``b = 0`` where False)."""
     axes = cases.normalize_axes(axis, x.ndim)
     if x.size == 0:
@@ -157,8 +171,19 @@ def norm_tolerances(op: str, dtype: str) -> tuple[float, float]:
     return RTOL[dtype], (TINY[dtype] if op == "softmax" else LOG_ATOL[dtype])
 
 
-def check_normalization(backend, dtype, op, x, axis, *, temperature=1.0, where=None,
-                        expected=None, pass_axis=True, what=""):
+def check_normalization(
+    backend,
+    dtype,
+    op,
+    x,
+    axis,
+    *,
+    temperature=1.0,
+    where=None,
+    expected=None,
+    pass_axis=True,
+    what="",
+):
     """Run ``op`` on ``x`` (float64 NumPy data) in ``dtype`` and compare with the reference of
     the input rounded to ``dtype``."""
     xb = backend.asarray(x, dtype)
@@ -183,7 +208,9 @@ def check_normalization(backend, dtype, op, x, axis, *, temperature=1.0, where=N
     return out
 
 
-def check_logsumexp(backend, dtype, x, axis, *, keepdims=False, where=None, pass_axis=True, what=""):
+def check_logsumexp(
+    backend, dtype, x, axis, *, keepdims=False, where=None, pass_axis=True, what=""
+):
     xb = backend.asarray(x, dtype)
     xr = backend.numpy_float(xb)
     kwargs = {}
@@ -200,7 +227,9 @@ def check_logsumexp(backend, dtype, x, axis, *, keepdims=False, where=None, pass
     same_input(backend, xb, xr, what)
     expected = ref_logsumexp(xr, axis, keepdims, where=where)
     scale = slice_scale(xr, axes, keepdims, where)
-    assert_close(backend.numpy_float(out), expected, rtol=RTOL[cd], atol=RTOL[cd] * (1 + scale), what=what)
+    assert_close(
+        backend.numpy_float(out), expected, rtol=RTOL[cd], atol=RTOL[cd] * (1 + scale), what=what
+    )
     check_result(backend, out, xb, cd, reduced_shape(x.shape, axes, keepdims), what)
 
 
@@ -214,12 +243,28 @@ def test_catalogue(backend, dtype, op, name, rng):
     if op == "logsumexp":
         # axis=None is the default: exercise it by leaving the argument out.
         for keepdims in (False, True):
-            check_logsumexp(backend, dtype, case.x, case.axis, keepdims=keepdims,
-                            where=case.where, pass_axis=case.axis is not None, what=name)
+            check_logsumexp(
+                backend,
+                dtype,
+                case.x,
+                case.axis,
+                keepdims=keepdims,
+                where=case.where,
+                pass_axis=case.axis is not None,
+                what=name,
+            )
     else:
         # axis=-1 is the default of the normalisations.
-        check_normalization(backend, dtype, op, case.x, case.axis, where=case.where,
-                            pass_axis=case.axis != -1, what=name)
+        check_normalization(
+            backend,
+            dtype,
+            op,
+            case.x,
+            case.axis,
+            where=case.where,
+            pass_axis=case.axis != -1,
+            what=name,
+        )
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -229,7 +274,9 @@ def test_random_inputs(backend, dtype, op, rng):
         keepdims = bool(rng.integers(2))
         with failures.check(repr(case)):
             if op == "logsumexp":
-                check_logsumexp(backend, dtype, case.x, case.axis, keepdims=keepdims, what=case.name)
+                check_logsumexp(
+                    backend, dtype, case.x, case.axis, keepdims=keepdims, what=case.name
+                )
             else:
                 check_normalization(backend, dtype, op, case.x, case.axis, what=case.name)
     failures.raise_if_any()
@@ -273,7 +320,9 @@ def test_python_inputs():
     assert float(scalar) == 3.0
     for fn, value in ((xpsoftmax.softmax, 1.0), (xpsoftmax.log_softmax, 0.0)):
         r = fn(2.5)
-        assert isinstance(r, np.ndarray) and r.shape == (), f"{fn.__name__}(2.5) gave {type(r).__name__}"
+        assert isinstance(r, np.ndarray) and r.shape == (), (
+            f"{fn.__name__}(2.5) gave {type(r).__name__}"
+        )
         assert float(r) == value
     ints = xpsoftmax.softmax([1, 2, 3])
     assert ints.dtype == np.float64
@@ -296,9 +345,20 @@ def test_numpy_zero_d_gives_ndarray(op):
 # --- temperature ----------------------------------------------------------------------------
 
 TEMPERATURE_CASES = (
-    "random_2d", "ties", "partly_neginf", "all_neginf_row", "nan", "posinf", "huge_1e4",
-    "huge_neg_1e30", "masked", "masked_nonfinite", "random_non_last_axis", "tuple_axes",
-    "empty_3x0", "zero_d",
+    "random_2d",
+    "ties",
+    "partly_neginf",
+    "all_neginf_row",
+    "nan",
+    "posinf",
+    "huge_1e4",
+    "huge_neg_1e30",
+    "masked",
+    "masked_nonfinite",
+    "random_non_last_axis",
+    "tuple_axes",
+    "empty_3x0",
+    "zero_d",
 )
 
 
@@ -309,8 +369,16 @@ def test_temperature_scalar(backend, dtype, op, temperature, rng):
     for name in TEMPERATURE_CASES:
         case = cases.make(name, rng)
         with failures.check(name):
-            check_normalization(backend, dtype, op, case.x, case.axis, temperature=temperature,
-                                where=case.where, what=name)
+            check_normalization(
+                backend,
+                dtype,
+                op,
+                case.x,
+                case.axis,
+                temperature=temperature,
+                where=case.where,
+                what=name,
+            )
     failures.raise_if_any()
 
 
@@ -356,31 +424,67 @@ def test_temperature_array(backend, dtype, op, rng):
     t = np.array([[0.0], [0.5], [INF], [-1.0], [2.0], [0.0], [NAN], [INF]])
     tdt = compute_dtype(dtype)
     tb = backend.asarray(t, tdt)
-    check_normalization(backend, dtype, op, x, -1, temperature=tb,
-                        expected=_ref_norm_tarray(op, rounded(backend, x, dtype), -1, t),
-                        what="per-row temperatures")
+    check_normalization(
+        backend,
+        dtype,
+        op,
+        x,
+        -1,
+        temperature=tb,
+        expected=_ref_norm_tarray(op, rounded(backend, x, dtype), -1, t),
+        what="per-row temperatures",
+    )
     # where with a temperature array: limits over the entries that take part.
     w = rng.random((8, 4)) < 0.7
     w[1] = False
     w[0] = [True, True, False, True]
-    check_normalization(backend, dtype, op, x, -1, temperature=tb, where=w,
-                        expected=_ref_norm_tarray(op, rounded(backend, x, dtype), -1, t, w),
-                        what="per-row temperatures, masked")
+    check_normalization(
+        backend,
+        dtype,
+        op,
+        x,
+        -1,
+        temperature=tb,
+        where=w,
+        expected=_ref_norm_tarray(op, rounded(backend, x, dtype), -1, t, w),
+        what="per-row temperatures, masked",
+    )
     # Non-last axis, tuple axes, and a 0-d temperature array.
     y = rng.standard_normal((4, 3)) * 3
     t0 = np.array([[0.0, 2.0, INF]])
-    check_normalization(backend, dtype, op, y, 0, temperature=backend.asarray(t0, tdt),
-                        expected=_ref_norm_tarray(op, rounded(backend, y, dtype), 0, t0),
-                        what="per-column temperatures")
+    check_normalization(
+        backend,
+        dtype,
+        op,
+        y,
+        0,
+        temperature=backend.asarray(t0, tdt),
+        expected=_ref_norm_tarray(op, rounded(backend, y, dtype), 0, t0),
+        what="per-column temperatures",
+    )
     z = rng.standard_normal((2, 3, 4)) * 3
     t3 = np.array([0.5, 0.0, INF]).reshape(1, 3, 1)
-    check_normalization(backend, dtype, op, z, (0, 2), temperature=backend.asarray(t3, tdt),
-                        expected=_ref_norm_tarray(op, rounded(backend, z, dtype), (0, 2), t3),
-                        what="tuple axes, per-slice temperatures")
+    check_normalization(
+        backend,
+        dtype,
+        op,
+        z,
+        (0, 2),
+        temperature=backend.asarray(t3, tdt),
+        expected=_ref_norm_tarray(op, rounded(backend, z, dtype), (0, 2), t3),
+        what="tuple axes, per-slice temperatures",
+    )
     tz = np.array(0.5)
-    check_normalization(backend, dtype, op, z, -1, temperature=backend.asarray(tz, tdt),
-                        expected=_ref_norm_tarray(op, rounded(backend, z, dtype), -1, tz),
-                        what="0-d temperature array")
+    check_normalization(
+        backend,
+        dtype,
+        op,
+        z,
+        -1,
+        temperature=backend.asarray(tz, tdt),
+        expected=_ref_norm_tarray(op, rounded(backend, z, dtype), -1, tz),
+        what="0-d temperature array",
+    )
 
 
 @pytest.mark.parametrize("bad", [-1.0, NAN, -INF])
@@ -428,8 +532,13 @@ def test_logsumexp_b_positive(backend, dtype, axis, keepdims, rng):
         what = f"logsumexp(x, b, axis={axis}, keepdims={keepdims}) {dtype} on {backend.id}"
         shape = reduced_shape(x.shape, cases.normalize_axes(axis, 2), keepdims)
         check_result(backend, out, xb, cd, shape, what)
-        assert_close(backend.numpy_float(out), ref_logsumexp(xr, axis, keepdims, b=br),
-                     rtol=rtol, atol=atol, what=what)
+        assert_close(
+            backend.numpy_float(out),
+            ref_logsumexp(xr, axis, keepdims, b=br),
+            rtol=rtol,
+            atol=atol,
+            what=what,
+        )
 
 
 @pytest.mark.parametrize("keepdims", [False, True])
@@ -460,14 +569,23 @@ def test_logsumexp_return_sign(backend, dtype, keepdims, rng):
     # Without return_sign, a negative sum is NaN and a zero sum is -inf.
     xb, out = _lse_call(backend, dtype, x, -1, b=b, keepdims=keepdims)
     plain = np.where(exp_sign < 0, NAN, exp_lse)
-    assert_close(backend.numpy_float(out), plain, rtol=rtol, atol=atol,
-                 what=f"logsumexp(x, b) with negative sums {dtype} on {backend.id}")
+    assert_close(
+        backend.numpy_float(out),
+        plain,
+        rtol=rtol,
+        atol=atol,
+        what=f"logsumexp(x, b) with negative sums {dtype} on {backend.id}",
+    )
 
 
 def test_logsumexp_b_zero_excludes_nonfinite(backend, dtype):
     """Entries with b == 0 take no part, even where x is +inf, -inf or NaN."""
-    x = np.array([[1.0, INF, 2.0], [NAN, 0.0, 1.0], [-INF, INF, NAN], [INF, NAN, 3.0], [INF, 1.0, 2.0]])
-    b = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 2.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+    x = np.array(
+        [[1.0, INF, 2.0], [NAN, 0.0, 1.0], [-INF, INF, NAN], [INF, NAN, 3.0], [INF, 1.0, 2.0]]
+    )
+    b = np.array(
+        [[1.0, 0.0, 1.0], [0.0, 1.0, 2.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0]]
+    )
     xr = rounded(backend, x, dtype)
     br = rounded(backend, b, _b_dtype(dtype))
     cd, rtol, atol = _lse_tol(backend, dtype, xr, -1, False, br != 0)
@@ -480,16 +598,21 @@ def test_logsumexp_b_zero_excludes_nonfinite(backend, dtype):
     check_result(backend, out, xb, cd, (5,), what)
     assert_close(backend.numpy_float(out), expected, rtol=rtol, atol=atol, what=what)
     xb, (lse, sign) = _lse_call(backend, dtype, x, -1, b=b, return_sign=True)
-    assert_close(backend.numpy_float(lse), expected, rtol=rtol, atol=atol, what=what + " [return_sign]")
-    assert_close(backend.numpy_float(sign), [1.0, 1.0, 0.0, 0.0, 1.0], rtol=0, atol=0,
-                 what=what + " [sign]")
+    assert_close(
+        backend.numpy_float(lse), expected, rtol=rtol, atol=atol, what=what + " [return_sign]"
+    )
+    assert_close(
+        backend.numpy_float(sign), [1.0, 1.0, 0.0, 0.0, 1.0], rtol=0, atol=0, what=what + " [sign]"
+    )
 
 
 def test_logsumexp_b_and_where(backend, dtype, rng):
     x = rng.standard_normal((3, 4)) * 2
     x[0, 0] = NAN  # masked out
     b = rng.uniform(0.5, 2.0, (3, 4))
-    w = np.array([[False, True, True, True], [False, False, False, False], [True, False, True, True]])
+    w = np.array(
+        [[False, True, True, True], [False, False, False, False], [True, False, True, True]]
+    )
     xr = rounded(backend, x, dtype)
     br = rounded(backend, b, _b_dtype(dtype))
     cd, rtol, atol = _lse_tol(backend, dtype, xr, -1, False, w)
@@ -504,7 +627,10 @@ def test_logsumexp_b_and_where(backend, dtype, rng):
 def test_logsumexp_keepdims_shapes(backend):
     x = backend.asarray(np.zeros((2, 3, 4)), "float64")
     for axis, keep, plain in (
-        (None, (1, 1, 1), ()), (1, (2, 1, 4), (2, 4)), ((0, 2), (1, 3, 1), (3,)), (-1, (2, 3, 1), (2, 3)),
+        (None, (1, 1, 1), ()),
+        (1, (2, 1, 4), (2, 4)),
+        ((0, 2), (1, 3, 1), (3,)),
+        (-1, (2, 3, 1), (2, 3)),
     ):
         k = xpsoftmax.logsumexp(x, axis=axis, keepdims=True)
         p = xpsoftmax.logsumexp(x, axis=axis)
@@ -554,8 +680,19 @@ def test_integer_and_bool_promotion(backend, op, src, rng):
 # --- cross-entropy: a simple value check ----------------------------------------------------
 
 
-def ref_cross_entropy(x, target, axis, index, *, weight=None, ignore_index=-100,
-                      reduction="mean", label_smoothing=0.0, temperature=1.0, z_loss=0.0):
+def ref_cross_entropy(
+    x,
+    target,
+    axis,
+    index,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    temperature=1.0,
+    z_loss=0.0,
+):
     """Loss and d loss / d logits in extended precision, from the definitions (PyTorch's
     semantics; a zero mean denominator gives 0; z-loss as in the contract)."""
     xl = np.moveaxis(np.asarray(x, dtype=LD), axis, -1) / LD(temperature)
@@ -675,17 +812,29 @@ def test_cross_entropy_values(backend, dtype, target_kind, option, rng):
             check_result(backend, loss, lb, cd, exp_loss.shape, what)
         with failures.check(what + " [cross_entropy_with_grad]"):
             loss2, grad = xpsoftmax.cross_entropy_with_grad(lb, tb, axis=case.axis, **kw)
-            assert_close(backend.numpy_float(loss2), exp_loss, rtol=RTOL[cd], atol=atol,
-                         what=what + " [with_grad loss]")
-            assert_close(backend.numpy_float(grad), exp_grad, rtol=RTOL[dtype],
-                         atol=RTOL[cd] * scale * max(gmax, 1e-30) + TINY[dtype], what=what + " [grad]")
+            assert_close(
+                backend.numpy_float(loss2),
+                exp_loss,
+                rtol=RTOL[cd],
+                atol=atol,
+                what=what + " [with_grad loss]",
+            )
+            assert_close(
+                backend.numpy_float(grad),
+                exp_grad,
+                rtol=RTOL[dtype],
+                atol=RTOL[cd] * scale * max(gmax, 1e-30) + TINY[dtype],
+                what=what + " [grad]",
+            )
             check_result(backend, loss2, lb, cd, exp_loss.shape, what + " [with_grad loss]")
             check_result(backend, grad, lb, dtype, case.logits.shape, what + " [grad]")
     failures.raise_if_any()
 
 
 def test_cross_entropy_contract_examples(backend):
-    logits = backend.asarray(np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-INF, -INF, -INF]]), "float64")
+    logits = backend.asarray(
+        np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-INF, -INF, -INF]]), "float64"
+    )
     t = backend.asarray(np.array([0, 2, 1]))
     per = backend.numpy_float(xpsoftmax.cross_entropy(logits, t, reduction="none"))
     np.testing.assert_allclose(per[:2], [math.log(1 + 2 * math.exp(-2)), math.log(3)], rtol=1e-14)

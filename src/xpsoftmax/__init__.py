@@ -7,8 +7,8 @@ the same answers. Importing this package imports no array library.
 from __future__ import annotations
 
 from ._api import cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax, which
-from ._registry import Call, FastPath, fast_paths, force_generic, generic_forced
 from ._listing import implementations
+from ._registry import Call, FastPath, fast_paths, force_generic, generic_forced
 
 __version__ = "0.1.0"
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _registry, cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax
-from ._listing import installed_libraries
 from ._api import which
+from ._listing import installed_libraries
 
 # A small input with the cases that matter: ordinary, huge, an all -inf row, a partly -inf row.
 _X = [
@@ -96,18 +96,25 @@ def _targets_of(lib: str) -> list[Target]:
 
         return [
             Target(
-                "numpy", "cpu", lambda v, d: np.asarray(v, dtype=d), lambda a: np.asarray(a).tolist(),
+                "numpy",
+                "cpu",
+                lambda v, d: np.asarray(v, dtype=d),
+                lambda a: np.asarray(a).tolist(),
                 ("float32", "float64"),
             )
         ]
     if lib == "torch":
         import torch
 
+        def torch_maker(dev: str) -> Callable[[Any, str], Any]:
+            return lambda v, d: torch.tensor(v, dtype=getattr(torch, d), device=dev)
+
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         return [
             Target(
-                "torch", dev,
-                (lambda dev: lambda v, d: torch.tensor(v, dtype=getattr(torch, d), device=dev))(dev),
+                "torch",
+                dev,
+                torch_maker(dev),
                 lambda a: a.detach().cpu().double().tolist(),
                 ("float32", "float64", "bfloat16"),
             )
@@ -117,25 +124,31 @@ def _targets_of(lib: str) -> list[Target]:
         import jax
         import jax.numpy as jnp
 
-        out = []
-        for dev in sorted({d.platform for d in jax.devices()} | {"cpu"}):
-            device = jax.devices(dev)[0]
-            out.append(
-                Target(
-                    "jax", dev,
-                    (lambda device: lambda v, d: jax.device_put(jnp.asarray(v, dtype=d), device))(device),
-                    lambda a: jnp.asarray(a, dtype=jnp.float32).tolist(),
-                    ("float32", "bfloat16"),
-                )
+        def jax_maker(device: Any) -> Callable[[Any, str], Any]:
+            return lambda v, d: jax.device_put(jnp.asarray(v, dtype=d), device)
+
+        return [
+            Target(
+                "jax",
+                platform,
+                jax_maker(jax.devices(platform)[0]),
+                lambda a: jnp.asarray(a, dtype=jnp.float32).tolist(),
+                ("float32", "bfloat16"),
             )
-        return out
+            for platform in sorted({d.platform for d in jax.devices()} | {"cpu"})
+        ]
     if lib == "cupy":
         import cupy
 
         cupy.cuda.runtime.getDeviceCount()
         return [
-            Target("cupy", "cuda", lambda v, d: cupy.asarray(v, dtype=d), lambda a: a.get().tolist(),
-                   ("float32", "float64"))
+            Target(
+                "cupy",
+                "cuda",
+                lambda v, d: cupy.asarray(v, dtype=d),
+                lambda a: a.get().tolist(),
+                ("float32", "float64"),
+            )
         ]
     if lib == "dask":
         import dask.array as da
@@ -143,8 +156,11 @@ def _targets_of(lib: str) -> list[Target]:
 
         return [
             Target(
-                "dask", "cpu", lambda v, d: da.from_array(np.asarray(v, dtype=d), chunks=2),
-                lambda a: np.asarray(a.compute()).tolist(), ("float32", "float64"),
+                "dask",
+                "cpu",
+                lambda v, d: da.from_array(np.asarray(v, dtype=d), chunks=2),
+                lambda a: np.asarray(a.compute()).tolist(),
+                ("float32", "float64"),
             )
         ]
     if lib == "array_api_strict":
@@ -153,8 +169,11 @@ def _targets_of(lib: str) -> list[Target]:
 
         return [
             Target(
-                "array_api_strict", "cpu", lambda v, d: s.asarray(v, dtype=getattr(s, d)),
-                lambda a: np.from_dlpack(a).tolist(), ("float32", "float64"),
+                "array_api_strict",
+                "cpu",
+                lambda v, d: s.asarray(v, dtype=getattr(s, d)),
+                lambda a: np.from_dlpack(a).tolist(),
+                ("float32", "float64"),
             )
         ]
     return []
@@ -162,8 +181,10 @@ def _targets_of(lib: str) -> list[Target]:
 
 def _close(got: Any, want: Any, tol: float) -> bool:
     if isinstance(want, list):
-        return isinstance(got, list) and len(got) == len(want) and all(
-            _close(g, w, tol) for g, w in zip(got, want)
+        return (
+            isinstance(got, list)
+            and len(got) == len(want)
+            and all(_close(g, w, tol) for g, w in zip(got, want))
         )
     g, w = float(got), float(want)
     if math.isnan(w) or math.isinf(w):
@@ -223,9 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="List the array libraries and devices found, which implementation serves "
         "each operation on each, and self-check every function on each.",
     )
-    parser.add_argument(
-        "--library", action="append", help="check only this library (repeatable)"
-    )
+    parser.add_argument("--library", action="append", help="check only this library (repeatable)")
     args = parser.parse_args(argv)
 
     from . import __version__
@@ -234,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _registry.generic_forced():
         print(f"{_registry.ENV_FORCE_GENERIC} is set: every call uses the generic implementation")
     libraries = args.library or installed_libraries()
-    print("\nArray libraries found: " + (", ".join(f"{lib} {_version(lib)}" for lib in libraries) or "none"))
+    print(
+        "\nArray libraries found: "
+        + (", ".join(f"{lib} {_version(lib)}" for lib in libraries) or "none")
+    )
     targets = _targets(libraries)
     if not targets:
         print("No array library to check: install one, e.g. pip install 'xpsoftmax[numpy]'.")
@@ -244,7 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         _table(
             [_which_row(t) for t in targets],
-            ["library:device", "softmax", "log_softmax", "logsumexp", "cross_entropy", "..._with_grad"],
+            [
+                "library:device",
+                "softmax",
+                "log_softmax",
+                "logsumexp",
+                "cross_entropy",
+                "..._with_grad",
+            ],
         )
     )
 
@@ -257,8 +286,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = _checks(t, dtype)
             passed = sum(ok for _, ok, _ in results)
             summary.append(
-                [t.label, dtype, f"{passed}/{len(results)}", "ok" if passed == len(results) else "FAIL",
-                 f"{(time.perf_counter() - start) * 1e3:.0f} ms"]
+                [
+                    t.label,
+                    dtype,
+                    f"{passed}/{len(results)}",
+                    "ok" if passed == len(results) else "FAIL",
+                    f"{(time.perf_counter() - start) * 1e3:.0f} ms",
+                ]
             )
             failures += [f"{t.label} {dtype} {name}: {msg}" for name, ok, msg in results if not ok]
     print(_table(summary, ["library:device", "dtype", "checks", "result", "time"]))

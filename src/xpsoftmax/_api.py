@@ -205,9 +205,7 @@ def softmax(x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: Any =
     return _plan_normalization("softmax", x, axis, temperature, where).run()
 
 
-def log_softmax(
-    x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: Any = None
-) -> Array:
+def log_softmax(x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: Any = None) -> Array:
     """Log of the softmax along ``axis``: ``x / T - logsumexp(x / T)``, computed stably.
 
     Parameters

@@ -210,7 +210,9 @@ def promote(xp: Any, x: Array, name: str) -> Array:
     if xp.isdtype(dtype, "real floating"):
         return x
     if xp.isdtype(dtype, "complex floating"):
-        raise TypeError(f"{name} must be real; complex input ({dtype_name(dtype)}) is not supported")
+        raise TypeError(
+            f"{name} must be real; complex input ({dtype_name(dtype)}) is not supported"
+        )
     if xp.isdtype(dtype, ("integral", "bool")):
         return xp.astype(x, default_dtypes(xp, x)["real floating"])
     raise TypeError(f"{name} must have a real numeric dtype, got {dtype_name(dtype)}")
@@ -287,9 +289,7 @@ def check_temperature(
     t_arr = as_secondary_array(temperature, "temperature", xp, x)
     namespace(x=x, temperature=t_arr)
     if not xp.isdtype(t_arr.dtype, ("real floating", "integral")):
-        raise TypeError(
-            f"temperature must be a real array, got dtype {dtype_name(t_arr.dtype)}"
-        )
+        raise TypeError(f"temperature must be a real array, got dtype {dtype_name(t_arr.dtype)}")
     target = reduced_shape(tuple(x.shape), axes, keepdims=True)
     if broadcast_shapes(tuple(t_arr.shape), target) != target:
         raise ValueError(
@@ -369,7 +369,9 @@ def check_cross_entropy(
     library = library_name(xp)
     logits = promote(xp, logits, "logits")
     if logits.ndim < 1:
-        raise ValueError("logits must have at least one dimension (the class axis), got a 0-d array")
+        raise ValueError(
+            "logits must have at least one dimension (the class axis), got a 0-d array"
+        )
     if isinstance(axis, tuple) or axis is None:
         raise TypeError(f"axis must be an int naming the class axis, got {axis!r}")
     (ax,) = normalize_axes(axis, logits.ndim)

@@ -375,7 +375,10 @@ def _reduce(xp: Any, per: Array, reduction: str, denominator: Array | float) -> 
         return per, 1.0
     if reduction == "sum":
         return xp.sum(per), 1.0
-    den = xp.asarray(denominator, dtype=per.dtype, device=_device(per))
+    if isinstance(denominator, float):
+        den = xp.asarray(denominator, dtype=per.dtype, device=_device(per))
+    else:
+        den = xp.astype(denominator, per.dtype, copy=False)
     zero = den == 0
     den_safe = xp.where(zero, 1.0, den)
     return xp.where(zero, 0.0, xp.sum(per) / den_safe), xp.where(zero, 0.0, 1.0 / den_safe)

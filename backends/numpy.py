@@ -1,9 +1,21 @@
-"""NumPy fast paths: the same arithmetic as the generic implementation, written with ``out=``
-so that the output buffer is the only full-size array (log_softmax and logsumexp need one
-scratch buffer more)."""
+"""NumPy fast paths: cache-sized blocks of rows, computed in place on a small thread pool.
+
+Along trailing axes the input is viewed as ``(rows, n)`` and cut into blocks of whole rows
+of about :data:`BLOCK_BYTES`. Each block is read from memory once (by its maximum), then
+shifted, exponentiated, summed and normalised while it sits in the core's cache, and written
+once: the output is the only full-size array, and the scratch is one block per thread.
+NumPy's ufuncs release the GIL, so the blocks run in parallel on
+:func:`xpsoftmax.get_num_threads` threads. Blocks are cut from the shape alone, so results are
+the same bits for any thread count.
+
+Other axes (a leading or middle axis, several non-trailing axes) use whole-array passes with
+``out=`` buffers: correct, but they read the data from memory several times.
+"""
 
 from __future__ import annotations
 
+import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -11,8 +23,15 @@ import numpy as np
 from xpsoftmax import _generic
 from xpsoftmax._checks import Temperature
 from xpsoftmax._registry import Call, register
+from xpsoftmax._threads import run_blocks
 
 _FLOATS = ("float16", "float32", "float64")
+
+#: Bytes of one block of rows (in the computation dtype): it and the per-thread scratch must
+#: stay in a core's L2 cache (1 MiB per core on the reference machine, 256 KiB at least).
+BLOCK_BYTES = 256 * 1024
+
+_local = threading.local()
 
 
 def device_kind(x: Any) -> str:
@@ -35,18 +54,107 @@ def _normalization_ok(call: Call) -> bool:
     return call.axes != () and not call.opt("where") and _plain_temperature(call)
 
 
-def _shifted(x: np.ndarray, axes: tuple[int, ...], t: Temperature, cdt: np.dtype) -> np.ndarray:
-    """A new buffer holding ``(x - max) / T``; an empty event is shifted by 0."""
+def _empty(x: np.ndarray, axes: tuple[int, ...]) -> bool:
+    return any(n == 0 for n in x.shape)
+
+
+def _trailing(x: np.ndarray, axes: tuple[int, ...]) -> bool:
+    return axes == tuple(range(x.ndim - len(axes), x.ndim))
+
+
+def _rows(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``x`` as ``(rows, n)`` with the trailing ``axes`` flattened (a view when contiguous)."""
+    n = math.prod(x.shape[a] for a in axes)
+    return x.reshape(-1, n)
+
+
+def _blocks(n_rows: int, n: int, itemsize: int) -> list[tuple[int, int]]:
+    per = max(1, BLOCK_BYTES // max(1, n * itemsize))
+    return [(i, min(i + per, n_rows)) for i in range(0, n_rows, per)]
+
+
+def _scratch(rows: int, n: int, dtype: np.dtype, slot: int = 0) -> np.ndarray:
+    """A per-thread buffer of ``rows x n``, reused across blocks and calls so that blocks do
+    not pay for fresh pages; distinct ``slot`` numbers give distinct buffers."""
+    need = rows * n
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    buf = buffers.get((dtype, slot))
+    if buf is None or buf.size < need:
+        buf = buffers[(dtype, slot)] = np.empty(max(need, 1), dtype=dtype)
+    return buf[:need].reshape(rows, n)
+
+
+def _shift(block: np.ndarray, *, finite: bool = False) -> np.ndarray:
+    """The rows' maxima (keepdims): an all -inf row shifts by 0 (stays -inf, not NaN); with
+    ``finite``, every non-finite maximum does (logsumexp: +inf stays +inf)."""
+    m = np.max(block, axis=1, keepdims=True)
+    m[~np.isfinite(m) if finite else m == -np.inf] = 0
+    return m
+
+
+def _scale(buf: np.ndarray, t: Temperature) -> None:
+    if t.kind == "positive":
+        np.divide(buf, t.value, out=buf)
+
+
+# --- softmax, log_softmax -------------------------------------------------------------------
+
+
+def _normalize_rows(x2: np.ndarray, out2: np.ndarray, t: Temperature, log: bool) -> None:
+    cdt = _compute(x2.dtype)
+    n = x2.shape[1]
+    same = cdt == x2.dtype
+
+    def block(start: int, stop: int) -> None:
+        xb = x2[start:stop]
+        m = _shift(xb)
+        # In the output itself when it has the computation dtype; else in float32 scratch.
+        d = out2[start:stop] if same else _scratch(stop - start, n, cdt)
+        np.subtract(xb, m, out=d, dtype=cdt)
+        _scale(d, t)
+        if log:
+            e = _scratch(stop - start, n, cdt, slot=1)
+            np.exp(d, out=e)
+            s = np.sum(e, axis=1, keepdims=True)
+            s[s == 0] = 1  # an empty event is -inf already: -inf - log 1
+            np.subtract(d, np.log(s), out=out2[start:stop], casting="same_kind")
+        else:
+            np.exp(d, out=d)
+            s = np.sum(d, axis=1, keepdims=True)
+            s[s == 0] = 1  # an empty event is all zeros already
+            np.multiply(d, 1 / s, out=out2[start:stop], casting="same_kind")
+
+    run_blocks(block, _blocks(x2.shape[0], n, cdt.itemsize))
+
+
+def _normalize_whole(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
+    cdt = _compute(x.dtype)
     m = np.max(x, axis=axes, keepdims=True).astype(cdt, copy=False)
     m[m == -np.inf] = 0
     out = np.subtract(x, m, dtype=cdt)
-    if t.kind == "positive":
-        np.divide(out, t.value, out=out)
+    _scale(out, t)
+    if log:
+        s = np.sum(np.exp(out), axis=axes, keepdims=True)
+        s[s == 0] = 1
+        np.subtract(out, np.log(s), out=out)
+    else:
+        np.exp(out, out=out)
+        s = np.sum(out, axis=axes, keepdims=True)
+        s[s == 0] = 1
+        np.divide(out, s, out=out)
+    return out.astype(x.dtype, copy=False)
+
+
+def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
+    if _empty(x, axes):
+        return np.zeros(x.shape, dtype=x.dtype)
+    if not _trailing(x, axes):
+        return _normalize_whole(x, axes, t, log)
+    out = np.empty(x.shape, dtype=x.dtype)
+    _normalize_rows(_rows(x, axes), _rows(out, axes), t, log)
     return out
-
-
-def _empty(x: np.ndarray, axes: tuple[int, ...]) -> bool:
-    return any(x.shape[a] == 0 for a in axes)
 
 
 @register(
@@ -55,17 +163,10 @@ def _empty(x: np.ndarray, axes: tuple[int, ...]) -> bool:
     "numpy.inplace",
     supports=_normalization_ok,
     dtypes=_FLOATS,
-    description="where=None, scalar temperature > 0",
+    description="where=None, scalar temperature > 0; blocked and threaded on trailing axes",
 )
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
-    if _empty(x, axes):
-        return np.zeros(x.shape, dtype=x.dtype)
-    out = _shifted(x, axes, temperature, _compute(x.dtype))
-    np.exp(out, out=out)
-    s = np.sum(out, axis=axes, keepdims=True)
-    s[s == 0] = 1
-    np.divide(out, s, out=out)
-    return out.astype(x.dtype, copy=False)
+    return _normalize(x, axes, temperature, log=False)
 
 
 @register(
@@ -74,18 +175,33 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     "numpy.inplace",
     supports=_normalization_ok,
     dtypes=_FLOATS,
-    description="where=None, scalar temperature > 0",
+    description="where=None, scalar temperature > 0; blocked and threaded on trailing axes",
 )
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
-    if _empty(x, axes):
-        return np.zeros(x.shape, dtype=x.dtype)
-    out = _shifted(x, axes, temperature, _compute(x.dtype))
-    s = np.sum(np.exp(out), axis=axes, keepdims=True)
-    s[s == 0] = 1  # an empty event is -inf already: -inf - log 1
-    np.subtract(out, np.log(s), out=out)
-    return out.astype(x.dtype, copy=False)
+    return _normalize(x, axes, temperature, log=True)
+
+
+# --- logsumexp ------------------------------------------------------------------------------
+
+
+def _logsumexp_rows(x2: np.ndarray) -> np.ndarray:
+    cdt = _compute(x2.dtype)
+    n = x2.shape[1]
+    out = np.empty(x2.shape[0], dtype=cdt)
+
+    def block(start: int, stop: int) -> None:
+        xb = x2[start:stop]
+        m = _shift(xb, finite=True)
+        e = _scratch(stop - start, n, cdt)
+        np.subtract(xb, m, out=e, dtype=cdt)
+        np.exp(e, out=e)
+        lse = np.log(np.sum(e, axis=1))
+        np.add(lse, m[:, 0], out=out[start:stop])
+
+    run_blocks(block, _blocks(x2.shape[0], n, cdt.itemsize))
+    return out
 
 
 @register(
@@ -94,7 +210,7 @@ def log_softmax(
     "numpy.inplace",
     supports=lambda c: c.axes != () and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
     dtypes=_FLOATS,
-    description="b=None, where=None, return_sign=False",
+    description="b=None, where=None, return_sign=False; blocked and threaded on trailing axes",
 )
 def logsumexp(
     xp: Any,
@@ -107,19 +223,22 @@ def logsumexp(
     where: Any,
 ) -> Any:
     cdt = _compute(x.dtype)
+    kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
     if _empty(x, axes):
-        shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
-        out = np.full(shape, -np.inf, dtype=cdt)
-        return out if keepdims else np.squeeze(out, axis=axes)
-    m = np.max(x, axis=axes, keepdims=True).astype(cdt, copy=False)
-    m[~np.isfinite(m)] = 0
-    buf = np.subtract(x, m, dtype=cdt)
-    np.exp(buf, out=buf)
-    s = np.sum(buf, axis=axes, keepdims=True)
-    del buf
-    out = np.log(s)
-    out += m
+        out = np.full(kept, -np.inf, dtype=cdt)
+    elif _trailing(x, axes):
+        out = _logsumexp_rows(_rows(x, axes)).reshape(kept)
+    else:
+        m = np.max(x, axis=axes, keepdims=True).astype(cdt, copy=False)
+        m[~np.isfinite(m)] = 0
+        buf = np.subtract(x, m, dtype=cdt)
+        np.exp(buf, out=buf)
+        out = np.log(np.sum(buf, axis=axes, keepdims=True))
+        out += m
     return out if keepdims else np.squeeze(out, axis=axes)
+
+
+# --- cross-entropy --------------------------------------------------------------------------
 
 
 def _ce_ok(call: Call) -> bool:
@@ -140,76 +259,87 @@ def _fused_cross_entropy(
     z_loss: float,
     with_grad: bool,
 ) -> tuple[Any, Any]:
-    """Index targets along the last axis: one buffer that holds the logits' exponentials and
-    then, in place, the gradient."""
+    """Index targets along the last axis, in blocks of rows: each block's logits are read
+    once; the loss comes from ``logsumexp - logit[target]`` and the gradient ``p - y`` is
+    finished in cache and written once (the only full-size array)."""
     cdt = _compute(x.dtype)
     n_classes = x.shape[-1]
     a = x.reshape(-1, n_classes)
     n = a.shape[0]
     eps = label_smoothing
+    inv_t = 1.0 / temperature.value if temperature.kind == "positive" else 1.0
+
+    # Everything that needs all rows is known from the targets alone: do it first, so that
+    # each block can finish its gradient (the mean's 1 / denominator included) in cache.
     t = target.reshape(-1).astype(np.intp, copy=False)
     ignored = t == ignore_index
     valid = ~ignored & (t >= 0) & (t < n_classes)
     t_safe = np.where(valid, t, 0)
-    rows = np.arange(n)
     w_t = np.ones(n, dtype=cdt) if weight is None else weight[t_safe]
+    w_total = float(n_classes) if weight is None else float(np.sum(weight, dtype=cdt))
+    den = np.sum(np.where(ignored, 0.0, w_t), dtype=cdt) if reduction == "mean" else None
+    scale = cdt.type(1.0) if den is None else cdt.type(0.0) if den == 0 else 1 / den
+    k = scale * inv_t
+    per = np.empty(n, dtype=cdt)
+    grad = np.empty(a.shape, dtype=x.dtype) if with_grad else None
+    same = cdt == x.dtype
 
-    m = np.max(a, axis=1, keepdims=True).astype(cdt, copy=False)
-    m[m == -np.inf] = 0
-    buf = np.subtract(a, m, dtype=cdt)
-    if temperature.kind == "positive":
-        np.divide(buf, temperature.value, out=buf)
-    z_t = buf[rows, t_safe]
-    if eps:
-        sum_wz = buf.sum(axis=1) if weight is None else (buf * weight).sum(axis=1)
-    np.exp(buf, out=buf)
-    s = buf.sum(axis=1, keepdims=True)
-    empty = s[:, 0] == 0
-    lse_rel = np.log(np.where(empty, 1.0, s[:, 0]))
-    shift = m[:, 0]
-    per = np.where(empty, np.inf, lse_rel - z_t) * (w_t * (1.0 - eps))
-    if eps:
-        w_total = float(n_classes) if weight is None else weight.sum()
-        per += (eps / n_classes) * np.where(empty, np.inf, w_total * lse_rel - sum_wz)
-    lse_abs = None
-    if z_loss:
-        scaled = shift / temperature.value if temperature.kind == "positive" else shift
-        lse_abs = scaled + lse_rel
-        per = per + np.where(empty, np.inf, (z_loss * w_t) * lse_abs * lse_abs)
-    per = np.where(valid, per, np.where(ignored, 0.0, np.nan)).astype(cdt, copy=False)
+    def block(start: int, stop: int) -> None:
+        rows = np.arange(stop - start)
+        ab = a[start:stop]
+        tb, wb, vb = t_safe[start:stop], w_t[start:stop], valid[start:stop]
+        m = _shift(ab)
+        buf = (
+            grad[start:stop]
+            if (grad is not None and same)
+            else _scratch(stop - start, n_classes, cdt)
+        )
+        np.subtract(ab, m, out=buf, dtype=cdt)
+        _scale(buf, temperature)
+        z_t = buf[rows, tb]
+        if eps:
+            sum_wz = buf.sum(axis=1) if weight is None else buf @ weight
+        np.exp(buf, out=buf)
+        s = buf.sum(axis=1)
+        empty = s == 0
+        lse_rel = np.log(np.where(empty, 1.0, s))
+        pb = np.where(empty, np.inf, lse_rel - z_t) * (wb * (1.0 - eps))
+        if eps:
+            pb += (eps / n_classes) * np.where(empty, np.inf, w_total * lse_rel - sum_wz)
+        lse_abs = None
+        if z_loss:
+            lse_abs = m[:, 0] * inv_t + lse_rel
+            pb += np.where(empty, np.inf, (z_loss * wb) * lse_abs * lse_abs)
+        per[start:stop] = np.where(vb, pb, np.where(ignored[start:stop], 0.0, np.nan))
+        if grad is None:
+            return
+        coef = wb * (1.0 - eps)
+        if eps:
+            coef = coef + eps * w_total / n_classes
+        if lse_abs is not None:
+            coef = coef + 2.0 * z_loss * wb * lse_abs
+        keep = vb & ~empty
+        # buf holds e = exp(z); grad = k * (coef * e / s - y)
+        row_factor = np.where(keep, coef * k / np.where(empty, 1.0, s), 0.0).astype(cdt)
+        np.multiply(buf, row_factor[:, None], out=buf)
+        hit = rows[keep]
+        buf[hit, tb[keep]] -= (k * (1.0 - eps) * wb)[keep]
+        if eps:
+            smooth = np.where(keep, k * eps / n_classes, 0.0).astype(cdt)[:, None]
+            buf -= smooth if weight is None else smooth * weight
+        if not same:
+            grad[start:stop] = buf
+
+    run_blocks(block, _blocks(n, n_classes, cdt.itemsize))
 
     if reduction == "none":
-        loss, scale = per.reshape(target.shape), 1.0
+        loss = per.reshape(target.shape)
     elif reduction == "sum":
-        loss, scale = np.sum(per, dtype=cdt), 1.0
-    else:
-        den = np.sum(np.where(ignored, 0.0, w_t), dtype=cdt)
+        loss = np.sum(per, dtype=cdt)
+    else:  # a mean over nothing is 0 (the contract), not NaN
         loss = cdt.type(0.0) if den == 0 else np.sum(per, dtype=cdt) / den
-        scale = 0.0 if den == 0 else 1.0 / den
     loss = np.asarray(loss, dtype=cdt)
-    if not with_grad:
-        return loss, None
-
-    inv_t = 1.0 / temperature.value if temperature.kind == "positive" else 1.0
-    k = scale * inv_t
-    coef = w_t * (1.0 - eps)
-    if eps:
-        coef = coef + eps * w_total / n_classes
-    if lse_abs is not None:
-        coef = coef + 2.0 * z_loss * w_t * lse_abs
-    keep = valid & ~empty
-    # buf holds e; grad = k * (coef * e / s - y_term)
-    row_factor = np.where(keep, coef * k / s[:, 0], 0.0)
-    np.multiply(buf, row_factor[:, None], out=buf)
-    hit = rows[keep]
-    buf[hit, t_safe[keep]] -= (k * (1.0 - eps) * w_t)[keep]
-    if eps:
-        smooth = np.where(keep, k * eps / n_classes, 0.0)[:, None]
-        if weight is None:
-            buf -= smooth
-        else:
-            buf -= smooth * weight
-    return loss, buf.reshape(x.shape).astype(x.dtype, copy=False)
+    return loss, None if grad is None else grad.reshape(x.shape)
 
 
 @register(
@@ -218,7 +348,7 @@ def _fused_cross_entropy(
     "numpy.fused",
     supports=_ce_ok,
     dtypes=_FLOATS,
-    description="class indices on the last axis, scalar temperature > 0",
+    description="class indices on the last axis, scalar temperature > 0; blocked and threaded",
 )
 def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
     if logits.size == 0:  # nothing to fuse
@@ -232,7 +362,7 @@ def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) 
     "numpy.fused",
     supports=_ce_ok,
     dtypes=_FLOATS,
-    description="class indices on the last axis, scalar temperature > 0",
+    description="class indices on the last axis, scalar temperature > 0; blocked and threaded",
 )
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, **options: Any

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._api import cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax, which
 from ._listing import implementations
 from ._registry import Call, FastPath, fast_paths, force_generic, generic_forced
+from ._threads import get_num_threads, num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -21,9 +22,12 @@ __all__ = [
     "fast_paths",
     "force_generic",
     "generic_forced",
+    "get_num_threads",
     "implementations",
     "log_softmax",
     "logsumexp",
+    "num_threads",
+    "set_num_threads",
     "softmax",
     "which",
 ]

@@ -86,11 +86,22 @@ def _scratch(rows: int, n: int, dtype: np.dtype, slot: int = 0) -> np.ndarray:
     return buf[:need].reshape(rows, n)
 
 
+_LIMITS: dict[np.dtype, tuple[Any, Any]] = {}
+
+
 def _shift(block: np.ndarray, *, finite: bool = False) -> np.ndarray:
-    """The rows' maxima (keepdims): an all -inf row shifts by 0 (stays -inf, not NaN); with
-    ``finite``, every non-finite maximum does (logsumexp: +inf stays +inf)."""
-    m = np.max(block, axis=1, keepdims=True)
-    m[~np.isfinite(m) if finite else m == -np.inf] = 0
+    """The rows' maxima (keepdims), clipped to the finite range: an all -inf row shifts by
+    the lowest finite number and stays -inf (not NaN); with ``finite``, a +inf maximum shifts
+    by the largest (logsumexp: +inf stays +inf). NaN passes through. Raw ufunc calls rather
+    than ``np.max`` and masked assignment: their overhead dominates small inputs."""
+    m = np.maximum.reduce(block, axis=1, keepdims=True)
+    limits = _LIMITS.get(m.dtype)
+    if limits is None:
+        info = np.finfo(m.dtype)
+        limits = _LIMITS[m.dtype] = (m.dtype.type(info.min), m.dtype.type(info.max))
+    np.maximum(m, limits[0], out=m)
+    if finite:
+        np.minimum(m, limits[1], out=m)
     return m
 
 
@@ -117,14 +128,16 @@ def _normalize_rows(x2: np.ndarray, out2: np.ndarray, t: Temperature, log: bool)
         if log:
             e = _scratch(stop - start, n, cdt, slot=1)
             np.exp(d, out=e)
-            s = np.sum(e, axis=1, keepdims=True)
-            s[s == 0] = 1  # an empty event is -inf already: -inf - log 1
+            s = np.add.reduce(e, axis=1, keepdims=True)
+            # The maximum contributes exp(0) = 1, so s >= 1 except for an empty event (s = 0),
+            # which is -inf already: -inf - log 1.
+            np.maximum(s, 1, out=s)
             np.subtract(d, np.log(s), out=out2[start:stop], casting="same_kind")
         else:
             np.exp(d, out=d)
-            s = np.sum(d, axis=1, keepdims=True)
-            s[s == 0] = 1  # an empty event is all zeros already
-            np.multiply(d, 1 / s, out=out2[start:stop], casting="same_kind")
+            s = np.add.reduce(d, axis=1, keepdims=True)
+            np.maximum(s, 1, out=s)  # as above: an empty event is all zeros already
+            np.divide(d, s, out=out2[start:stop], casting="same_kind")
 
     run_blocks(block, _blocks(x2.shape[0], n, cdt.itemsize))
 
@@ -197,7 +210,7 @@ def _logsumexp_rows(x2: np.ndarray) -> np.ndarray:
         e = _scratch(stop - start, n, cdt)
         np.subtract(xb, m, out=e, dtype=cdt)
         np.exp(e, out=e)
-        lse = np.log(np.sum(e, axis=1))
+        lse = np.log(np.add.reduce(e, axis=1))
         np.add(lse, m[:, 0], out=out[start:stop])
 
     run_blocks(block, _blocks(x2.shape[0], n, cdt.itemsize))

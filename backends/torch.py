@@ -4,9 +4,10 @@ the contract fixed around them.
 What the native kernels do differently, and the fix:
 
 * ``torch.softmax`` / ``torch.log_softmax`` give NaN on a row that is all -inf (the contract:
-  zeros / -inf), and so does the gradient of ``torch.logsumexp`` there. Such rows are replaced
-  by zeros before the kernel runs and the result is selected afterwards, so values and
-  gradients are right.
+  zeros / -inf), and so does the gradient of ``torch.logsumexp`` there. When a gradient may be
+  taken (or the call is traced), such rows are replaced by zeros before the kernel runs and the
+  result is selected afterwards, so values and gradients are right. Eager CPU calls without
+  autograd run the kernel alone and repair the (rare) NaN rows afterwards: native speed.
 * 16-bit inputs: the kernels run with ``dtype=torch.float32`` (softmax, log_softmax) or on a
   float32 copy (logsumexp, cross-entropy), so that reductions return float32 as the contract
   asks instead of rounding to 16 bits.
@@ -36,15 +37,17 @@ def device_kind(x: Any) -> str:
     return str(x.device.type)
 
 
+_wrapped: Any
+try:  # vmap and grad transforms wrap tensors; their values cannot be read
+    from torch._C._functorch import is_functorch_wrapped_tensor as _wrapped
+except ImportError:  # pragma: no cover - older torch
+    _wrapped = None
+
+
 def values_visible(x: Any) -> bool:
     if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
-    try:  # vmap and grad transforms wrap tensors; their values cannot be read
-        from torch._C._functorch import is_functorch_wrapped_tensor
-
-        return not is_functorch_wrapped_tensor(x)
-    except ImportError:  # pragma: no cover - older torch
-        return True
+    return _wrapped is None or not _wrapped(x)
 
 
 def _sixteen(x: torch.Tensor) -> bool:
@@ -61,6 +64,34 @@ def _normalization_ok(call: Call) -> bool:
         and not call.opt("where")
         and call.opt("temperature") in ("one", "positive")
     )
+
+
+def _eager_values(x: torch.Tensor) -> bool:
+    """True when nothing will differentiate or trace through this call and ``x``'s values can
+    be read for free (a CPU tensor, eager): then the native kernel runs alone and its rare
+    wrong rows are repaired afterwards, at the cost of one Python branch on a flag."""
+    return not (x.requires_grad and torch.is_grad_enabled()) and values_visible(x)
+
+
+def _native_normalization(x: torch.Tensor, dim: int, t: Temperature, log: bool) -> torch.Tensor:
+    """The native kernel, then a repair of the all -inf rows (NaN there, the contract: 0 or
+    -inf). A row gives NaN in its first entry only when it is all -inf or holds NaN or +inf,
+    so the full check runs only when one of those is present."""
+    kernel = torch.log_softmax if log else torch.softmax
+    if t.kind == "one" and not (x.dtype == torch.float16 or (log and x.dtype == torch.bfloat16)):
+        # bfloat16 softmax is computed in float32 inside the kernel (same bits as the float32
+        # kernel rounded); the others are asked for float32 explicitly below.
+        out = kernel(x, dim)
+        xs = x
+    else:
+        xs = _scaled(x.float() if _sixteen(x) else x, t)
+        out = kernel(xs, dim)
+    # The sum of the first entries is NaN exactly when one of them is (they are finite or
+    # -inf): two small kernel calls.
+    if math.isnan(out.narrow(dim, 0, 1).sum().item()):
+        dead = torch.amax(xs, dim=dim, keepdim=True) == -math.inf
+        out = out.masked_fill_(dead, -math.inf if log else 0.0)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 def _safe_rows(x: torch.Tensor, dims: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +113,8 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     (dim,) = axes
     if x.shape[dim] == 0:
         return torch.zeros_like(x)
+    if _eager_values(x):
+        return _native_normalization(x, dim, temperature, log=False)
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
     xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature), dim)
     return torch.where(dead, 0.0, torch.softmax(xs, dim)).to(x.dtype)
@@ -102,6 +135,8 @@ def log_softmax(
     (dim,) = axes
     if x.shape[dim] == 0:
         return torch.zeros_like(x)
+    if _eager_values(x):
+        return _native_normalization(x, dim, temperature, log=True)
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
     xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature), dim)
     return torch.where(dead, -math.inf, torch.log_softmax(xs, dim)).to(x.dtype)
@@ -130,6 +165,11 @@ def logsumexp(
     if any(x.shape[a] == 0 for a in axes):
         shape = [1 if i in axes else n for i, n in enumerate(x.shape)]
         out = torch.full(shape, -math.inf, dtype=xc.dtype, device=x.device)
+        return out if keepdims else out.squeeze(axes)
+    if _eager_values(x):
+        # The native values are the contract's (-inf for an all -inf row, +inf, NaN); only
+        # its gradient there is not, and no gradient is wanted here.
+        out = torch.logsumexp(xc, dim=axes, keepdim=True)
         return out if keepdims else out.squeeze(axes)
     xs, dead = _safe_rows(xc, axes)
     out = torch.where(dead, -math.inf, torch.logsumexp(xs, dim=axes, keepdim=True))

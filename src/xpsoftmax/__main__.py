@@ -1,5 +1,7 @@
 """``python -m xpsoftmax`` (or ``xpsoftmax``): what is installed, what serves each call, and a
-quick self-check of every function on every array library and device found."""
+quick self-check of every function on every array library and device found.
+
+``python -m xpsoftmax bench`` times the implementations against each other (``_bench``)."""
 
 from __future__ import annotations
 
@@ -239,13 +241,20 @@ def _which_row(t: Target) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["bench"]:
+        from . import _bench
+
+        return _bench.main(args_list[1:])
     parser = argparse.ArgumentParser(
         prog="xpsoftmax",
         description="List the array libraries and devices found, which implementation serves "
         "each operation on each, and self-check every function on each.",
+        epilog="'xpsoftmax bench' times fast paths, the generic implementation and each "
+        "library's own (see 'xpsoftmax bench --help').",
     )
     parser.add_argument("--library", action="append", help="check only this library (repeatable)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
 
     from . import __version__
 

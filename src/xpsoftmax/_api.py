@@ -9,6 +9,7 @@ from typing import Any
 from . import _generic, _registry
 from ._checks import (
     Temperature,
+    as_primary_array,
     check_b,
     check_bool,
     check_cross_entropy,
@@ -81,8 +82,6 @@ def _temperature_option(t: Temperature) -> str:
 
 
 def _plan_normalization(op: str, x: Any, axis: Any, temperature: Any, where: Any) -> _Plan:
-    from ._checks import as_primary_array
-
     x = as_primary_array(x, "x")
     xp = namespace(x=x)
     x = promote(xp, x, "x")
@@ -108,8 +107,6 @@ def _plan_normalization(op: str, x: Any, axis: Any, temperature: Any, where: Any
 def _plan_logsumexp(
     x: Any, axis: Any, keepdims: Any, b: Any, return_sign: Any, where: Any
 ) -> _Plan:
-    from ._checks import as_primary_array
-
     x = as_primary_array(x, "x")
     xp = namespace(x=x)
     x = promote(xp, x, "x")

@@ -44,7 +44,7 @@ BACKEND_MODULES = {
 ENV_FORCE_GENERIC = "XPSOFTMAX_FORCE_GENERIC"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """What a fast path may look at: metadata of one call, never array values.
 
@@ -167,15 +167,31 @@ def _importable(library: str) -> bool:
     return importlib.util.find_spec(library) is not None
 
 
+def _env_lookup() -> Callable[[], Any]:
+    """A cheap reader of the raw environment variable: ``os.environ.get`` encodes and decodes
+    on every call, which is a sizeable part of the overhead of a small call. Reads the
+    mapping behind ``os.environ`` (kept in step with it by CPython) where it is there."""
+    data = getattr(os.environ, "_data", None)
+    encode = getattr(os.environ, "encodekey", None)
+    if isinstance(data, dict) and encode is not None:
+        key = encode(ENV_FORCE_GENERIC)
+        return lambda: data.get(key)
+    return lambda: os.environ.get(ENV_FORCE_GENERIC)  # pragma: no cover
+
+
+_raw_env = _env_lookup()
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
 def generic_forced() -> bool:
     """True when the generic implementation is forced (context manager or environment)."""
-    depth = getattr(_state, "force_generic", 0)
-    return depth > 0 or os.environ.get(ENV_FORCE_GENERIC, "").strip().lower() in {
-        "1",
-        "true",
-        "yes",
-        "on",
-    }
+    if getattr(_state, "force_generic", 0) > 0:
+        return True
+    raw = _raw_env()
+    if not raw:
+        return False
+    value = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return value.strip().lower() in _TRUE
 
 
 @contextlib.contextmanager

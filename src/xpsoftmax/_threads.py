@@ -117,6 +117,9 @@ def run_blocks(fn: Callable[[int, int], None], bounds: Iterable[tuple[int, int]]
     share, and the first exception is raised once every thread has stopped.
     """
     blocks = list(bounds)
+    if len(blocks) == 1:  # small input: no thread hand-off
+        fn(*blocks[0])
+        return
     threads = min(get_num_threads(), len(blocks))
     if threads <= 1:
         for start, stop in blocks:

@@ -1,0 +1,1 @@
+"""asv benchmarks of xpsoftmax: one module per operation, shared code in ``common``."""

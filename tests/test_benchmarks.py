@@ -1,0 +1,92 @@
+"""The asv suite (``asv_bench/benchmarks``) runs: every benchmark of every module, once, on a
+tiny shape, for each installed CPU backend; GPU backends skip. No asv needed."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "asv_bench" / "benchmarks"
+MODULES = ["softmax", "log_softmax", "logsumexp", "cross_entropy"]
+BACKENDS = ["numpy", "torch:cpu", "jax:cpu", "torch:cuda", "jax:gpu", "cupy"]
+TINY = "8x16"
+
+
+def _package():
+    """The benchmarks as a package of its own name, leaving sys.path alone."""
+    name = "xpsoftmax_asv_benchmarks"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, BENCH_DIR / "__init__.py", submodule_search_locations=[str(BENCH_DIR)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return name
+
+
+def _benchmark_classes(module):
+    return [
+        cls
+        for name, cls in vars(module).items()
+        if inspect.isclass(cls)
+        and not name.startswith("_")
+        and any(m.startswith(("time_", "track_")) for m in dir(cls))
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("module_name", MODULES)
+def test_benchmarks_run(module_name: str, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    library = backend.partition(":")[0]
+    if importlib.util.find_spec(library) is None:
+        pytest.skip(f"{library} is not installed")
+    package = _package()
+    common = importlib.import_module(f"{package}.common")
+    module = importlib.import_module(f"{package}.{module_name}")
+    # One sample of one call: the test checks that the code runs, not how fast.
+    real = common.median_time
+    monkeypatch.setattr(common, "median_time", lambda fn: real(fn, samples=1, min_sample=0))
+    classes = _benchmark_classes(module)
+    assert classes, f"no benchmark class in {module_name}"
+    ran = 0
+    for cls in classes:
+        methods = sorted(m for m in dir(cls) if m.startswith(("time_", "track_")))
+        params = [[backend], *cls.params[1:]]
+        params[cls.param_names.index("shape")] = [TINY]
+        for combo in itertools.product(*params):
+            if common.static_skip(*combo[:4]):
+                continue
+            bench = cls()
+            try:
+                bench.setup(*combo)
+            except NotImplementedError as exc:
+                # A missing device, or a peer library that is not installed (optax).
+                if backend.endswith(("cuda", "gpu")) or library == "cupy" or combo[1] == "peer":
+                    continue
+                raise AssertionError(f"{cls.__name__}{combo} skipped: {exc}") from exc
+            try:
+                for method in methods:
+                    try:
+                        value = getattr(bench, method)(*combo)
+                    except common.SkipNotImplemented:
+                        continue
+                    if method.startswith("track_"):
+                        assert value >= 0, (cls.__name__, combo, method, value)
+                ran += 1
+            finally:
+                bench.teardown(*combo)
+    if not ran:
+        pytest.skip(f"{backend}: no device here")
+
+
+def test_params_are_the_documented_ones() -> None:
+    common = importlib.import_module(f"{_package()}.common")
+    assert common.XPBenchmark.params[0] == BACKENDS
+    assert common.XPBenchmark.param_names == ["backend", "impl", "shape", "dtype"]

@@ -195,7 +195,14 @@ def _cross_entropy(
     label_smoothing: float,
     temperature: Temperature,
     z_loss: float,
-) -> torch.Tensor:
+    optimistic: bool,
+) -> torch.Tensor | None:
+    """The loss through ``F.cross_entropy(reduction="none")`` with the contract's reduction.
+
+    ``optimistic`` (eager CPU calls only: it reads a flag on the host) runs the kernel on the
+    logits as they are and returns None when a NaN shows that a row needs the safe path,
+    which first replaces all -inf rows (an extra pass over the logits).
+    """
     x = logits.float() if _sixteen(logits) else logits
     n_classes = x.shape[axis]
     if x.ndim > 1 and axis != 1:
@@ -206,19 +213,35 @@ def _cross_entropy(
     valid = ~ignored & (t >= 0) & (t < n_classes)
     # Out-of-range indices must not reach the kernel (a CUDA device assert): they become
     # ignored there and NaN here.
-    t_safe = torch.where(valid, t, torch.full_like(t, ignore_index))
-    xs, dead = _safe_rows(_scaled(x, temperature), class_dim)
-    dead = dead.squeeze(class_dim)
-    per = F.cross_entropy(
-        xs,
-        t_safe,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction="none",
-        label_smoothing=label_smoothing,
-    )
-    per = torch.where(dead & valid, math.inf, per)
-    per = torch.where(valid | ignored, per, math.nan)
+    xs = _scaled(x, temperature)
+    if optimistic:
+        # Every entry goes to the kernel (ignored and out-of-range ones as class 0, masked
+        # below). A NaN among the per-entry losses (an all -inf row, NaN or +inf logits)
+        # sends the call to the safe path, so the kernel's NaN gradient there never escapes.
+        per = F.cross_entropy(
+            xs,
+            torch.where(valid, t, 0),
+            weight=weight,
+            reduction="none",
+            label_smoothing=label_smoothing,
+        )
+        if bool(torch.isnan(per).any()):
+            return None
+    else:
+        # Out-of-range indices must not reach the kernel (a CUDA device assert): they become
+        # ignored there and NaN here. All -inf rows are replaced by zeros (inf loss below).
+        t_safe = torch.where(valid, t, torch.full_like(t, ignore_index))
+        xs, dead = _safe_rows(xs, class_dim)
+        per = F.cross_entropy(
+            xs,
+            t_safe,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction="none",
+            label_smoothing=label_smoothing,
+        )
+        per = torch.where(dead.squeeze(class_dim) & valid, math.inf, per)
+    per = torch.where(valid, per, torch.where(ignored, 0.0, math.nan))
     if reduction == "none":
         return per
     total = per.sum()
@@ -242,4 +265,8 @@ def _cross_entropy(
 def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
     if logits.numel() == 0:  # F.cross_entropy cannot take an empty batch or zero classes
         return _generic.cross_entropy(xp, logits, target, axis, **options)
-    return _cross_entropy(logits, target, axis, **options)
+    if values_visible(logits):
+        out = _cross_entropy(logits, target, axis, optimistic=True, **options)
+        if out is not None:
+            return out
+    return _cross_entropy(logits, target, axis, optimistic=False, **options)

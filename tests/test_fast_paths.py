@@ -170,18 +170,7 @@ def _calls(
 def _plan(op: str, args: tuple, kw: dict) -> Any:
     """The checked call with the generic implementation (forced), and its metadata."""
     with xpsoftmax.force_generic():
-        if op in _api._PLANNERS:
-            return _api._PLANNERS[op](*args, **kw)
-        defaults = {
-            "axis": -1,
-            "weight": None,
-            "ignore_index": -100,
-            "reduction": "mean",
-            "label_smoothing": 0.0,
-            "temperature": 1.0,
-            "z_loss": 0.0,
-        }
-        return _api._plan_cross_entropy(op, *args, **{**defaults, **kw})
+        return _api._plan(op, *args, **kw)
 
 
 def _accepts(entry: Any, call: Any) -> bool:

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU conformance tests and the GPU benchmarks in one call, for the lent GPU machine
+# (the device tool) or any CUDA machine. Results go under $OUT (default: gpu-results/):
+#   device.txt   nvidia-smi and the library versions
+#   tests.txt    the pytest run of every GPU backend (torch:cuda, jax:gpu, cupy)
+#   junit.xml    the same, machine-readable
+#   bench.json   python -m xpsoftmax bench on the GPU libraries (fast, generic, own)
+#   bench.png    its chart
+#
+# The GPU image has torch, jax and cupy but not this package's other dependencies: carry them
+# as wheels in .whl/ (see README, "GPU"); they are installed into /tmp/site first.
+#
+#   bash scripts/gpu_run.sh            # everything
+#   QUICK=1 bash scripts/gpu_run.sh    # the benchmarks on small shapes only
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# The package itself from the working tree (src/ and backends/ as xpsoftmax.backends).
+python3 -m pip install -q --no-deps --no-build-isolation --no-compile -e . > "$OUT/install.txt" 2>&1 \
+  || echo "editable install failed (see install.txt); relying on PYTHONPATH" >> "$OUT/install.txt"
+
+{
+  nvidia-smi || echo "nvidia-smi: not found"
+  python3 - <<'PY'
+import importlib
+for name in ("numpy", "torch", "jax", "cupy", "triton", "array_api_compat", "xpsoftmax"):
+    try:
+        m = importlib.import_module(name)
+        print(f"{name} {getattr(m, '__version__', '?')}")
+    except Exception as exc:  # report, do not stop
+        print(f"{name}: {type(exc).__name__}: {exc}")
+PY
+} > "$OUT/device.txt" 2>&1
+
+# Every test on the GPU backends: their ids contain cuda, gpu or cupy.
+python3 -m pytest -p no:cacheprovider -q -k "cuda or gpu or cupy" \
+  --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/tests.txt"
+tests=${PIPESTATUS[0]}
+
+shape=()
+[ -n "${QUICK:-}" ] && shape=(--quick)
+python3 -m xpsoftmax bench "${shape[@]}" --library torch --library jax --library cupy \
+  --json "$OUT/bench.json" --plot "$OUT/bench.png" 2>&1 | tee "$OUT/bench.txt"
+bench=${PIPESTATUS[0]}
+
+echo "tests exit $tests, bench exit $bench" | tee -a "$OUT/device.txt"
+[ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from xpsoftmax import _generic
 from xpsoftmax._checks import Temperature
 from xpsoftmax._registry import Call, register
-from xpsoftmax._threads import run_blocks
+from xpsoftmax._threads import run_blocks as _run_blocks
 
 _FLOATS = ("float16", "float32", "float64")
 
@@ -40,6 +41,18 @@ def device_kind(x: Any) -> str:
 
 def values_visible(x: Any) -> bool:
     return True
+
+
+def run_blocks(block: Callable[[int, int], None], bounds: list[tuple[int, int]]) -> None:
+    """:func:`xpsoftmax._threads.run_blocks` with NumPy's floating-point warnings off in the
+    worker threads too: ``np.errstate`` is per thread (a context variable that pool threads do
+    not inherit), and the contract defines every value those warnings are about."""
+
+    def quiet(start: int, stop: int) -> None:
+        with np.errstate(all="ignore"):
+            block(start, stop)
+
+    _run_blocks(quiet, bounds)
 
 
 def _compute(dtype: np.dtype) -> np.dtype:

@@ -48,9 +48,9 @@ ONE = Temperature("one", 1.0)
 # keep the dispatch overhead of a small call to a few microseconds. Keys are types, namespaces
 # and dtypes, never arrays.
 _LIBRARY_NAMES: dict[int, str] = {}
-_DTYPE_NAMES: dict[Any, str] = {}
+_DTYPE_NAMES: dict[tuple[type, Any], str] = {}
 _NAMESPACES: dict[type, Any] = {}
-_REAL_FLOATING: dict[tuple[int, Any], bool] = {}
+_REAL_FLOATING: dict[tuple[int, type, Any], bool] = {}
 _BACKENDS: dict[str, Any] = {}
 
 
@@ -119,15 +119,18 @@ def _eager(library: str) -> Any:
 
 def dtype_name(dtype: Any) -> str:
     """``"float32"`` for numpy, torch, jax and array-api-strict dtypes alike."""
+    # Keyed with the dtype's type first, so that dtypes of different libraries are never
+    # compared (array-api-strict warns when its dtypes meet NumPy's).
+    key = (type(dtype), dtype)
     try:
-        return _DTYPE_NAMES[dtype]
+        return _DTYPE_NAMES[key]
     except (KeyError, TypeError):  # not seen yet, or unhashable
         pass
     name = getattr(dtype, "name", None)
     if not isinstance(name, str):
         name = str(dtype).rsplit(".", 1)[-1]
     with contextlib.suppress(TypeError):
-        _DTYPE_NAMES[dtype] = name
+        _DTYPE_NAMES[key] = name
     return name
 
 
@@ -243,11 +246,11 @@ def promote(xp: Any, x: Array, name: str) -> Array:
     dtype; complex is a TypeError."""
     dtype = x.dtype
     try:
-        real = _REAL_FLOATING[(id(xp), dtype)]
+        real = _REAL_FLOATING[(id(xp), type(dtype), dtype)]
     except (KeyError, TypeError):
         real = bool(xp.isdtype(dtype, "real floating"))
         with contextlib.suppress(TypeError):
-            _REAL_FLOATING[(id(xp), dtype)] = real
+            _REAL_FLOATING[(id(xp), type(dtype), dtype)] = real
     if real:
         return x
     if xp.isdtype(dtype, "complex floating"):

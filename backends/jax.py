@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import Temperature
+from xpsoftmax._checks import Temperature, index_dtype
 from xpsoftmax._registry import Call, register
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -234,7 +234,7 @@ def _lean_loss(
     z = (x - m) * inv_t if inv_t != 1.0 else x - m
     lse_rel = jnp.log(_guard(jnp.sum(jnp.exp(z), axis=axis)))  # all -inf row: finite
     m = jnp.squeeze(m, axis=axis)
-    t = target.astype(jnp.int32 if n_classes < 2**31 else target.dtype)
+    t = target.astype(index_dtype(jnp, target))  # uint8 targets meet ignore_index = -100
     ignored = t == ignore_index
     valid = ~ignored & (t >= 0) & (t < n_classes)
     picked = jnp.take_along_axis(x, jnp.expand_dims(jnp.where(valid, t, 0), axis), axis=axis)

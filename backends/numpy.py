@@ -67,10 +67,6 @@ def _normalization_ok(call: Call) -> bool:
     return call.axes != () and not call.opt("where") and _plain_temperature(call)
 
 
-def _empty(x: np.ndarray, axes: tuple[int, ...]) -> bool:
-    return any(n == 0 for n in x.shape)
-
-
 def _trailing(x: np.ndarray, axes: tuple[int, ...]) -> bool:
     return axes == tuple(range(x.ndim - len(axes), x.ndim))
 
@@ -102,12 +98,12 @@ def _scratch(rows: int, n: int, dtype: np.dtype, slot: int = 0) -> np.ndarray:
 _LIMITS: dict[np.dtype, tuple[Any, Any]] = {}
 
 
-def _shift(block: np.ndarray, *, finite: bool = False) -> np.ndarray:
-    """The rows' maxima (keepdims), clipped to the finite range: an all -inf row shifts by
+def _shift(x: np.ndarray, axes: tuple[int, ...] = (1,), *, finite: bool = False) -> np.ndarray:
+    """The slices' maxima (keepdims), clipped to the finite range: an all -inf slice shifts by
     the lowest finite number and stays -inf (not NaN); with ``finite``, a +inf maximum shifts
     by the largest (logsumexp: +inf stays +inf). NaN passes through. Raw ufunc calls rather
     than ``np.max`` and masked assignment: their overhead dominates small inputs."""
-    m = np.maximum.reduce(block, axis=1, keepdims=True)
+    m = np.maximum.reduce(x, axis=axes, keepdims=True)
     limits = _LIMITS.get(m.dtype)
     if limits is None:
         info = np.finfo(m.dtype)
@@ -156,25 +152,22 @@ def _normalize_rows(x2: np.ndarray, out2: np.ndarray, t: Temperature, log: bool)
 
 
 def _normalize_whole(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
-    cdt = _compute(x.dtype)
-    m = np.max(x, axis=axes, keepdims=True).astype(cdt, copy=False)
-    m[m == -np.inf] = 0
-    out = np.subtract(x, m, dtype=cdt)
+    out = np.subtract(x, _shift(x, axes), dtype=_compute(x.dtype))
     _scale(out, t)
     if log:
         s = np.sum(np.exp(out), axis=axes, keepdims=True)
-        s[s == 0] = 1
+        np.maximum(s, 1, out=s)  # as in _normalize_rows: only an empty event has s < 1
         np.subtract(out, np.log(s), out=out)
     else:
         np.exp(out, out=out)
         s = np.sum(out, axis=axes, keepdims=True)
-        s[s == 0] = 1
+        np.maximum(s, 1, out=s)
         np.divide(out, s, out=out)
     return out.astype(x.dtype, copy=False)
 
 
 def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
-    if _empty(x, axes):
+    if x.size == 0:
         return np.zeros(x.shape, dtype=x.dtype)
     if not _trailing(x, axes):
         return _normalize_whole(x, axes, t, log)
@@ -250,13 +243,12 @@ def logsumexp(
 ) -> Any:
     cdt = _compute(x.dtype)
     kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
-    if _empty(x, axes):
+    if x.size == 0:
         out = np.full(kept, -np.inf, dtype=cdt)
     elif _trailing(x, axes):
         out = _logsumexp_rows(_rows(x, axes)).reshape(kept)
     else:
-        m = np.max(x, axis=axes, keepdims=True).astype(cdt, copy=False)
-        m[~np.isfinite(m)] = 0
+        m = _shift(x, axes, finite=True)
         buf = np.subtract(x, m, dtype=cdt)
         np.exp(buf, out=buf)
         out = np.log(np.sum(buf, axis=axes, keepdims=True))
@@ -334,7 +326,7 @@ def _fused_cross_entropy(
             pb += (eps / n_classes) * np.where(empty, np.inf, w_total * lse_rel - sum_wz)
         lse_abs = None
         if z_loss:
-            lse_abs = m[:, 0] * inv_t + lse_rel
+            lse_abs = m[:, 0].astype(cdt) * inv_t + lse_rel  # m / T in 16 bits loses it
             pb += np.where(empty, np.inf, (z_loss * wb) * lse_abs * lse_abs)
         per[start:stop] = np.where(vb, pb, np.where(ignored[start:stop], 0.0, np.nan))
         if grad is None:

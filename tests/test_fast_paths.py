@@ -127,6 +127,7 @@ CE_OPTIONS: list[dict[str, Any]] = [
     {"temperature": "array"},
     {"z_loss": 1e-2},
     {"z_loss": 1e-2, "weight": True, "label_smoothing": 0.1, "temperature": 2.0},
+    {"z_loss": 1e-2, "temperature": 0.3},  # a shift / T that 16 bits cannot hold
     {"ignore_index": 1},
 ]
 

@@ -174,12 +174,6 @@ def _plan(op: str, args: tuple, kw: dict) -> Any:
         return _api._plan(op, *args, **kw)
 
 
-def _accepts(entry: Any, call: Any) -> bool:
-    return (
-        call.device in entry.devices and call.dtype in entry.dtypes and bool(entry.supports(call))
-    )
-
-
 def _tolerance(dtype: Any) -> tuple[float, float]:
     name = cases.dtype_name(dtype)
     eps = EPS.get(name, EPS["float64"])
@@ -245,7 +239,7 @@ def test_fast_path_equals_generic(
         except ValueError:
             continue  # e.g. a temperature shape that does not fit a 0-d input
         seen += 1
-        if not _accepts(entry, plan.call):
+        if not entry.accepts(plan.call):
             continue
         accepted += 1
         what = f"{entry.name} vs generic: {entry.op}({label}) {dtype} on {backend.id}"
@@ -268,7 +262,7 @@ def _first_accepted(
             plan = _plan(entry.op, args, kw)
         except ValueError:
             continue
-        if _accepts(entry, plan.call):
+        if entry.accepts(plan.call):
             return label, args, kw
     raise AssertionError(f"no call of the grid is accepted by {entry.name}")
 
@@ -286,7 +280,7 @@ def test_dispatch_reaches_fast_path(
     _usable(backend)
     label, args, kw = _first_accepted(entry, backend, dtype, rng)
     call = _plan(entry.op, args, kw).call
-    expected = next(e for e in _registry._REGISTRY[(entry.op, entry.library)] if _accepts(e, call))
+    expected = next(e for e in _registry._REGISTRY[(entry.op, entry.library)] if e.accepts(call))
     calls: list[str] = []
 
     def spy(e: Any) -> Any:

@@ -99,6 +99,10 @@ class FastPath:
     dtypes: tuple[str, ...] = ("float32", "float64")
     description: str = ""
 
+    def accepts(self, call: Call) -> bool:
+        """Whether this entry serves ``call``: its device, its dtype and its predicate."""
+        return call.device in self.devices and call.dtype in self.dtypes and self.supports(call)
+
 
 _REGISTRY: dict[tuple[str, str], list[FastPath]] = {}
 _LOADED: set[str] = set()
@@ -223,6 +227,6 @@ def select(call: Call) -> FastPath | None:
         return None
     load_backend(call.library)
     for entry in _REGISTRY.get((call.op, call.library), ()):
-        if call.device in entry.devices and call.dtype in entry.dtypes and entry.supports(call):
+        if entry.accepts(call):
             return entry
     return None

@@ -19,9 +19,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import Temperature, index_dtype
+from xpsoftmax._checks import Temperature, index_dtype, target_masks
+from xpsoftmax._generic import BIG_T, _log_total
 from xpsoftmax._registry import Call, register
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -39,6 +41,14 @@ def device_kind(x: Any) -> str:
 
 def values_visible(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer) and device_kind(x) == "cpu"
+
+
+def secondary_array(value: Any) -> Any:
+    """NumPy arrays given for ``target``, ``weight``, ``where``, ``b`` or ``temperature`` next
+    to JAX logits are converted, as every JAX function converts them."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return jnp.asarray(value)
+    return value
 
 
 def eager() -> Any:
@@ -66,9 +76,7 @@ def _parts(x: Any, axes: tuple[int, ...], inv_t: float) -> tuple[Any, Any, Any]:
     cost, where a compare and select measurably slows it down.
     """
     m = jax.lax.stop_gradient(jnp.max(x, axis=axes, keepdims=True))
-    z = x - jnp.maximum(m, jnp.finfo(x.dtype).min)
-    if inv_t != 1.0:
-        z = z * inv_t
+    z = _times(x - jnp.maximum(m, jnp.finfo(x.dtype).min), inv_t)
     e = jnp.exp(z)
     return z, e, jnp.sum(e, axis=axes, keepdims=True)
 
@@ -90,24 +98,24 @@ def _softmax(x: Any, axes: tuple[int, ...], inv_t: float) -> Any:
 def _softmax_jvp(axes: tuple[int, ...], inv_t: float, primals: Any, tangents: Any) -> Any:
     (x,), (dx,) = primals, tangents
     p = _softmax(x, axes, inv_t)
-    dz = dx * inv_t
+    dz = _times(dx, inv_t)
     return p, p * (dz - jnp.sum(p * dz, axis=axes, keepdims=True))
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1, 2))
 def _log_softmax(x: Any, axes: tuple[int, ...], inv_t: float) -> Any:
-    z, _, s = _parts(x, axes, inv_t)
-    return z - jnp.log(_guard(s))
+    z, e, _ = _parts(x, axes, inv_t)
+    return z - _log_total(jnp, z, e, axes)  # accurate near 0; 0 on an empty event
 
 
 @_log_softmax.defjvp
 def _log_softmax_jvp(axes: tuple[int, ...], inv_t: float, primals: Any, tangents: Any) -> Any:
     (x,), (dx,) = primals, tangents
     z, e, s = _parts(x, axes, inv_t)
-    s_safe = _guard(s)
-    dz = dx * inv_t
-    tangent = dz - jnp.sum((e / s_safe) * dz, axis=axes, keepdims=True)
-    return z - jnp.log(s_safe), jnp.where(s == 0, 0.0, tangent)  # zero on empty events
+    dz = _times(dx, inv_t)
+    tangent = dz - jnp.sum((e / _guard(s)) * dz, axis=axes, keepdims=True)
+    out = z - _log_total(jnp, z, e, axes)
+    return out, jnp.where(s == 0, 0.0, tangent)  # zero on empty events
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -118,11 +126,13 @@ def _logsumexp(x: Any, axes: tuple[int, ...]) -> Any:
 def _lse_parts(x: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
     m = jax.lax.stop_gradient(jnp.max(x, axis=axes, keepdims=True))
     shift = jnp.where(jnp.isfinite(m), m, 0.0)  # +inf: shift by 0 so the sum is +inf
-    e = jnp.exp(x - shift)
+    d = x - shift
+    e = jnp.exp(d)
     s = jnp.sum(e, axis=axes, keepdims=True)
     zero = s == 0
     s_safe = jnp.where(zero, 1.0, s)
-    return jnp.where(zero, -jnp.inf, jnp.log(s_safe)) + shift, e / s_safe
+    # log1p of the entries below the maximum: accurate near 0 (see _generic._log_total).
+    return jnp.where(zero, -jnp.inf, _log_total(jnp, d, e, axes)) + shift, e / s_safe
 
 
 @_logsumexp.defjvp
@@ -132,7 +142,20 @@ def _logsumexp_jvp(axes: tuple[int, ...], primals: Any, tangents: Any) -> Any:
     return out, jnp.sum(p * dx, axis=axes, keepdims=True)
 
 
+def _times(d: Any, inv_t: float) -> Any:
+    """``d * (1 / T)``. A reciprocal below float32's smallest normal number would be flushed
+    to 0 by XLA on CPU (``-inf * 0 = NaN``): then in two exact steps, as in
+    ``_generic._divide``."""
+    if inv_t == 1.0:
+        return d
+    if inv_t >= 1 / BIG_T:
+        return d * inv_t
+    return (d * (1 / BIG_T)) * (inv_t * BIG_T)
+
+
 def _inv(t: Temperature) -> float:
+    """1 / T: finite, as a positive temperature is at least the smallest normal number (the
+    shift comes first, so ``(x - max) * (1 / T)`` cannot make a NaN either)."""
     return 1.0 / t.value if t.kind == "positive" else 1.0
 
 
@@ -231,17 +254,17 @@ def _lean_loss(
     inv_t = _inv(temperature)
     n_classes = x.shape[axis]
     m = jnp.maximum(jnp.max(x, axis=axis, keepdims=True), jnp.finfo(x.dtype).min)
-    z = (x - m) * inv_t if inv_t != 1.0 else x - m
-    lse_rel = jnp.log(_guard(jnp.sum(jnp.exp(z), axis=axis)))  # all -inf row: finite
+    z = _times(x - m, inv_t)
+    # Accurate near 0 (a confident right answer); 0 on an all -inf row.
+    lse_rel = jnp.squeeze(_log_total(jnp, z, jnp.exp(z), (axis,)), axis=axis)
     m = jnp.squeeze(m, axis=axis)
-    t = target.astype(index_dtype(jnp, target))  # uint8 targets meet ignore_index = -100
-    ignored = t == ignore_index
-    valid = ~ignored & (t >= 0) & (t < n_classes)
+    ignored, valid = target_masks(jnp, target, n_classes, ignore_index)
+    t = target.astype(index_dtype(jnp, target))
     picked = jnp.take_along_axis(x, jnp.expand_dims(jnp.where(valid, t, 0), axis), axis=axis)
-    z_t = (jnp.squeeze(picked, axis=axis) - m) * inv_t
+    z_t = _times(jnp.squeeze(picked, axis=axis) - m, inv_t)
     per = lse_rel - z_t  # +inf on an all -inf row, as z_t = -inf there
     if z_loss:
-        lse = m * inv_t + lse_rel
+        lse = _times(m, inv_t) + lse_rel
         per = per + z_loss * lse * lse
     per = jnp.where(valid, per, jnp.where(ignored, 0.0, jnp.nan))
     if reduction == "none":

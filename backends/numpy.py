@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import Temperature
+from xpsoftmax._checks import Temperature, target_masks
 from xpsoftmax._registry import Call, register
+from xpsoftmax._threads import check_num_threads
 from xpsoftmax._threads import run_blocks as _run_blocks
 
 _FLOATS = ("float16", "float32", "float64")
@@ -114,6 +115,35 @@ def _shift(x: np.ndarray, axes: tuple[int, ...] = (1,), *, finite: bool = False)
     return m
 
 
+def _top(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, index of each row's first maximum)`` of a ``(rows, n)`` block: the entry that
+    contributes exactly ``exp(0) = 1`` to the row's sum, left out of it so that the log of the
+    sum is ``log1p(rest)``, accurate near 0 (``logsumexp([0, -40])`` is 4.2e-18, not 0)."""
+    return np.arange(x.shape[0]), np.argmax(x, axis=1)
+
+
+def _clip_low(m: np.ndarray) -> np.ndarray:
+    """As in :func:`_shift`, for a maximum read off by index (keepdims column)."""
+    return np.maximum(m, np.finfo(m.dtype).min, out=m)
+
+
+def _log_total_whole(d: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``log(sum(exp(d)))`` of shifted ``d`` over ``axes`` (keepdims), accurate near 0: the
+    maxima (``d == 0``) contribute exactly 1 each (see ``_generic._log_total``)."""
+    top = d == 0
+    rest = np.sum(np.exp(d, where=~top, out=np.zeros_like(d)), axis=axes, keepdims=True)
+    k = np.sum(top, axis=axes, keepdims=True, dtype=d.dtype)
+    return np.log1p(rest + np.maximum(k - 1, 0))
+
+
+def native(a: Any) -> Any:
+    """``a`` in native byte order (big-endian input arrives from files and network formats;
+    NumPy's ufunc loops with ``out=`` and ``dtype=`` reject a non-native dtype)."""
+    if isinstance(a, np.ndarray) and not a.dtype.isnative:
+        return a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
 def _scale(buf: np.ndarray, t: Temperature) -> None:
     if t.kind == "positive":
         np.divide(buf, t.value, out=buf)
@@ -129,7 +159,11 @@ def _normalize_rows(x2: np.ndarray, out2: np.ndarray, t: Temperature, log: bool)
 
     def block(start: int, stop: int) -> None:
         xb = x2[start:stop]
-        m = _shift(xb)
+        if log:
+            rows, top = _top(xb)
+            m = _clip_low(xb[rows, top][:, None].astype(cdt))
+        else:
+            m = _shift(xb)
         # In the output itself when it has the computation dtype; else in float32 scratch.
         d = out2[start:stop] if same else _scratch(stop - start, n, cdt)
         np.subtract(xb, m, out=d, dtype=cdt)
@@ -137,11 +171,13 @@ def _normalize_rows(x2: np.ndarray, out2: np.ndarray, t: Temperature, log: bool)
         if log:
             e = _scratch(stop - start, n, cdt, slot=1)
             np.exp(d, out=e)
-            s = np.add.reduce(e, axis=1, keepdims=True)
-            # The maximum contributes exp(0) = 1, so s >= 1 except for an empty event (s = 0),
-            # which is -inf already: -inf - log 1.
-            np.maximum(s, 1, out=s)
-            np.subtract(d, np.log(s), out=out2[start:stop], casting="same_kind")
+            # The maximum contributes exp(0) = 1: leave it out and take log1p of the rest.
+            # An empty event (all -inf) has rest = 0 and stays -inf: -inf - log1p(0); a NaN
+            # (from NaN or +inf) stays in and makes the row NaN.
+            head = e[rows, top]
+            e[rows, top] = np.where(head == 1, 0, head)
+            rest = np.add.reduce(e, axis=1, keepdims=True)
+            np.subtract(d, np.log1p(rest), out=out2[start:stop], casting="same_kind")
         else:
             np.exp(d, out=d)
             s = np.add.reduce(d, axis=1, keepdims=True)
@@ -155,9 +191,7 @@ def _normalize_whole(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: 
     out = np.subtract(x, _shift(x, axes), dtype=_compute(x.dtype))
     _scale(out, t)
     if log:
-        s = np.sum(np.exp(out), axis=axes, keepdims=True)
-        np.maximum(s, 1, out=s)  # as in _normalize_rows: only an empty event has s < 1
-        np.subtract(out, np.log(s), out=out)
+        np.subtract(out, _log_total_whole(out, axes), out=out)
     else:
         np.exp(out, out=out)
         s = np.sum(out, axis=axes, keepdims=True)
@@ -185,7 +219,8 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) 
     description="where=None, scalar temperature > 0; blocked and threaded on trailing axes",
 )
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
-    return _normalize(x, axes, temperature, log=False)
+    check_num_threads()  # a bad XPSOFTMAX_NUM_THREADS fails before any work
+    return _normalize(native(x), axes, temperature, log=False)
 
 
 @register(
@@ -199,7 +234,8 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
-    return _normalize(x, axes, temperature, log=True)
+    check_num_threads()
+    return _normalize(native(x), axes, temperature, log=True)
 
 
 # --- logsumexp ------------------------------------------------------------------------------
@@ -212,12 +248,19 @@ def _logsumexp_rows(x2: np.ndarray) -> np.ndarray:
 
     def block(start: int, stop: int) -> None:
         xb = x2[start:stop]
-        m = _shift(xb, finite=True)
+        rows, top = _top(xb)
+        m = xb[rows, top].astype(cdt)
+        # As in _shift: all -inf rows shift by the lowest finite number, +inf by the highest.
+        info = np.finfo(cdt)
+        np.clip(m, info.min, info.max, out=m)
         e = _scratch(stop - start, n, cdt)
-        np.subtract(xb, m, out=e, dtype=cdt)
+        np.subtract(xb, m[:, None], out=e, dtype=cdt)
         np.exp(e, out=e)
-        lse = np.log(np.add.reduce(e, axis=1))
-        np.add(lse, m[:, 0], out=out[start:stop])
+        head = e[rows, top]  # exp(0) = 1, except on empty (0), NaN and +inf rows
+        e[rows, top] = 0
+        # log(head + rest) as log1p((head - 1) + rest): exact for head = 1, accurate near 0.
+        lse = np.log1p(np.add.reduce(e, axis=1) + (head - 1))
+        np.add(lse, m, out=out[start:stop])
 
     run_blocks(block, _blocks(x2.shape[0], n, cdt.itemsize))
     return out
@@ -241,6 +284,8 @@ def logsumexp(
     return_sign: bool,
     where: Any,
 ) -> Any:
+    check_num_threads()
+    x = native(x)
     cdt = _compute(x.dtype)
     kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
     if x.size == 0:
@@ -250,8 +295,8 @@ def logsumexp(
     else:
         m = _shift(x, axes, finite=True)
         buf = np.subtract(x, m, dtype=cdt)
-        np.exp(buf, out=buf)
-        out = np.log(np.sum(buf, axis=axes, keepdims=True))
+        out = _log_total_whole(buf, axes)
+        out[np.all(np.isneginf(buf), axis=axes, keepdims=True)] = -np.inf  # empty events
         out += m
     return out if keepdims else np.squeeze(out, axis=axes)
 
@@ -289,10 +334,9 @@ def _fused_cross_entropy(
 
     # Everything that needs all rows is known from the targets alone: do it first, so that
     # each block can finish its gradient (the mean's 1 / denominator included) in cache.
-    t = target.reshape(-1).astype(np.intp, copy=False)
-    ignored = t == ignore_index
-    valid = ~ignored & (t >= 0) & (t < n_classes)
-    t_safe = np.where(valid, t, 0)
+    flat = target.reshape(-1)
+    ignored, valid = target_masks(np, flat, n_classes, ignore_index)
+    t_safe = np.where(valid, flat.astype(np.intp, copy=False), 0)
     w_t = np.ones(n, dtype=cdt) if weight is None else weight[t_safe]
     w_total = float(n_classes) if weight is None else float(np.sum(weight, dtype=cdt))
     den = np.sum(np.where(ignored, 0.0, w_t), dtype=cdt) if reduction == "mean" else None
@@ -303,10 +347,10 @@ def _fused_cross_entropy(
     same = cdt == x.dtype
 
     def block(start: int, stop: int) -> None:
-        rows = np.arange(stop - start)
         ab = a[start:stop]
         tb, wb, vb = t_safe[start:stop], w_t[start:stop], valid[start:stop]
-        m = _shift(ab)
+        rows, top = _top(ab)
+        m = _clip_low(ab[rows, top][:, None].astype(cdt))
         buf = (
             grad[start:stop]
             if (grad is not None and same)
@@ -318,9 +362,15 @@ def _fused_cross_entropy(
         if eps:
             sum_wz = buf.sum(axis=1) if weight is None else buf @ weight
         np.exp(buf, out=buf)
-        s = buf.sum(axis=1)
+        # The maximum contributes exp(0) = 1: log1p of the rest, accurate near 0 (a
+        # confident right answer has a loss of 4e-18, not 0). Put back for the gradient.
+        head = buf[rows, top]
+        buf[rows, top] = np.where(head == 1, 0, head)
+        rest = buf.sum(axis=1)
+        buf[rows, top] = head
+        s = rest + np.where(head == 1, 1, 0)
         empty = s == 0
-        lse_rel = np.log(np.where(empty, 1.0, s))
+        lse_rel = np.log1p(rest)
         pb = np.where(empty, np.inf, lse_rel - z_t) * (wb * (1.0 - eps))
         if eps:
             pb += (eps / n_classes) * np.where(empty, np.inf, w_total * lse_rel - sum_wz)
@@ -369,9 +419,10 @@ def _fused_cross_entropy(
     description="class indices on the last axis, scalar temperature > 0; blocked and threaded",
 )
 def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
+    check_num_threads()
     if logits.size == 0:  # nothing to fuse
         return _generic.cross_entropy(xp, logits, target, axis, **options)
-    return _fused_cross_entropy(logits, target, with_grad=False, **options)[0]
+    return _fused_cross_entropy(native(logits), target, with_grad=False, **options)[0]
 
 
 @register(
@@ -385,6 +436,7 @@ def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) 
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, **options: Any
 ) -> tuple[Any, Any]:
+    check_num_threads()
     if logits.size == 0:
         return _generic.cross_entropy_with_grad(xp, logits, target, axis, **options)
-    return _fused_cross_entropy(logits, target, with_grad=True, **options)
+    return _fused_cross_entropy(native(logits), target, with_grad=True, **options)

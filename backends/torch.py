@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import Temperature
+from xpsoftmax._checks import Temperature, target_masks
 from xpsoftmax._registry import Call, register
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -54,8 +54,25 @@ def _sixteen(x: torch.Tensor) -> bool:
     return x.dtype in (torch.float16, torch.bfloat16)
 
 
-def _scaled(x: torch.Tensor, t: Temperature) -> torch.Tensor:
-    return x / t.value if t.kind == "positive" else x
+def _scaled(x: torch.Tensor, t: Temperature, dim: Any) -> torch.Tensor:
+    """``x / T`` for the kernels, shifted by the slice maximum *before* the division, so that
+    a small T cannot overflow finite logits into inf - inf = NaN (``[3e36, 4e36] / 0.01``).
+    Every kernel here is invariant to the shift, so it is held out of differentiation."""
+    if t.kind != "positive":
+        return x
+    m = torch.amax(x.detach(), dim=dim, keepdim=True)
+    # An all -inf slice shifts by the lowest finite number and stays -inf (not NaN).
+    return (x - m.clamp(min=torch.finfo(x.dtype).min)) / t.value
+
+
+#: Rows longer than this lose accuracy in the native float32 kernels (sequential float32
+#: sums: a row of 3 * 2**23 zeros and one 1 gives a softmax summing to 0.983); they take the
+#: generic path, whose torch.sum accumulates accurately.
+LONG_ROW = 2**24
+
+
+def _short_rows(call: Call) -> bool:
+    return call.dtype == "float64" or 0 <= call.length <= LONG_ROW
 
 
 def _normalization_ok(call: Call) -> bool:
@@ -63,7 +80,20 @@ def _normalization_ok(call: Call) -> bool:
         len(call.axes) == 1
         and not call.opt("where")
         and call.opt("temperature") in ("one", "positive")
+        and _short_rows(call)
     )
+
+
+def index_target(target: Any) -> Any:
+    """Class indices torch can compare (it has no comparisons for uint16/32/64): uint16 and
+    uint32 convert to int64 exactly; uint64 values of 2**63 and more, which int64 would wrap
+    (onto ``ignore_index=-100`` even), become the int64 minimum: out of range like them."""
+    if target.dtype in (torch.uint16, torch.uint32):
+        return target.to(torch.int64)
+    if target.dtype == torch.uint64:
+        wrapped = target.view(torch.int64)
+        return torch.where(wrapped < 0, torch.iinfo(torch.int64).min, wrapped)
+    return target
 
 
 def _eager_values(x: torch.Tensor) -> bool:
@@ -84,7 +114,7 @@ def _native_normalization(x: torch.Tensor, dim: int, t: Temperature, log: bool) 
         out = kernel(x, dim)
         xs = x
     else:
-        xs = _scaled(x.float() if _sixteen(x) else x, t)
+        xs = _scaled(x.float() if _sixteen(x) else x, t, dim)
         out = kernel(xs, dim)
     # The sum of the first entries is NaN exactly when one of them is (they are finite or
     # -inf): two small kernel calls.
@@ -116,7 +146,7 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     if _eager_values(x):
         return _native_normalization(x, dim, temperature, log=False)
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
-    xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature), dim)
+    xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature, dim), dim)
     return torch.where(dead, 0.0, torch.softmax(xs, dim)).to(x.dtype)
 
 
@@ -138,7 +168,7 @@ def log_softmax(
     if _eager_values(x):
         return _native_normalization(x, dim, temperature, log=True)
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
-    xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature), dim)
+    xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature, dim), dim)
     return torch.where(dead, -math.inf, torch.log_softmax(xs, dim)).to(x.dtype)
 
 
@@ -146,10 +176,13 @@ def log_softmax(
     "logsumexp",
     "torch",
     "torch.native",
-    supports=lambda c: c.axes != () and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
+    supports=lambda c: (
+        (c.axes != () and not (c.opt("b") or c.opt("return_sign") or c.opt("where")))
+        and _short_rows(c)
+    ),
     devices=_DEVICES,
     dtypes=_FLOATS,
-    description="b=None, where=None, return_sign=False",
+    description="b=None, where=None, return_sign=False; eager calls without autograd",
 )
 def logsumexp(
     xp: Any,
@@ -161,19 +194,23 @@ def logsumexp(
     return_sign: bool,
     where: Any,
 ) -> Any:
+    options = {"keepdims": keepdims, "b": b, "return_sign": return_sign, "where": where}
+    if not _eager_values(x) or any(x.shape[a] == 0 for a in axes):
+        # The generic formula: zero gradients on all -inf rows, accurate near 0.
+        return _generic.logsumexp(xp, x, axes, **options)
+    # The native values are the contract's (-inf for an all -inf row, +inf, NaN) and no
+    # gradient is wanted. Only a result near 0 may have lost its relative accuracy
+    # (log(1 + 4e-18) = 0): then the generic formula, with log1p, serves the call.
     xc = x.float() if _sixteen(x) else x
-    if any(x.shape[a] == 0 for a in axes):
-        shape = [1 if i in axes else n for i, n in enumerate(x.shape)]
-        out = torch.full(shape, -math.inf, dtype=xc.dtype, device=x.device)
-        return out if keepdims else out.squeeze(axes)
-    if _eager_values(x):
-        # The native values are the contract's (-inf for an all -inf row, +inf, NaN); only
-        # its gradient there is not, and no gradient is wanted here.
-        out = torch.logsumexp(xc, dim=axes, keepdim=True)
-        return out if keepdims else out.squeeze(axes)
-    xs, dead = _safe_rows(xc, axes)
-    out = torch.where(dead, -math.inf, torch.logsumexp(xs, dim=axes, keepdim=True))
-    return out if keepdims else out.squeeze(axes)
+    out = torch.logsumexp(xc, dim=axes, keepdim=keepdims)
+    if bool((out.abs() < _NEAR_ZERO).any()):
+        return _generic.logsumexp(xp, x, axes, **options)
+    return out
+
+
+#: Below this, a logsumexp may have lost relative accuracy in ``log(sum)`` (error about one
+#: unit of rounding of 1, large relative to a result this small).
+_NEAR_ZERO = 0.5
 
 
 def _ce_ok(call: Call) -> bool:
@@ -181,6 +218,7 @@ def _ce_ok(call: Call) -> bool:
         call.opt("target") == "index"
         and not call.opt("z_loss")
         and call.opt("temperature") in ("one", "positive")
+        and _short_rows(call)
     )
 
 
@@ -208,12 +246,9 @@ def _cross_entropy(
     if x.ndim > 1 and axis != 1:
         x = torch.movedim(x, axis, 1)
     class_dim = 0 if x.ndim == 1 else 1
+    ignored, valid = target_masks(torch, target, n_classes, ignore_index)
     t = target.long()
-    ignored = t == ignore_index
-    valid = ~ignored & (t >= 0) & (t < n_classes)
-    # Out-of-range indices must not reach the kernel (a CUDA device assert): they become
-    # ignored there and NaN here.
-    xs = _scaled(x, temperature)
+    xs = _scaled(x, temperature, class_dim)
     if optimistic:
         # Every entry goes to the kernel (ignored and out-of-range ones as class 0, masked
         # below). A NaN among the per-entry losses (an all -inf row, NaN or +inf logits)
@@ -229,14 +264,15 @@ def _cross_entropy(
             return None
     else:
         # Out-of-range indices must not reach the kernel (a CUDA device assert): they become
-        # ignored there and NaN here. All -inf rows are replaced by zeros (inf loss below).
-        t_safe = torch.where(valid, t, torch.full_like(t, ignore_index))
+        # ignored there (as -1, which no class is; ignore_index itself may not fit int64) and
+        # NaN here. All -inf rows are replaced by zeros (inf loss below).
+        t_safe = torch.where(valid, t, -1)
         xs, dead = _safe_rows(xs, class_dim)
         per = F.cross_entropy(
             xs,
             t_safe,
             weight=weight,
-            ignore_index=ignore_index,
+            ignore_index=-1,
             reduction="none",
             label_smoothing=label_smoothing,
         )

@@ -68,9 +68,30 @@ def _usable(backend: Backend) -> None:
 # --- the grid of calls ----------------------------------------------------------------------
 
 
+#: Temperatures at the edges of float32 and float64: rounding to 0 or subnormal (the hard
+#: max), overflowing (the uniform limit), and huge but finite (x / T overflows unless the
+#: shift comes first; 1 / T is subnormal in float32).
+EXTREME_TEMPERATURES = (1e-39, 1e-300, 1e-320, 1e38, 1e39)
+
+
+def _extreme_array(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-slice temperatures drawn from the extremes and a few ordinary values."""
+    choices = np.array([*EXTREME_TEMPERATURES, 0.5, 0.0, INF])
+    return rng.choice(choices, size=shape)
+
+
 def _temperatures(rng: np.random.Generator, x: np.ndarray, axes: tuple[int, ...]) -> list[Any]:
     shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
-    return [1.0, 0.5, 3.0, 0.0, INF, rng.uniform(0.3, 2.0, size=shape)]
+    return [
+        1.0,
+        0.5,
+        3.0,
+        0.0,
+        INF,
+        *EXTREME_TEMPERATURES,
+        rng.uniform(0.3, 2.0, size=shape),
+        _extreme_array(rng, shape),
+    ]
 
 
 def _normalization_calls(
@@ -129,6 +150,10 @@ CE_OPTIONS: list[dict[str, Any]] = [
     {"z_loss": 1e-2, "weight": True, "label_smoothing": 0.1, "temperature": 2.0},
     {"z_loss": 1e-2, "temperature": 0.3},  # a shift / T that 16 bits cannot hold
     {"ignore_index": 1},
+    *({"temperature": t} for t in EXTREME_TEMPERATURES),
+    {"temperature": 1e-39, "label_smoothing": 0.1, "weight": True},
+    {"temperature": 1e38, "z_loss": 1e-2},
+    {"temperature": "extreme"},
 ]
 
 
@@ -153,7 +178,12 @@ def _cross_entropy_calls(
                         1 if i == case.axis % case.logits.ndim else n
                         for i, n in enumerate(case.logits.shape)
                     )
-                    kw["temperature"] = b.asarray(rng.uniform(0.3, 2.0, shape), dtype)
+                    values = (
+                        _extreme_array(rng, shape)
+                        if opts["temperature"] == "extreme"
+                        else rng.uniform(0.3, 2.0, shape)
+                    )
+                    kw["temperature"] = b.asarray(values, dtype)
                 target = b.asarray(index) if kind == "index" else b.asarray(case.probs, dtype)
                 yield f"{case.name} {kind} {opts}", (x, target), kw
 
@@ -187,8 +217,13 @@ def _magnitude(b: Backend, args: tuple, kw: dict) -> float:
     finite = x[np.isfinite(x)]
     big = float(np.abs(finite).max(initial=0.0))
     t = kw.get("temperature", 1.0)
-    t_min = float(np.min(b.numpy_float(t))) if not isinstance(t, (int, float)) else float(t)
-    return big / t_min if 0 < t_min < INF else big
+    t_all = b.numpy_float(t) if not isinstance(t, (int, float)) else np.asarray([float(t)])
+    ordinary = t_all[(t_all > 0) & (t_all < INF)]
+    t_min = float(np.min(ordinary)) if ordinary.size else 0.0
+    with np.errstate(over="ignore"):
+        scaled = big / t_min if t_min > 0 else big
+    # The hard max of a temperature that is 0 in the computation dtype is exact.
+    return scaled if math.isfinite(scaled) else big
 
 
 def _compare(b: Backend, fast: Any, generic: Any, what: str, magnitude: float) -> None:

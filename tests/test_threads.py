@@ -3,12 +3,20 @@
 The NumPy fast paths cut trailing-axis work into blocks of rows and run them on a thread pool.
 Here the block size is made tiny so that small inputs span many blocks, with edge-case rows
 (all -inf, NaN, +inf, huge) landing in different blocks; the results must equal the generic
-path and be bit-identical for 1, 2 and 3 threads.
+path and be bit-identical for 1, 2 and 3 threads. The pool itself must serve any number of
+calling threads at once and a child made by ``fork``, and a bad thread setting must fail at once.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -158,3 +166,131 @@ def test_run_blocks_raises_the_first_error_after_the_other_threads_stop() -> Non
         _threads.run_blocks(fn, [(i, i + 1) for i in range(8)])
     # Shares are every 3rd block: the failing share (2, 5) stops, the other two run to the end.
     assert sorted(done) == [0, 1, 3, 4, 6, 7]
+
+
+FORKED_CHILD = """
+import multiprocessing, sys
+import numpy as np
+import xpsoftmax
+from xpsoftmax.backends import numpy as nb
+
+xpsoftmax.set_num_threads(2)  # several threads on any machine
+cols = 1024
+x = np.random.default_rng(0).normal(size=(8 * nb.BLOCK_BYTES // (cols * 8), cols))  # 8 blocks
+want = xpsoftmax.softmax(x)  # the parent's pool has threads now
+
+
+def child():
+    sys.exit(0 if np.array_equal(xpsoftmax.softmax(x), want) else 3)
+
+
+p = multiprocessing.get_context("fork").Process(target=child)
+p.start()
+p.join(30)
+if p.is_alive():
+    p.kill()
+    sys.exit("the forked child hung in its first multi-block call")
+sys.exit(p.exitcode)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="fork is POSIX-only")
+def test_forked_child_runs_multi_block_calls() -> None:
+    # In a subprocess, with timeouts: a child that hangs must not hang the suite.
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_CHILD], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+
+
+#: Shapes with different block counts (8, 19, 32 and 10 blocks of 256 KiB), and both dtypes.
+RACE_SHAPES = [((64, 8192), "float32"), ((300, 2000), "float64"), ((2048, 1024), "float32")]
+RACE_SHAPES += [((300, 2000), "float32")]
+
+
+def _race_calls() -> list[tuple[Callable[..., Any], tuple[np.ndarray, ...]]]:
+    rng = np.random.default_rng(5)
+    calls: list[tuple[Callable[..., Any], tuple[np.ndarray, ...]]] = []
+    for shape, dtype in RACE_SHAPES:
+        x = (rng.normal(size=shape) * 4).astype(dtype)
+        t = rng.integers(0, shape[1], size=shape[0])
+        calls += [
+            (xpsoftmax.softmax, (x,)),
+            (xpsoftmax.log_softmax, (x,)),
+            (partial(xpsoftmax.logsumexp, axis=-1), (x,)),
+            (xpsoftmax.cross_entropy_with_grad, (x, t)),
+        ]
+    return calls
+
+
+def _tuple(r: Any) -> tuple[Any, ...]:
+    return r if isinstance(r, tuple) else (r,)
+
+
+def test_calls_from_many_threads_at_once_give_the_single_thread_bits() -> None:
+    calls = _race_calls()
+    with xpsoftmax.num_threads(1):
+        want = [fn(*args) for fn, args in calls]
+    callers, rounds = 8, 12
+    errors: list[BaseException] = []
+    start = threading.Barrier(callers)
+
+    def caller(k: int) -> None:
+        start.wait()
+        try:
+            for i in range(rounds):
+                # Process-wide, so every call may see another size than the one before it.
+                xpsoftmax.set_num_threads(2 + (k + i) % 4)
+                j = (3 * k + 5 * i) % len(calls)
+                fn, args = calls[j]
+                got = fn(*args)
+                for g, w in zip(_tuple(got), _tuple(want[j])):
+                    np.testing.assert_array_equal(g, w, strict=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        xpsoftmax.set_num_threads(None)
+    assert not errors, f"{len(errors)} of {callers} callers failed, first: {errors[0]!r}"
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-2", "2.5", " 3x "])
+def test_bad_env_thread_count_raises_before_any_work(bad, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_threads.ENV_NUM_THREADS, bad)
+    ran: list[int] = []
+    with pytest.raises(ValueError, match=_threads.ENV_NUM_THREADS):
+        _threads.run_blocks(lambda start, stop: ran.append(start), [(0, 1)])  # one block
+    assert ran == []
+    with pytest.raises(ValueError, match=_threads.ENV_NUM_THREADS):
+        xpsoftmax.softmax(np.zeros((2, 3)))  # a small input too
+    for check in (_threads.check_num_threads, xpsoftmax.get_num_threads):
+        with pytest.raises(ValueError, match=_threads.ENV_NUM_THREADS) as info:
+            check()
+        assert repr(bad.strip()) in str(info.value)
+
+
+def test_env_thread_count_changes_are_picked_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(_threads.ENV_NUM_THREADS, raising=False)
+    default = _threads.check_num_threads()
+    assert default == _threads._machine_threads()
+    # Each value is parsed once and cached; going back to a value seen before must work too.
+    for raw, want in [("3", 3), ("5", 5), (" 2 ", 2), ("3", 3), ("", default), ("4", 4)]:
+        monkeypatch.setenv(_threads.ENV_NUM_THREADS, raw)
+        assert _threads.check_num_threads() == want
+        assert xpsoftmax.get_num_threads() == want
+    monkeypatch.setenv(_threads.ENV_NUM_THREADS, "abc")
+    with pytest.raises(ValueError, match=_threads.ENV_NUM_THREADS):
+        _threads.check_num_threads()
+    monkeypatch.setenv(_threads.ENV_NUM_THREADS, "4")  # a bad value does not stick
+    assert _threads.check_num_threads() == 4
+    monkeypatch.delenv(_threads.ENV_NUM_THREADS)
+    assert _threads.check_num_threads() == default
+    with xpsoftmax.num_threads(2):  # the function wins over the environment
+        monkeypatch.setenv(_threads.ENV_NUM_THREADS, "abc")
+        assert _threads.check_num_threads() == 2

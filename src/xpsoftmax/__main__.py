@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _registry, cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax
 from ._api import which
-from ._listing import installed_libraries
+from ._listing import LIBRARIES, installed_libraries
 
 # A small input with the cases that matter: ordinary, huge, an all -inf row, a partly -inf row.
 _X = [
@@ -255,6 +255,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--library", action="append", help="check only this library (repeatable)")
     args = parser.parse_args(args_list)
+    unknown = sorted(set(args.library or ()) - set(LIBRARIES))
+    if unknown:
+        parser.error(
+            f"unknown library {', '.join(map(repr, unknown))}; known: {', '.join(LIBRARIES)}"
+        )
+    missing = [lib for lib in args.library or () if lib not in installed_libraries()]
+    if missing:
+        parser.error(f"{', '.join(map(repr, missing))} is not installed here")
 
     from . import __version__
 

@@ -22,6 +22,7 @@ from ._checks import (
     namespace,
     normalize_axes,
     promote,
+    slice_length,
 )
 from ._registry import Call
 
@@ -98,6 +99,7 @@ def _plan_normalization(op: str, x: Any, axis: Any, temperature: Any, where: Any
         x.ndim,
         axes,
         {"temperature": temp.kind, "where": w is not None},
+        length=slice_length(tuple(x.shape), axes),
     )
     generic = _generic.softmax if op == "softmax" else _generic.log_softmax
     impl, name = _choose(call, generic)
@@ -110,11 +112,11 @@ def _plan_logsumexp(
     x = as_primary_array(x, "x")
     xp = namespace(x=x)
     x = promote(xp, x, "x")
-    axes = normalize_axes(axis, x.ndim)
     keep = check_bool(keepdims, "keepdims")
     sign = check_bool(return_sign, "return_sign")
     cdt = compute_dtype(xp, x.dtype)
-    b_arr = check_b(b, xp, x, cdt)
+    b_arr, x = check_b(b, xp, x, cdt)  # x and b broadcast both ways; axes refer to the result
+    axes = normalize_axes(axis, x.ndim)
     w = check_where(where, xp, x)
     library = library_name(xp)
     call = Call(
@@ -125,6 +127,7 @@ def _plan_logsumexp(
         x.ndim,
         axes,
         {"keepdims": keep, "b": b_arr is not None, "return_sign": sign, "where": w is not None},
+        length=slice_length(tuple(x.shape), axes),
     )
     impl, name = _choose(call, _generic.logsumexp)
     return _Plan(
@@ -155,6 +158,7 @@ def _plan_cross_entropy(op: str, logits: Any, target: Any, **kw: Any) -> _Plan:
             "z_loss": o["z_loss"] != 0,
             "temperature": o["temperature"].kind,
         },
+        length=slice_length(tuple(args.logits.shape), (args.axis,)),
     )
     generic = _generic.cross_entropy if op == "cross_entropy" else _generic.cross_entropy_with_grad
     impl, name = _choose(call, generic)

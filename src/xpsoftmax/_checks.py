@@ -12,6 +12,7 @@ import importlib
 import math
 import numbers
 import operator
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,11 @@ class Temperature:
 
 
 ONE = Temperature("one", 1.0)
+
+#: The smallest normal number of each computation dtype. A temperature below it (a subnormal
+#: or one that rounds to 0) is the hard max: hardware that flushes subnormals to zero (XLA on
+#: CPU does) would otherwise divide by 0, and 1 / T would overflow.
+TINY = {"float32": 1.1754943508222875e-38, "float64": 2.2250738585072014e-308}
 
 
 # --- libraries, devices, dtypes -------------------------------------------------------------
@@ -127,6 +133,8 @@ def dtype_name(dtype: Any) -> str:
     except (KeyError, TypeError):  # not seen yet, or unhashable
         pass
     name = getattr(dtype, "name", None)
+    if not isinstance(name, str) and isinstance(dtype, type):  # NumPy's and JAX's np.float32
+        name = dtype.__name__
     if not isinstance(name, str):
         name = str(dtype).rsplit(".", 1)[-1]
     with contextlib.suppress(TypeError):
@@ -163,16 +171,40 @@ def reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool)
     return tuple(n for i, n in enumerate(shape) if i not in axes)
 
 
-def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The broadcast shape of ``a`` and ``b``, or None when they do not broadcast."""
+def slice_length(shape: tuple[Any, ...], axes: tuple[int, ...]) -> int:
+    """The number of entries each slice along ``axes`` spans; -1 when a size is unknown."""
+    sizes = [shape[a] for a in axes]
+    return math.prod(sizes) if all(known(n) for n in sizes) else -1
+
+
+def known(n: Any) -> bool:
+    """Whether a dimension's size is known: Dask arrays of unknown chunk sizes have NaN
+    (other libraries may use None) where they do not know it yet."""
+    return isinstance(n, int)
+
+
+def broadcast_shapes(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The broadcast shape of ``a`` and ``b``, or None when they do not broadcast. An unknown
+    size is assumed to fit (it is checked where the data is computed)."""
     out = []
     for i in range(1, max(len(a), len(b)) + 1):
         m = a[-i] if i <= len(a) else 1
         n = b[-i] if i <= len(b) else 1
+        if not (known(m) and known(n)):
+            # An unknown size fits a 1 and any known size; the known size wins unless it is 1.
+            out.append(n if m == 1 or (known(n) and n != 1) else m)
+            continue
         if m != n and m != 1 and n != 1:
             return None
         out.append(n if m == 1 else m)
     return tuple(reversed(out))
+
+
+def shape_matches(actual: tuple[Any, ...] | None, expected: tuple[Any, ...]) -> bool:
+    """``actual == expected``, where an unknown size on either side matches any size."""
+    if actual is None or len(actual) != len(expected):
+        return False
+    return all(m == n or not (known(m) and known(n)) for m, n in zip(actual, expected))
 
 
 # --- arrays ---------------------------------------------------------------------------------
@@ -202,9 +234,10 @@ def as_primary_array(value: Any, name: str) -> Array:
 
 def as_secondary_array(value: Any, name: str, xp: Any, like: Array) -> Array:
     """A further array argument, in the primary argument's library: Python lists, tuples and
-    scalars are read into that library, on that device."""
+    scalars are read into that library, on that device. A backend may accept arrays of
+    another library here (JAX takes NumPy arrays, as every JAX function does)."""
     if is_array(value):
-        return value
+        return _backend_hook(library_name(xp), "secondary_array", value)
     if isinstance(value, (numbers.Number, list, tuple)) and not isinstance(value, complex):
         try:
             return xp.asarray(value, device=array_api_compat.device(like))
@@ -271,14 +304,28 @@ def check_bool(value: Any, name: str) -> bool:
     return value
 
 
+def _as_float(value: Any) -> float:
+    """A Python real as a float; an int beyond float64 becomes +-inf (not an OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if int(value) > 0 else -math.inf
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, shortened: a bad option may be an int of hundreds of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
 def check_real(value: Any, name: str, *, low: float, high: float = math.inf) -> float:
     """A finite Python real number in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
+    v = _as_float(value)
     if math.isnan(v) or math.isinf(v) or not low <= v <= high:
         bound = f"in [{low}, {high}]" if math.isfinite(high) else f"finite and >= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
+        raise ValueError(f"{name} must be {bound}, got {shown(value)}")
     return v
 
 
@@ -315,21 +362,41 @@ def normalize_axes(axis: Any, ndim: int, *, name: str = "axis") -> tuple[int, ..
     return tuple(sorted(out))
 
 
+def _rounded(value: float, dtype: str) -> float:
+    """``value`` rounded to the computation dtype ``dtype`` (inf when it overflows there)."""
+    if dtype != "float32":
+        return value
+    try:
+        return float(struct.unpack("f", struct.pack("f", value))[0])
+    except OverflowError:
+        return math.inf
+
+
+def classify_temperature(value: float, dtype: str) -> Temperature:
+    """The one rule for a scalar temperature: judged in the computation dtype ``dtype``, a
+    value below its smallest normal number is the hard max (``"zero"``), one that overflows is
+    the uniform limit (``"inf"``), one that rounds to 1 changes nothing."""
+    t = _rounded(value, dtype)
+    if t == 1.0:
+        return ONE
+    if t < TINY.get(dtype, TINY["float32"]):
+        return Temperature("zero", 0.0)
+    if math.isinf(t):
+        return Temperature("inf", math.inf)
+    return Temperature("positive", t)
+
+
 def check_temperature(
     temperature: Any, xp: Any, x: Array, axes: tuple[int, ...], cdt: Any
 ) -> Temperature:
     """A Python number (>= 0, not NaN) or an array broadcasting against the reduced shape."""
     if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
-        t = float(temperature)
+        t = _as_float(temperature)
         if math.isnan(t) or t < 0:
-            raise ValueError(f"temperature must be >= 0 (0 is a hard max, inf uniform), got {t}")
-        if t == 1.0:
-            return ONE
-        if t == 0.0:
-            return Temperature("zero", 0.0)
-        if math.isinf(t):
-            return Temperature("inf", math.inf)
-        return Temperature("positive", t)
+            raise ValueError(
+                f"temperature must be >= 0 (0 is a hard max, inf uniform), got {shown(temperature)}"
+            )
+        return classify_temperature(t, dtype_name(cdt))
     if isinstance(temperature, bool) or temperature is None:
         raise TypeError(f"temperature must be a real number or an array, got {temperature!r}")
     t_arr = as_secondary_array(temperature, "temperature", xp, x)
@@ -337,7 +404,7 @@ def check_temperature(
     if not xp.isdtype(t_arr.dtype, ("real floating", "integral")):
         raise TypeError(f"temperature must be a real array, got dtype {dtype_name(t_arr.dtype)}")
     target = reduced_shape(tuple(x.shape), axes, keepdims=True)
-    if broadcast_shapes(tuple(t_arr.shape), target) != target:
+    if not shape_matches(broadcast_shapes(tuple(t_arr.shape), target), target):
         raise ValueError(
             f"temperature of shape {tuple(t_arr.shape)} does not broadcast against the reduced "
             f"shape {target} (the input's shape with the reduced axes set to 1)"
@@ -352,7 +419,7 @@ def check_where(where: Any, xp: Any, x: Array) -> Array | None:
     namespace(x=x, where=w)
     if not xp.isdtype(w.dtype, "bool"):
         raise TypeError(f"where must be a boolean array, got dtype {dtype_name(w.dtype)}")
-    if broadcast_shapes(tuple(w.shape), tuple(x.shape)) != tuple(x.shape):
+    if not shape_matches(broadcast_shapes(tuple(w.shape), tuple(x.shape)), tuple(x.shape)):
         raise ValueError(
             f"where of shape {tuple(w.shape)} does not broadcast to the input's shape "
             f"{tuple(x.shape)}"
@@ -360,24 +427,100 @@ def check_where(where: Any, xp: Any, x: Array) -> Array | None:
     return w
 
 
-def check_b(b: Any, xp: Any, x: Array, cdt: Any) -> Array | None:
+def check_b(b: Any, xp: Any, x: Array, cdt: Any) -> tuple[Array | None, Array]:
+    """``b`` in the computation dtype, and ``x`` broadcast with it: as in SciPy and JAX, the
+    two broadcast with each other both ways, and the axes refer to the broadcast shape."""
     if b is None:
-        return None
+        return None, x
     arr = as_secondary_array(b, "b", xp, x)
     namespace(x=x, b=arr)
     if xp.isdtype(arr.dtype, "complex floating"):
         raise TypeError("b must be real; complex weights are not supported")
     if not xp.isdtype(arr.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"b must be a real array, got dtype {dtype_name(arr.dtype)}")
-    if broadcast_shapes(tuple(arr.shape), tuple(x.shape)) != tuple(x.shape):
+    shape = broadcast_shapes(tuple(arr.shape), tuple(x.shape))
+    if shape is None:
         raise ValueError(
-            f"b of shape {tuple(arr.shape)} does not broadcast to the input's shape "
+            f"b of shape {tuple(arr.shape)} does not broadcast with the input's shape "
             f"{tuple(x.shape)}"
         )
-    return xp.astype(arr, cdt)
+    if not shape_matches(shape, tuple(x.shape)) or len(shape) != x.ndim:
+        x = xp.broadcast_to(x, shape)
+    return xp.astype(arr, cdt), x
 
 
 # --- cross-entropy --------------------------------------------------------------------------
+
+
+def _check_target_kind(xp: Any, target: Array, shape: tuple[Any, ...], ax: int) -> bool:
+    """True for class indices, False for class probabilities; shapes checked, with a hint
+    for the two mistakes users make most (PyTorch's layout without ``axis=1``, float
+    labels)."""
+    index_shape = shape[:ax] + shape[ax + 1 :]
+    got = tuple(target.shape)
+    if xp.isdtype(target.dtype, "integral"):
+        if not shape_matches(got, index_shape):
+            hint = ""
+            if len(shape) > 2 and ax != 1 and shape_matches(got, shape[:1] + shape[2:]):
+                hint = " (for PyTorch's (N, C, d1, ...) layout pass axis=1)"
+            raise ValueError(
+                f"target of class indices must have the shape of logits without the class axis, "
+                f"{index_shape}; got {got}{hint}"
+            )
+        return True
+    if xp.isdtype(target.dtype, "real floating"):
+        if not shape_matches(got, shape):
+            hint = ""
+            if shape_matches(got, index_shape):
+                hint = (
+                    f" (its shape is that of class indices: indices need an integer dtype, "
+                    f"got {dtype_name(target.dtype)})"
+                )
+            raise ValueError(
+                f"target of class probabilities must have the shape of logits, {shape}; "
+                f"got {got}{hint}"
+            )
+        return False
+    raise TypeError(
+        "target must hold integer class indices or real class probabilities, got dtype "
+        f"{dtype_name(target.dtype)}"
+    )
+
+
+def target_masks(xp: Any, target: Array, n_classes: int, ignore_index: int) -> tuple[Array, Array]:
+    """``(ignored, valid)`` for integer class indices: the one place that judges them.
+
+    Judged on the integer values in the target's own dtype, never after a cast that could wrap
+    them (uint64 values >= 2**63 in int64): bounds the dtype cannot hold are never compared
+    (an ``ignore_index`` it cannot hold matches nothing; an unsigned target is never < 0).
+    """
+    info = xp.iinfo(target.dtype)
+    none = xp.zeros_like(target, dtype=xp.bool)
+    ignored = target == ignore_index if info.min <= ignore_index <= info.max else none
+    below = target < 0 if info.min < 0 else none
+    above = target >= n_classes if n_classes <= info.max else none
+    return ignored, ~ignored & ~below & ~above
+
+
+def _check_range(xp: Any, library: str, target: Array, n_classes: int, ignore: int) -> None:
+    """Class indices outside ``[0, C)`` that are not ``ignore_index``: a ValueError naming
+    one, for arrays whose values the host can read for free."""
+    with _eager(library):
+        ignored, valid = target_masks(xp, target, n_classes, ignore)
+        bad = ~(ignored | valid)
+        if not bool(xp.any(bad)):
+            return
+        example = int(xp.max(xp.where(bad, target, xp.min(target))))
+    raise ValueError(
+        f"target holds class indices outside [0, {n_classes}) that are not "
+        f"ignore_index={ignore}, e.g. {example}"
+    )
+
+
+def _backend_hook(library: str, name: str, value: Any) -> Any:
+    """``value`` passed through the backend's hook ``name`` if it has one."""
+    hook = getattr(_backend(library), name, None)
+    return value if hook is None else hook(value)
 
 
 @dataclass(frozen=True)
@@ -435,34 +578,14 @@ def check_cross_entropy(
     zl = check_real(z_loss, "z_loss", low=0.0)
 
     shape = tuple(logits.shape)
-    index_shape = shape[:ax] + shape[ax + 1 :]
-    if xp.isdtype(target.dtype, "integral"):
-        index_target = True
-        if tuple(target.shape) != index_shape:
-            raise ValueError(
-                f"target of class indices must have the shape of logits without the class axis, "
-                f"{index_shape}; got {tuple(target.shape)}"
-            )
-    elif xp.isdtype(target.dtype, "real floating"):
-        index_target = False
-        if tuple(target.shape) != shape:
-            raise ValueError(
-                f"target of class probabilities must have the shape of logits, {shape}; "
-                f"got {tuple(target.shape)}"
-            )
-    else:
-        raise TypeError(
-            "target must hold integer class indices or real class probabilities, got dtype "
-            f"{dtype_name(target.dtype)}"
-        )
-
+    index_target = _check_target_kind(xp, target, shape, ax)
     w = None
     if weight is not None:
         w = as_secondary_array(weight, "weight", xp, logits)
         namespace(logits=logits, weight=w)
         if not xp.isdtype(w.dtype, ("real floating", "integral")):
             raise TypeError(f"weight must be a real array, got dtype {dtype_name(w.dtype)}")
-        if tuple(w.shape) != (n_classes,):
+        if not shape_matches(tuple(w.shape), (n_classes,)):
             raise ValueError(
                 f"weight must be a 1-D array of one weight per class, shape ({n_classes},); "
                 f"got {tuple(w.shape)}"
@@ -471,17 +594,10 @@ def check_cross_entropy(
 
     temp = check_temperature(temperature, xp, logits, (ax,), cdt)
 
-    if index_target and values_visible(target, library):
-        with _eager(library):
-            # In the index dtype, so that ignore_index and C compare with uint8 targets too.
-            t = xp.astype(target, index_dtype(xp, target))
-            bad = (t != ignore) & ((t < 0) | (t >= n_classes))
-            example = int(xp.max(xp.where(bad, t, xp.min(t)))) if bool(xp.any(bad)) else None
-        if example is not None:
-            raise ValueError(
-                f"target holds class indices outside [0, {n_classes}) that are not "
-                f"ignore_index={ignore}, e.g. {example}"
-            )
+    if index_target:
+        target = _backend_hook(library, "index_target", target)
+        if values_visible(target, library):
+            _check_range(xp, library, target, n_classes, ignore)
 
     options = {
         "weight": w,

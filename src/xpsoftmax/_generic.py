@@ -18,7 +18,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._checks import Temperature, compute_dtype, index_dtype, reduced_shape, result_dtype
+from ._checks import (
+    TINY,
+    Temperature,
+    compute_dtype,
+    dtype_name,
+    index_dtype,
+    known,
+    reduced_shape,
+    result_dtype,
+    target_masks,
+)
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad", "log_softmax", "logsumexp", "softmax"]
 
@@ -75,25 +85,49 @@ def _flat(xp: Any, d: Array) -> Array:
     return xp.where(d == -INF, -INF, d * 0.0)
 
 
+def _classes(xp: Any, t: Array) -> tuple[Array, Array, Array]:
+    """An array temperature's slices by the scalar rule (``_checks.classify_temperature``):
+    ``(ordinary, zero, inf)``; a negative or NaN entry is in none of them."""
+    tiny = TINY.get(dtype_name(t.dtype), TINY["float32"])
+    return (t >= tiny) & (t < INF), (t >= 0) & (t < tiny), t == INF
+
+
+#: Above this a temperature's reciprocal is subnormal in float32, and XLA on CPU, which
+#: divides by multiplying with the reciprocal and flushes subnormals to zero, would compute
+#: ``x / T`` as ``x * 0`` (NaN for x = -inf). Such temperatures divide in two exact steps.
+BIG_T = 2.0**64
+
+
+def _divide(xp: Any, d: Array, t: Any) -> Array:
+    """``d / t`` for ``t > 0``, exact wherever ``1 / t`` would be subnormal."""
+    if isinstance(t, float):
+        return d / t if t <= BIG_T else (d * (1 / BIG_T)) / (t / BIG_T)
+    down = xp.where(t > BIG_T, 1 / BIG_T, xp.ones_like(t))
+    return (d * down) / (t * down)
+
+
 def _scale(xp: Any, d: Array, temperature: Temperature) -> Array:
-    """``d / T`` with the contract's limits at T = 0 and T = inf (per slice for arrays)."""
+    """``d / T`` with the contract's limits at T = 0 and T = inf (per slice for arrays).
+
+    ``d`` is already shifted by the maximum (``d <= 0``), so no finite input overflows into a
+    NaN here, however small T is: the shift comes before the scaling on every path."""
     kind, t = temperature.kind, temperature.value
     if kind == "one":
         return d
     if kind == "positive":
-        return d / t
+        return _divide(xp, d, t)
     if kind == "zero":
         return _hard_max(xp, d)
     if kind == "inf":
         return _flat(xp, d)
     # An array: every slice may take a different branch, so compute each safely and select.
-    ordinary = (t > 0) & (t < INF)
+    ordinary, zero, inf = _classes(xp, t)
     t_safe = xp.where(ordinary, t, 1.0)
     d_safe = xp.where(d == -INF, 0.0, d)
-    z = xp.where(d == -INF, -INF, d_safe / t_safe)
-    z = xp.where(t == 0, _hard_max(xp, d), z)
-    z = xp.where(t == INF, _flat(xp, d), z)
-    return xp.where(t >= 0, z, NAN)  # negative or NaN temperature: NaN slice
+    z = xp.where(d == -INF, -INF, _divide(xp, d_safe, t_safe))
+    z = xp.where(zero, _hard_max(xp, d), z)
+    z = xp.where(inf, _flat(xp, d), z)
+    return xp.where(ordinary | zero | inf, z, NAN)  # negative or NaN temperature: NaN slice
 
 
 def _scaled_shift(xp: Any, shift: Array, temperature: Temperature) -> Array:
@@ -102,7 +136,7 @@ def _scaled_shift(xp: Any, shift: Array, temperature: Temperature) -> Array:
     if kind == "one":
         return shift
     if kind == "positive":
-        return shift / t
+        return _divide(xp, shift, t)
 
     def at_zero() -> Array:
         return xp.where(shift == 0, 0.0, xp.where(shift > 0, INF, xp.full_like(shift, -INF)))
@@ -111,14 +145,15 @@ def _scaled_shift(xp: Any, shift: Array, temperature: Temperature) -> Array:
         return at_zero()
     if kind == "inf":
         return shift * 0.0
-    ordinary = (t > 0) & (t < INF)
-    out = xp.where(ordinary, shift / xp.where(ordinary, t, 1.0), shift * 0.0)
-    out = xp.where(t == 0, at_zero(), out)
-    return xp.where(t >= 0, out, NAN)
+    ordinary, zero, inf = _classes(xp, t)
+    out = xp.where(ordinary, _divide(xp, shift, xp.where(ordinary, t, 1.0)), shift * 0.0)
+    out = xp.where(zero, at_zero(), out)
+    return xp.where(ordinary | zero | inf, out, NAN)
 
 
 def _inverse_temperature(xp: Any, temperature: Temperature) -> Array | float:
-    """d(x / T)/dx, with 0 at the limits T = 0 and T = inf."""
+    """d(x / T)/dx, with 0 at the limits T = 0 and T = inf (finite: T >= the smallest
+    normal number, or it counts as 0)."""
     kind, t = temperature.kind, temperature.value
     if kind == "one":
         return 1.0
@@ -126,9 +161,23 @@ def _inverse_temperature(xp: Any, temperature: Temperature) -> Array | float:
         return 1.0 / t
     if kind in ("zero", "inf"):
         return 0.0
-    ordinary = (t > 0) & (t < INF)
+    ordinary, zero, inf = _classes(xp, t)
     inv = xp.where(ordinary, 1.0 / xp.where(ordinary, t, 1.0), 0.0)
-    return xp.where(t >= 0, inv, NAN)
+    return xp.where(ordinary | zero | inf, inv, NAN)
+
+
+def _log_total(xp: Any, z: Array, e: Array, axes: tuple[int, ...]) -> Array:
+    """``log(sum(e))`` for ``e = exp(z)``, ``z <= 0``, accurate near 0 (keepdims).
+
+    The maxima (``z == 0``) contribute exactly 1 each, so the sum is ``k + rest`` and its log
+    is ``log1p((k - 1) + rest)``: ``logsumexp([0, -40])`` is 4.2e-18, not ``log(1.0) = 0``.
+    An empty event (k = 0, rest = 0) gives ``log1p(0) = 0``, which leaves its -inf entries
+    -inf. Autodiff reaches the maxima through the shift, which carries their gradient.
+    """
+    top = z == 0
+    rest = _sum(xp, xp.where(top, 0.0, e), axes)
+    k = _sum(xp, xp.astype(top, e.dtype), axes)
+    return xp.log1p(rest + xp.maximum(k - 1.0, 0.0))
 
 
 def _exp_sum(
@@ -176,10 +225,27 @@ def log_softmax(
     if _empty_axis(x, axes):
         return _zeros(xp, tuple(x.shape), out_dtype, x)
     xc = xp.astype(x, compute_dtype(xp, x.dtype), copy=False)
-    z, _, s, _ = _exp_sum(xp, xc, axes, temperature, where)
-    empty = s == 0
-    out = xp.where(empty, -INF, z - xp.log(xp.where(empty, 1.0, s)))
+    z, e, s, _ = _exp_sum(xp, xc, axes, temperature, where)
+    out = xp.where(s == 0, -INF, z - _log_total(xp, z, e, axes))
     return xp.astype(out, out_dtype, copy=False)
+
+
+def _weighted_log_total(xp: Any, d: Array, be: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
+    """``(s, log|s|)`` for ``s = sum(be)``, ``be = b * exp(d)``, keepdims; -inf for s = 0.
+
+    As in :func:`_log_total`: the entries at the maximum (``d == 0``) add up to ``B`` exactly,
+    so ``log|s| = log|B| + log1p(rest / B)``, accurate near 0, wherever B and s have one sign.
+    """
+    top = d == 0
+    big = _sum(xp, xp.where(top, be, 0.0), axes)
+    rest = _sum(xp, xp.where(top, 0.0, be), axes)
+    s = big + rest
+    ratio = rest / xp.where(big == 0, 1.0, big)
+    good = (big != 0) & (ratio > -1.0)
+    precise = xp.log(xp.abs(xp.where(good, big, 1.0))) + xp.log1p(xp.where(good, ratio, 0.0))
+    zero = s == 0
+    plain = xp.where(zero, -INF, xp.log(xp.abs(xp.where(zero, 1.0, s))))
+    return s, xp.where(good, precise, plain)
 
 
 def logsumexp(
@@ -205,7 +271,10 @@ def logsumexp(
         m = _max(xp, xm, axes)
         # +inf maximum: shift by 0 so that the sum is +inf, not inf - inf.
         shift = xp.where(xp.isfinite(m), m, 0.0)
-        s = _sum(xp, xp.exp(xm - shift), axes)
+        d = xm - shift
+        e = xp.exp(d)
+        s = _sum(xp, e, axes)
+        log_abs = xp.where(s == 0, -INF, _log_total(xp, d, e, axes))
     else:
         # Entries with b == 0 take no part in the maximum, nor in the sum where x is not finite;
         # where x is finite they stay in the sum (times 0) so that d lse / d b is right there.
@@ -218,14 +287,12 @@ def logsumexp(
             in_sum = in_sum & where
         d = xp.where(in_sum, xc, -INF) - shift
         d = xp.where(b_zero & (d > _B_ZERO_CLAMP), _B_ZERO_CLAMP, d)
-        s = _sum(xp, b * xp.exp(d), axes)
-    zero = s == 0
-    s_safe = xp.where(zero, 1.0, s)
+        s, log_abs = _weighted_log_total(xp, d, b * xp.exp(d), axes)
+    lse = log_abs + shift
     if return_sign:
-        lse = xp.where(zero, -INF, xp.log(xp.abs(s_safe))) + shift
         sign = xp.sign(s)
     else:
-        lse = xp.where(zero, -INF, xp.log(s_safe)) + shift  # a negative sum gives NaN
+        lse = xp.where(s < 0, NAN, lse)  # a negative sum has no real log
     if not keepdims:
         lse = _squeeze(xp, lse, axes)
     lse = xp.astype(lse, out_dtype, copy=False)
@@ -239,9 +306,17 @@ def logsumexp(
 # --- cross-entropy ------------------------------------------------------------------------
 
 
+def _unsqueeze(xp: Any, a: Array, axis: int) -> Array:
+    """``expand_dims`` at the non-negative ``axis``; by indexing with None where a size is
+    unknown (Dask's ``expand_dims`` reshapes, which needs every size)."""
+    if all(known(n) for n in a.shape):
+        return xp.expand_dims(a, axis=axis)
+    return a[(slice(None),) * axis + (None,)]
+
+
 def _gather(xp: Any, z: Array, index: Array, axis: int) -> Array:
     """``z[..., index, ...]`` along ``axis`` (index shaped like z without that axis)."""
-    idx = xp.expand_dims(xp.astype(index, index_dtype(xp, z), copy=False), axis=axis)
+    idx = _unsqueeze(xp, xp.astype(index, index_dtype(xp, z), copy=False), axis)
     if hasattr(xp, "take_along_axis"):
         return xp.squeeze(xp.take_along_axis(z, idx, axis=axis), axis=axis)
     # No gather in this namespace (dask): select with a comparison instead.
@@ -297,7 +372,7 @@ def _cross_entropy(
 
     z, e, s, shift = _exp_sum(xp, x, (axis,), temperature, None)
     empty = s == 0  # keepdims: a row that is all -inf
-    lse_rel = xp.log(xp.where(empty, 1.0, s))
+    lse_rel = _log_total(xp, z, e, (axis,))  # 0 on such a row
     empty_sq = xp.squeeze(empty, axis=axis)
     lse_rel_sq = xp.squeeze(lse_rel, axis=axis)
     w_along = None if weight is None else _along(xp, weight, axis, ndim)
@@ -307,10 +382,8 @@ def _cross_entropy(
     )
 
     if index_target:
-        t = xp.astype(target, index_dtype(xp, target), copy=False)
-        ignored = t == ignore_index
-        valid = ~ignored & (t >= 0) & (t < n_classes)
-        t_safe = xp.where(valid, t, 0)
+        ignored, valid = target_masks(xp, target, n_classes, ignore_index)
+        t_safe = xp.where(valid, xp.astype(target, index_dtype(xp, target), copy=False), 0)
         w_t = _class_weights(xp, weight, t_safe) * xp.ones_like(lse_rel_sq)
         nll = xp.where(empty_sq, INF, lse_rel_sq - _gather(xp, z, t_safe, axis))
         per = nll * w_t if eps == 0 else nll * ((1.0 - eps) * w_t)
@@ -328,15 +401,21 @@ def _cross_entropy(
         y_smooth = y if eps == 0 else y * (1.0 - eps) + eps / n_classes
         wy = y_smooth if w_along is None else w_along * y_smooth
         logp = xp.where(empty, -INF, z - lse_rel)
-        per = -xp.sum(xp.where(wy == 0, 0.0, wy * xp.where(wy == 0, 0.0, logp)), axis=axis)
+        # 0 * log 0 = 0 only where the log-probability is -inf; elsewhere the term stays a
+        # product, so d loss / d target = -log p is right where the target is exactly 0.
+        off = (logp == -INF) & (wy == 0)
+        per = -xp.sum(xp.where(off, 0.0, wy * xp.where(off, 0.0, logp)), axis=axis)
         if lse_abs is not None:
             # The entry's class weight: that of the classes it is labelled with.
             w_entry = (
                 xp.ones_like(lse_rel_sq) if w_along is None else xp.sum(w_along * y, axis=axis)
             )
-            zterm = xp.where(empty_sq, INF, w_entry * (lse_abs * lse_abs))
-            per = per + z_loss * xp.where(w_entry == 0, 0.0, zterm)
-        denominator = float(math.prod(per.shape))
+            lse2 = xp.where(empty_sq, 0.0, lse_abs * lse_abs)
+            dead = xp.where(w_entry == 0, 0.0, xp.full_like(lse2, INF))  # an all -inf row
+            # An entry of weight 0 adds 0, even where its logsumexp overflows or is NaN.
+            lse2 = xp.where(xp.isfinite(lse2) | (w_entry != 0), lse2, 0.0)
+            per = per + z_loss * xp.where(empty_sq, dead, w_entry * lse2)
+        denominator = _count(xp, per)
 
     loss, scale = _reduce(xp, per, reduction, denominator)
     loss = xp.astype(loss, out_dtype, copy=False)
@@ -350,23 +429,30 @@ def _cross_entropy(
         coef = w_t * (1.0 - eps)
         if eps:
             coef = coef + eps * w_total / n_classes
-        onehot = _class_ids(xp, x, axis) == xp.expand_dims(t_safe, axis=axis)
-        y_term = xp.where(onehot, xp.expand_dims(w_t * (1.0 - eps), axis=axis), 0.0)
+        onehot = _class_ids(xp, x, axis) == _unsqueeze(xp, t_safe, axis)
+        y_term = xp.where(onehot, _unsqueeze(xp, w_t * (1.0 - eps), axis), 0.0)
         if eps:
             y_term = y_term + (eps / n_classes) * (1.0 if w_along is None else w_along)
-        keep = xp.expand_dims(valid & ~empty_sq, axis=axis)
+        keep = _unsqueeze(xp, valid & ~empty_sq, axis)
         w_z = w_t
     else:
         coef = xp.sum(wy, axis=axis)
         y_term = wy
         keep = ~empty
-        w_z = xp.where(w_entry == 0, 0.0, w_entry) if lse_abs is not None else None
+        w_z = w_entry if lse_abs is not None else None
     if lse_abs is not None:
         coef = coef + (2.0 * z_loss) * w_z * lse_abs
-    grad = xp.expand_dims(coef, axis=axis) * p - y_term
+    grad = _unsqueeze(xp, coef, axis) * p - y_term
     grad = xp.where(keep, grad, 0.0)
     grad = grad * (_inverse_temperature(xp, temperature) * scale)
     return loss, xp.astype(grad, logits.dtype, copy=False)
+
+
+def _count(xp: Any, per: Array) -> Array | float:
+    """The number of entries of ``per``: counted lazily where a size is unknown (Dask)."""
+    if all(known(n) for n in per.shape):
+        return float(math.prod(per.shape))
+    return xp.sum(xp.ones_like(per))
 
 
 def _reduce(xp: Any, per: Array, reduction: str, denominator: Array | float) -> tuple[Array, Any]:
@@ -402,7 +488,8 @@ def _no_classes(
     # graph (a zero gradient rather than "does not require grad").
     per = _zeros(xp, shape, x.dtype, x) + xp.sum(x)
     if not xp.isdtype(target.dtype, "real floating"):
-        per = xp.where(target == ignore_index, per, NAN)
+        ignored, _ = target_masks(xp, target, x.shape[axis], ignore_index)
+        per = xp.where(ignored, per, NAN)
         denominator: Array | float = xp.sum(per * 0.0)
     else:
         denominator = 0.0

@@ -67,6 +67,9 @@ class Call:
         ``"array"``), ``where`` (bool), ``b`` (bool), ``return_sign`` (bool), ``target``
         (``"index"`` or ``"probs"``), ``weight`` (bool), ``reduction``, ``label_smoothing``
         (bool, nonzero), ``z_loss`` (bool, nonzero).
+    length : int
+        The number of entries each slice spans (the product of the sizes along ``axes``),
+        -1 when a size is unknown (Dask). Kernels that lose accuracy on long rows read it.
     """
 
     op: str
@@ -76,6 +79,7 @@ class Call:
     ndim: int
     axes: tuple[int, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
+    length: int = 1
 
     def opt(self, name: str, default: Any = None) -> Any:
         return self.options.get(name, default)

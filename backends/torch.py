@@ -299,7 +299,10 @@ def _cross_entropy(
     description="class indices, z_loss=0, scalar temperature > 0",
 )
 def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
-    if logits.numel() == 0:  # F.cross_entropy cannot take an empty batch or zero classes
+    weight = options["weight"]
+    if logits.numel() == 0 or (weight is not None and weight.requires_grad):
+        # F.cross_entropy cannot take an empty batch or zero classes, nor differentiate with
+        # respect to its weight; the generic formula can.
         return _generic.cross_entropy(xp, logits, target, axis, **options)
     if values_visible(logits):
         out = _cross_entropy(logits, target, axis, optimistic=True, **options)

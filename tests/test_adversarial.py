@@ -423,3 +423,18 @@ def test_jax_takes_numpy_secondary_arguments() -> None:
         xs.cross_entropy(logits, torch.tensor([0, 1, 2, 0]))
     with pytest.raises(TypeError, match="one array library"):
         xs.cross_entropy(torch.zeros(2, 3), np.array([0, 1]))
+
+
+def test_torch_weight_that_requires_grad() -> None:
+    """``F.cross_entropy`` cannot differentiate with respect to its weight: the fast path
+    hands such calls to the generic formula, whose gradient matches finite differences."""
+    torch = pytest.importorskip("torch")
+    x = torch.randn(6, 4, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3, 1, -100])
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64))
+    loss = xs.cross_entropy(x, t, weight=w)
+    loss.backward()
+    assert w.grad is not None
+    assert torch.autograd.gradcheck(lambda w: xs.cross_entropy(x, t, weight=w), (w,))
+    expected = torch.nn.functional.cross_entropy(x, t, weight=w.detach())
+    assert float(loss) == pytest.approx(float(expected), rel=1e-12)

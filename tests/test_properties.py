@@ -52,7 +52,11 @@ def _ctx(generic: bool):
     return xpsoftmax.force_generic() if generic else contextlib.nullcontext()
 
 
-finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
+# No subnormals: XLA on CPU flushes them to 0 (logsumexp([1e-308]) is 0 there), a platform
+# property the contract does not promise against.
+finite = st.floats(
+    min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False, allow_subnormal=False
+)
 with_neginf = st.one_of(finite, st.just(-math.inf))
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6)
 

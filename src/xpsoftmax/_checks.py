@@ -13,6 +13,7 @@ import math
 import numbers
 import operator
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,13 @@ TINY = {"float32": 1.1754943508222875e-38, "float64": 2.2250738585072014e-308}
 # Per-call metadata (namespace, library, dtype names) is looked up on every call; these caches
 # keep the dispatch overhead of a small call to a few microseconds. Keys are types, namespaces
 # and dtypes, never arrays.
+#
+# array-api-compat's type tests (is_array_api_obj, array_namespace, device, is_*_namespace) are
+# functools.lru_cache-wrapped functions, and torch.compile (Dynamo) prints a warning for each
+# one it traces. A call on torch tensors therefore reaches none of them, also on a cache miss:
+# torch tensors are recognised with isinstance (_is_tensor) and library names are read from
+# the namespace's module name.
+_ARRAY_TYPES: dict[type, bool] = {}
 _LIBRARY_NAMES: dict[int, str] = {}
 _DTYPE_NAMES: dict[tuple[type, Any], str] = {}
 _NAMESPACES: dict[type, Any] = {}
@@ -69,18 +77,14 @@ def library_name(xp: Any) -> str:
 
 
 def _library_name(xp: Any) -> str:
-    c = array_api_compat
-    for name, test in (
-        ("numpy", c.is_numpy_namespace),
-        ("torch", c.is_torch_namespace),
-        ("jax", c.is_jax_namespace),
-        ("cupy", c.is_cupy_namespace),
-        ("dask", c.is_dask_namespace),
-        ("array_api_strict", c.is_array_api_strict_namespace),
-    ):
-        if test(xp):
-            return name
-    return str(getattr(xp, "__name__", type(xp).__name__)).split(".")[0]
+    # What array-api-compat's is_*_namespace tests read, the module name, without them:
+    # "numpy", "torch", "jax.numpy", "dask.array", "array_api_strict"... and the wrappers
+    # "array_api_compat.numpy", "array_api_compat.torch", "array_api_compat.dask.array"...
+    name = str(getattr(xp, "__name__", type(xp).__name__))
+    prefix = array_api_compat.__name__ + "."
+    if name.startswith(prefix):
+        name = name[len(prefix) :]
+    return name.split(".")[0]
 
 
 def _backend(library: str) -> Any:
@@ -152,10 +156,23 @@ def result_dtype(xp: Any, dtype: Any, *, reduction: bool) -> Any:
     return compute_dtype(xp, dtype) if reduction else dtype
 
 
+def _is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def array_device(x: Array) -> Any:
+    """``array_api_compat.device(x)``; a torch tensor's device is read directly."""
+    if _is_tensor(x):
+        return x.device
+    return array_api_compat.device(x)
+
+
 def default_dtypes(xp: Any, x: Array) -> dict[str, Any]:
     info = xp.__array_namespace_info__()
     try:
-        return dict(info.default_dtypes(device=array_api_compat.device(x)))
+        return dict(info.default_dtypes(device=array_device(x)))
     except (TypeError, ValueError):
         return dict(info.default_dtypes())
 
@@ -211,7 +228,14 @@ def shape_matches(actual: tuple[Any, ...] | None, expected: tuple[Any, ...]) -> 
 
 
 def is_array(value: Any) -> bool:
-    return bool(array_api_compat.is_array_api_obj(value)) and not isinstance(value, numbers.Number)
+    kind = type(value)
+    result = _ARRAY_TYPES.get(kind)
+    if result is None:
+        result = _is_tensor(value) or (
+            bool(array_api_compat.is_array_api_obj(value)) and not isinstance(value, numbers.Number)
+        )
+        _ARRAY_TYPES[kind] = result
+    return result
 
 
 def as_primary_array(value: Any, name: str) -> Array:
@@ -240,13 +264,23 @@ def as_secondary_array(value: Any, name: str, xp: Any, like: Array) -> Array:
         return _backend_hook(library_name(xp), "secondary_array", value)
     if isinstance(value, (numbers.Number, list, tuple)) and not isinstance(value, complex):
         try:
-            return xp.asarray(value, device=array_api_compat.device(like))
+            return xp.asarray(value, device=array_device(like))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} could not be read as an array: {exc}") from None
     raise TypeError(
         f"{name} must be an array of the same library as the input, a list or a tuple; "
         f"got {type(value).__name__}"
     )
+
+
+def _torch_namespace(arrays: dict[str, Array]) -> Any:
+    """What ``array_api_compat.array_namespace`` gives for torch tensors (its wrapper module),
+    None unless every array is one."""
+    if arrays and all(_is_tensor(v) for v in arrays.values()):
+        from array_api_compat import torch as compat_torch
+
+        return compat_torch
+    return None
 
 
 def namespace(**arrays: Array) -> Any:
@@ -258,7 +292,7 @@ def namespace(**arrays: Array) -> Any:
         if kind in _NAMESPACES:
             return _NAMESPACES[kind]
     try:
-        xp = array_api_compat.array_namespace(*present.values())
+        xp = _torch_namespace(present) or array_api_compat.array_namespace(*present.values())
     except TypeError:
         found = []
         for k, v in present.items():

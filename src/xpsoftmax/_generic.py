@@ -21,6 +21,7 @@ from typing import Any
 from ._checks import (
     TINY,
     Temperature,
+    array_device,
     compute_dtype,
     dtype_name,
     index_dtype,
@@ -177,7 +178,9 @@ def _log_total(xp: Any, z: Array, e: Array, axes: tuple[int, ...]) -> Array:
     top = z == 0
     rest = _sum(xp, xp.where(top, 0.0, e), axes)
     k = _sum(xp, xp.astype(top, e.dtype), axes)
-    return xp.log1p(rest + xp.maximum(k - 1.0, 0.0))
+    # where, not maximum with a Python scalar: array-api-compat's torch maximum breaks a
+    # torch.compile graph on the scalar.
+    return xp.log1p(rest + xp.where(k > 0, k - 1.0, 0.0))
 
 
 def _exp_sum(
@@ -196,9 +199,7 @@ def _zeros(xp: Any, shape: tuple[int, ...], dtype: Any, like: Array, fill: float
 
 
 def _device(x: Array) -> Any:
-    from array_api_compat import device
-
-    return device(x)
+    return array_device(x)
 
 
 # --- the operations -----------------------------------------------------------------------

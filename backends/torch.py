@@ -62,7 +62,8 @@ def _scaled(x: torch.Tensor, t: Temperature, dim: Any) -> torch.Tensor:
         return x
     m = torch.amax(x.detach(), dim=dim, keepdim=True)
     # An all -inf slice shifts by the lowest finite number and stays -inf (not NaN).
-    return (x - m.clamp(min=torch.finfo(x.dtype).min)) / t.value
+    # In place on the fresh difference (neither op keeps it for its backward): one pass less.
+    return torch.sub(x, m.clamp(min=torch.finfo(x.dtype).min)).div_(t.value)
 
 
 #: Rows longer than this lose accuracy in the native float32 kernels (sequential float32

@@ -29,8 +29,7 @@ import numpy as np
 import pytest
 
 import xpsoftmax as xs
-
-from cases import assert_close
+from xpsoftmax.testing.cases import assert_close
 
 INF = math.inf
 

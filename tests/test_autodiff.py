@@ -625,7 +625,7 @@ def _random_combo(seed: int):
 
 
 def _ad_params(n_torch: int, n_jax: int):
-    from backends import BY_ID
+    from xpsoftmax.testing.backends import BY_ID
 
     out = []
     for bid, n in (

@@ -24,8 +24,7 @@ import pytest
 
 import xpsoftmax
 from xpsoftmax import _api, _generic, _registry
-
-from backends import BY_ID, Backend
+from xpsoftmax.testing.backends import BY_ID, Backend
 
 NORMALIZATIONS = ("softmax", "log_softmax")
 ARRAY_OPS = ("softmax", "log_softmax", "logsumexp")

@@ -30,7 +30,10 @@ LIBRARIES = ("numpy", "torch", "jax", "dask", "cupy", "array_api_strict", "scipy
 
 def _modules() -> list[str]:
     names = ["xpsoftmax"]
-    for pkg in (xpsoftmax, importlib.import_module("xpsoftmax.backends")):
+    for pkg in (
+        xpsoftmax,
+        *map(importlib.import_module, ("xpsoftmax.backends", "xpsoftmax.testing")),
+    ):
         for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + "."):
             names.append(info.name)
     return sorted(set(names))

@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 
 import xpsoftmax
-
-import reference
-from backends import BY_ID
+from xpsoftmax.testing import reference
+from xpsoftmax.testing.backends import BY_ID
 
 ARRAY_LIBRARIES = ("numpy", "torch", "jax", "jaxlib", "cupy", "dask", "array_api_strict", "scipy")
 

@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 import xpsoftmax
-
-from backends import BY_ID, Backend
+from xpsoftmax.testing.backends import BY_ID, Backend
 
 OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
 INF, NAN = np.inf, np.nan

@@ -19,8 +19,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import xpsoftmax  # noqa: E402
-
-from backends import BY_ID  # noqa: E402
+from xpsoftmax.testing.backends import BY_ID  # noqa: E402
 
 SETTINGS = settings(
     max_examples=40,

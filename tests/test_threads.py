@@ -5,12 +5,17 @@ Here the block size is made tiny so that small inputs span many blocks, with edg
 (all -inf, NaN, +inf, huge) landing in different blocks; the results must equal the generic
 path and be bit-identical for 1, 2 and 3 threads. The pool itself must serve any number of
 calling threads at once and a child made by ``fork``, and a bad thread setting must fail at once.
+The count follows the ecosystem's conventions too: ``OMP_NUM_THREADS`` when
+``XPSOFTMAX_NUM_THREADS`` is unset (a bad value ignored), and threadpoolctl lists and limits
+the pool.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -23,8 +28,7 @@ import pytest
 
 import xpsoftmax
 from xpsoftmax import _threads
-
-from cases import assert_close
+from xpsoftmax.testing.cases import assert_close
 
 nb = pytest.importorskip("xpsoftmax.backends.numpy")
 
@@ -128,6 +132,7 @@ def test_non_contiguous_input(small_blocks):
 
 def test_thread_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(_threads.ENV_NUM_THREADS, raising=False)
+    monkeypatch.delenv(_threads.ENV_OMP_NUM_THREADS, raising=False)
     default = xpsoftmax.get_num_threads()
     assert default >= 1
     monkeypatch.setenv(_threads.ENV_NUM_THREADS, "3")
@@ -277,6 +282,7 @@ def test_bad_env_thread_count_raises_before_any_work(bad, monkeypatch: pytest.Mo
 
 def test_env_thread_count_changes_are_picked_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(_threads.ENV_NUM_THREADS, raising=False)
+    monkeypatch.delenv(_threads.ENV_OMP_NUM_THREADS, raising=False)  # CI often sets it
     default = _threads.check_num_threads()
     assert default == _threads._machine_threads()
     # Each value is parsed once and cached; going back to a value seen before must work too.
@@ -294,3 +300,219 @@ def test_env_thread_count_changes_are_picked_up(monkeypatch: pytest.MonkeyPatch)
     with xpsoftmax.num_threads(2):  # the function wins over the environment
         monkeypatch.setenv(_threads.ENV_NUM_THREADS, "abc")
         assert _threads.check_num_threads() == 2
+
+
+# --- OMP_NUM_THREADS -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Neither thread-count variable set, and no set_num_threads value, to begin with."""
+    monkeypatch.delenv(_threads.ENV_NUM_THREADS, raising=False)
+    monkeypatch.delenv(_threads.ENV_OMP_NUM_THREADS, raising=False)
+    monkeypatch.setattr(_threads, "_setting", None)
+    return monkeypatch
+
+
+def _count() -> int:
+    n = _threads.check_num_threads()
+    assert xpsoftmax.get_num_threads() == n
+    return n
+
+
+def test_omp_num_threads_is_honoured_when_ours_is_unset(env: pytest.MonkeyPatch) -> None:
+    cores = _threads._machine_threads()
+    assert _count() == cores
+    # Changes are picked up, values seen before included; an empty variable counts as unset.
+    for raw, want in [("3", 3), ("5", 5), (" 7 ", 7), ("3", 3), ("", cores), ("2", 2)]:
+        env.setenv(_threads.ENV_OMP_NUM_THREADS, raw)
+        assert _count() == want, raw
+    env.setenv(_threads.ENV_NUM_THREADS, "")  # ours blank: unset too
+    assert _count() == 2
+    env.delenv(_threads.ENV_OMP_NUM_THREADS)
+    assert _count() == cores
+
+
+def test_ours_wins_over_omp_and_the_function_over_both(env: pytest.MonkeyPatch) -> None:
+    env.setenv(_threads.ENV_OMP_NUM_THREADS, "2")
+    env.setenv(_threads.ENV_NUM_THREADS, "3")
+    assert _count() == 3
+    with xpsoftmax.num_threads(5):
+        assert _count() == 5
+    env.delenv(_threads.ENV_NUM_THREADS)
+    assert _count() == 2
+    # A bad XPSOFTMAX_NUM_THREADS is still an error, whatever OMP_NUM_THREADS says.
+    env.setenv(_threads.ENV_NUM_THREADS, "abc")
+    with pytest.raises(ValueError, match=_threads.ENV_NUM_THREADS):
+        _threads.check_num_threads()
+
+
+@pytest.mark.parametrize(("raw", "want"), [("4,2", 4), (" 4 , 2 ", 4), ("3,", 3), ("1,8", 1)])
+def test_omp_list_gives_its_first_entry(env: pytest.MonkeyPatch, raw: str, want: int) -> None:
+    env.setenv(_threads.ENV_OMP_NUM_THREADS, raw)
+    assert _count() == want
+
+
+@pytest.mark.parametrize(
+    "bad", ["abc", "0", "-1", "+2", "2.5", "1e3", "4_0", ",2", "x,2", "0,4", "²", " , "]
+)
+def test_bad_omp_value_is_ignored(env: pytest.MonkeyPatch, bad: str) -> None:
+    env.setenv(_threads.ENV_OMP_NUM_THREADS, bad)
+    assert _count() == _threads._machine_threads()
+    x = np.random.default_rng(0).normal(size=(4, 5))
+    with xpsoftmax.num_threads(1):
+        want = xpsoftmax.softmax(x)
+    np.testing.assert_array_equal(xpsoftmax.softmax(x), want)  # no error, same bits
+    env.setenv(_threads.ENV_NUM_THREADS, "2")  # ours still decides over it
+    assert _count() == 2
+
+
+# --- threadpoolctl ---------------------------------------------------------------------------
+
+
+def _threadpoolctl() -> Any:
+    return pytest.importorskip("threadpoolctl", minversion="3.5")
+
+
+def _ours(info: list[dict[str, Any]]) -> dict[str, Any]:
+    (entry,) = [e for e in info if e["internal_api"] == "xpsoftmax"]
+    return entry
+
+
+def test_threadpoolctl_lists_the_pool(env: pytest.MonkeyPatch) -> None:
+    tpc = _threadpoolctl()
+    entry = _ours(tpc.threadpool_info())
+    assert entry["user_api"] == "xpsoftmax"
+    assert entry["num_threads"] == xpsoftmax.get_num_threads()
+    assert entry["version"] == xpsoftmax.__version__
+    env.setenv(_threads.ENV_OMP_NUM_THREADS, "3")
+    with xpsoftmax.num_threads(2):
+        assert _ours(tpc.threadpool_info())["num_threads"] == 2
+    assert _ours(tpc.threadpool_info())["num_threads"] == 3
+    # The info stays plain data: JSON (`python -m threadpoolctl`) and pickle (joblib).
+    entry = _ours(tpc.threadpool_info())
+    assert json.loads(json.dumps(entry)) == entry
+    assert pickle.loads(pickle.dumps(entry)) == entry
+
+
+def test_threadpoolctl_limits_the_pool_and_restores_the_setting(env: pytest.MonkeyPatch) -> None:
+    tpc = _threadpoolctl()
+    with tpc.threadpool_limits(1):
+        assert _count() == 1
+        with tpc.threadpool_limits(limits=2, user_api="xpsoftmax"):
+            assert _count() == 2
+        assert _count() == 1
+    # The default (None) is restored, not the count it gave: the environment still decides.
+    assert _threads._setting is None
+    env.setenv(_threads.ENV_NUM_THREADS, "3")
+    assert _count() == 3
+    xpsoftmax.set_num_threads(5)
+    with tpc.threadpool_limits(limits={"xpsoftmax": 2}):
+        assert _count() == 2
+    assert _threads._setting == 5
+    with tpc.threadpool_limits(limits=1, user_api="blas"):  # other libraries' limits only
+        assert _count() == 5
+    xpsoftmax.set_num_threads(None)
+    # The controller object's API, and a debugging_info listing (it sets and restores).
+    controller = tpc.ThreadpoolController().select(internal_api="xpsoftmax")
+    with controller.limit(limits={"xpsoftmax": np.int64(2)}):  # NumPy integers too
+        assert _count() == 2
+    assert _threads._setting is None
+    entry = _ours(tpc.threadpool_info(debugging_info=True))
+    assert entry["thread_limit_scope"] == "process"
+    assert _threads._setting is None
+
+
+def test_threadpoolctl_limit_rejects_a_bad_count(env: pytest.MonkeyPatch) -> None:
+    tpc = _threadpoolctl()
+    with pytest.raises(ValueError, match="positive integer"):
+        tpc.threadpool_limits(limits=0, user_api="xpsoftmax")
+    assert _threads._setting is None
+
+
+def test_bad_env_does_not_break_threadpoolctl(env: pytest.MonkeyPatch) -> None:
+    # threadpoolctl reads every library's count, even for a BLAS-only limit (scikit-learn does
+    # that): a bad XPSOFTMAX_NUM_THREADS fails xpsoftmax's calls, not those.
+    tpc = _threadpoolctl()
+    env.setenv(_threads.ENV_OMP_NUM_THREADS, "2")
+    env.setenv(_threads.ENV_NUM_THREADS, "abc")
+    assert _ours(tpc.threadpool_info())["num_threads"] == 2
+    with tpc.threadpool_limits(limits=1, user_api="blas"):
+        pass
+    with pytest.raises(ValueError, match=_threads.ENV_NUM_THREADS):
+        xpsoftmax.softmax(np.zeros((2, 3)))
+    with tpc.threadpool_limits(1):  # a limit is a setting: it overrides the variable
+        assert _count() == 1
+    assert _threads._setting is None
+
+
+def test_results_are_the_same_bits_under_threadpoolctl_limits(small_blocks: int) -> None:
+    tpc = _threadpoolctl()
+    x = _logits(np.random.default_rng(9), (6, 5, 37), "float32")
+    t = np.random.default_rng(9).integers(0, 37, size=30)
+    flat = x.reshape(30, 37)
+    flat[11, 5] = 0.0
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+        (xpsoftmax.softmax, (x,)),
+        (xpsoftmax.log_softmax, (x,)),
+        (partial(xpsoftmax.logsumexp, axis=-1), (x,)),
+        (xpsoftmax.cross_entropy_with_grad, (flat, t)),
+    ]
+    with xpsoftmax.num_threads(3):
+        want = [fn(*args) for fn, args in calls]
+    for limits in ({"limits": 1}, {"limits": 2, "user_api": "xpsoftmax"}):
+        with tpc.threadpool_limits(**limits):
+            got = [fn(*args) for fn, args in calls]
+        for g, w in zip(got, want):
+            for a, b in zip(_tuple(g), _tuple(w)):
+                np.testing.assert_array_equal(a, b, strict=True)
+
+
+def test_threadpoolctl_limit_is_what_the_pool_uses() -> None:
+    tpc = _threadpoolctl()
+    used: set[int] = set()
+    barrier = threading.Barrier(2, timeout=10)
+
+    def fn(start: int, stop: int) -> None:
+        used.add(threading.get_ident())
+        if start < 2:  # with 2 threads, blocks 0 and 1 run at once
+            barrier.wait()
+
+    with tpc.threadpool_limits(limits=2, user_api="xpsoftmax"):
+        _threads.run_blocks(fn, [(i, i + 1) for i in range(6)])
+    assert len(used) == 2
+    used.clear()
+    with tpc.threadpool_limits(1):
+        _threads.run_blocks(lambda start, stop: used.add(threading.get_ident()), [(0, 1)] * 6)
+    assert used == {threading.get_ident()}  # all on the calling thread
+
+
+OPTIONAL_THREADPOOLCTL = """
+import sys
+sys.modules["threadpoolctl"] = None  # as if not installed
+import numpy as np
+import xpsoftmax
+from xpsoftmax import _threads
+assert not _threads._THREADPOOLCTL
+with xpsoftmax.num_threads(2):
+    xpsoftmax.softmax(np.zeros((3, 4)))
+"""
+
+LATE_THREADPOOLCTL = """
+import xpsoftmax  # before threadpoolctl is imported by anything
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+assert any(e["internal_api"] == "xpsoftmax" for e in threadpool_info())
+with threadpool_limits(1):
+    assert xpsoftmax.get_num_threads() == 1
+"""
+
+
+@pytest.mark.parametrize(
+    "code", [OPTIONAL_THREADPOOLCTL, LATE_THREADPOOLCTL], ids=["missing", "late"]
+)
+def test_threadpoolctl_is_optional_and_import_order_free(code: str) -> None:
+    if code is LATE_THREADPOOLCTL:
+        _threadpoolctl()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -1,5 +1,5 @@
 """Values of softmax, log_softmax and logsumexp (and a simple cross-entropy check) on every
-backend and dtype, against the extended-precision references of ``tests/reference.py``.
+backend and dtype, against the extended-precision references of ``xpsoftmax.testing.reference``.
 
 Tolerances by dtype: float64 ~1e-12 relative, float32 ~1e-5; 16-bit inputs are compared with
 the reference *of the input rounded to that dtype*: softmax and log_softmax (which return the
@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 import xpsoftmax
-
-import cases
-import reference as R
-from cases import EPS, SIXTEEN_BIT, assert_close, compute_dtype, dtype_name
+from xpsoftmax.testing import cases
+from xpsoftmax.testing import reference as R
+from xpsoftmax.testing.cases import EPS, SIXTEEN_BIT, assert_close, compute_dtype, dtype_name
 
 INF = math.inf
 NAN = math.nan

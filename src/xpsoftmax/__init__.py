@@ -6,12 +6,19 @@ the same answers. Importing this package imports no array library.
 
 from __future__ import annotations
 
+import importlib.metadata as _metadata
+
 from ._api import cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax, which
 from ._listing import implementations
 from ._registry import Call, FastPath, fast_paths, force_generic, generic_forced
 from ._threads import get_num_threads, num_threads, set_num_threads
 
-__version__ = "0.1.0"
+try:
+    # The installed version, read from the package metadata (the one version literal lives in
+    # pyproject.toml); ``"0+unknown"`` when the source tree is imported without being installed.
+    __version__: str = _metadata.version("xpsoftmax")
+except _metadata.PackageNotFoundError:  # pragma: no cover - a bare source checkout
+    __version__ = "0+unknown"
 
 __all__ = [
     "Call",

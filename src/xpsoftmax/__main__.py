@@ -240,18 +240,62 @@ def _which_row(t: Target) -> list[str]:
     return row
 
 
+def _test(argv: list[str]) -> int:
+    """Run the installed conformance suite (``pytest --pyargs xpsoftmax.tests``)."""
+    parser = argparse.ArgumentParser(
+        prog="xpsoftmax test",
+        description="Run the conformance suite installed with xpsoftmax on the array libraries "
+        "and devices of this machine (needs pytest). Other arguments go to pytest.",
+    )
+    parser.add_argument("--library", action="append", help="only this library (repeatable)")
+    parser.add_argument("--device", action="append", help="only this device, e.g. cuda, gpu, cpu")
+    parser.add_argument("-k", dest="keyword", help="pytest's -k, combined with the above")
+    args, rest = parser.parse_known_args(argv)
+    unknown = sorted(set(args.library or ()) - set(LIBRARIES))
+    if unknown:
+        parser.error(
+            f"unknown library {', '.join(map(repr, unknown))}; known: {', '.join(LIBRARIES)}"
+        )
+    try:
+        import pytest
+    except ImportError:
+        parser.error("pytest is not installed: pip install 'xpsoftmax[test]'")
+    terms = [t for t in (_selection(args.library, args.device), args.keyword) if t]
+    select = ["-k", " and ".join(f"({t})" for t in terms)] if terms else []
+    return int(
+        pytest.main(["--pyargs", "xpsoftmax.tests", "-p", "no:cacheprovider", *select, *rest])
+    )
+
+
+def _selection(libraries: list[str] | None, devices: list[str] | None) -> str:
+    """A pytest ``-k`` expression choosing the backends (ids like ``torch:cuda``)."""
+    from .testing.backends import BACKENDS
+
+    ids = [
+        b.id
+        for b in BACKENDS
+        if (not libraries or b.library in libraries) and (not devices or b.device in devices)
+    ]
+    if libraries is None and devices is None:
+        return ""
+    return " or ".join(ids) if ids else "not_a_backend_here"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["bench"]:
         from . import _bench
 
         return _bench.main(args_list[1:])
+    if args_list[:1] == ["test"]:
+        return _test(args_list[1:])
     parser = argparse.ArgumentParser(
         prog="xpsoftmax",
         description="List the array libraries and devices found, which implementation serves "
         "each operation on each, and self-check every function on each.",
         epilog="'xpsoftmax bench' times fast paths, the generic implementation and each "
-        "library's own (see 'xpsoftmax bench --help').",
+        "library's own (see 'xpsoftmax bench --help'); 'xpsoftmax test' runs the installed "
+        "conformance suite (see 'xpsoftmax test --help').",
     )
     parser.add_argument("--library", action="append", help="check only this library (repeatable)")
     args = parser.parse_args(args_list)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    Protocol,
+    SupportsIndex,
+    TypeAlias,
+    TypeVar,
+    overload,
+)
 
 from . import _generic, _registry
 from ._checks import (
@@ -36,6 +45,75 @@ __all__ = [
 ]
 
 Array = Any
+
+
+# --- The types a user's type checker sees ---------------------------------------------------
+#
+# Every function returns arrays of its input's library, so the signatures are generic in the
+# array type: ``softmax(np.ndarray) -> np.ndarray``, ``softmax(torch.Tensor) -> torch.Tensor``.
+# ``ArrayT`` is bound to a small protocol (``ndim`` and ``shape``) that the arrays of every
+# library satisfy (NumPy, PyTorch, JAX, CuPy, Dask, array-api-strict) and Python numbers,
+# lists, tuples and strings do not.
+#
+# Python input (``PyInput``: a number, list or tuple) stays accepted, by a second overload
+# typed ``Any``. It is read with NumPy at run time, so the result is a NumPy array; typing it
+# ``Any`` keeps a checked call from ever needing NumPy's stubs (importing xpsoftmax imports no
+# array library, and type-checking a call should not need one either).
+# ``float(logsumexp([1.0, 2.0]))`` checks; annotate the variable where the array type matters
+# (``p: npt.NDArray[np.float64] = softmax([1.0, 2.0])``).
+#
+# What a type variable cannot say (Python's types cannot keep a class and change its
+# parameters): the result's dtype and shape parameters are the input's, so a NumPy
+# ``ndarray[shape, dtype]`` result keeps the input's although a reduction drops axes and
+# integer or 16-bit input gives a float result; and a subclass instance (``torch.nn.Parameter``,
+# a NumPy scalar such as ``np.float32``) is typed as itself although the result is the
+# library's plain array.
+#
+# ``cross_entropy`` alone is not overloaded: mypy joins an overloaded function with other
+# callables into ``builtins.function`` (e.g. the values of ``{"softmax": lambda x, t: ...,
+# "cross_entropy": cross_entropy}`` in ``_bench._ours``), so it keeps one signature, generic in
+# ``logits: ArrayT | list | tuple``; for a list ``ArrayT`` is unsolved and takes its default,
+# ``Any`` (PEP 696, which leaves this to the checker; mypy applies it, 1.11 to 2.x). The price:
+# that union also lets mypy accept any ``logits`` there (a string, say), with an ``Any`` result.
+#
+# The ``typing.overload`` stubs exist for type checkers only: each implementation keeps its
+# runtime signature (parameter names, kinds and defaults), which ``inspect.signature``, the
+# docs, ``which`` and ``_plan`` rely on.
+
+
+class SupportsArray(Protocol):
+    """What the signatures require of an array: an array API array of any library."""
+
+    @property
+    def ndim(self) -> int: ...
+
+    @property
+    def shape(self) -> tuple[Any, ...]: ...
+
+
+#: The input's array type, which is also the result's.
+if TYPE_CHECKING:  # a default (PEP 696) needs Python 3.13's TypeVar: for type checkers only
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    ArrayT = _TypeVarWithDefault("ArrayT", bound=SupportsArray, default=Any)
+else:
+    ArrayT = TypeVar("ArrayT", bound=SupportsArray)
+
+#: Python input, read with NumPy: a number (bool, int or float; not complex), a list or a tuple.
+PyInput: TypeAlias = float | list[Any] | tuple[Any, ...]
+
+#: A further array argument (``b``, ``where``, ``weight``, an array ``temperature``): an array
+#: of the input's library, or Python input read into it.
+Operand: TypeAlias = SupportsArray | float | list[Any] | tuple[Any, ...]
+
+#: A cross-entropy target: an array (class indices or probabilities), a list or a tuple.
+Target: TypeAlias = SupportsArray | list[Any] | tuple[Any, ...]
+
+#: The axes of a reduction: None (all axes), an int or a tuple of ints.
+Axis: TypeAlias = SupportsIndex | tuple[SupportsIndex, ...] | None
+
+#: The reductions of the cross-entropy.
+Reduction: TypeAlias = Literal["mean", "sum", "none"]
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond per call to build
@@ -171,7 +249,32 @@ def _plan_cross_entropy(op: str, logits: Any, target: Any, **kw: Any) -> _Plan:
     )
 
 
-def softmax(x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: Any = None) -> Array:
+@overload
+def softmax(
+    x: ArrayT,
+    /,
+    axis: Axis = ...,
+    *,
+    temperature: Operand = ...,
+    where: Operand | None = ...,
+) -> ArrayT: ...
+@overload
+def softmax(
+    x: PyInput,
+    /,
+    axis: Axis = ...,
+    *,
+    temperature: Operand = ...,
+    where: Operand | None = ...,
+) -> Any: ...
+def softmax(
+    x: Array,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: Operand = 1.0,
+    where: Operand | None = None,
+) -> Array:
     """Softmax along ``axis``: ``exp(x / T) / sum(exp(x / T))``, computed stably.
 
     Parameters
@@ -210,7 +313,32 @@ def softmax(x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: Any =
     return _plan_normalization("softmax", x, axis, temperature, where).run()
 
 
-def log_softmax(x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: Any = None) -> Array:
+@overload
+def log_softmax(
+    x: ArrayT,
+    /,
+    axis: Axis = ...,
+    *,
+    temperature: Operand = ...,
+    where: Operand | None = ...,
+) -> ArrayT: ...
+@overload
+def log_softmax(
+    x: PyInput,
+    /,
+    axis: Axis = ...,
+    *,
+    temperature: Operand = ...,
+    where: Operand | None = ...,
+) -> Any: ...
+def log_softmax(
+    x: Array,
+    /,
+    axis: Axis = -1,
+    *,
+    temperature: Operand = 1.0,
+    where: Operand | None = None,
+) -> Array:
     """Log of the softmax along ``axis``: ``x / T - logsumexp(x / T)``, computed stably.
 
     Parameters
@@ -242,15 +370,72 @@ def log_softmax(x: Array, /, axis: Any = -1, *, temperature: Any = 1.0, where: A
     return _plan_normalization("log_softmax", x, axis, temperature, where).run()
 
 
+# One array by default (return_sign=False), the pair (log|sum|, sign) for return_sign=True,
+# either for a bool known only at run time.
+@overload
+def logsumexp(
+    x: ArrayT,
+    /,
+    axis: Axis = ...,
+    *,
+    keepdims: bool = ...,
+    b: Operand | None = ...,
+    return_sign: Literal[False] = ...,
+    where: Operand | None = ...,
+) -> ArrayT: ...
+@overload
+def logsumexp(
+    x: ArrayT,
+    /,
+    axis: Axis = ...,
+    *,
+    keepdims: bool = ...,
+    b: Operand | None = ...,
+    return_sign: Literal[True],
+    where: Operand | None = ...,
+) -> tuple[ArrayT, ArrayT]: ...
+@overload
+def logsumexp(
+    x: ArrayT,
+    /,
+    axis: Axis = ...,
+    *,
+    keepdims: bool = ...,
+    b: Operand | None = ...,
+    return_sign: bool,
+    where: Operand | None = ...,
+) -> ArrayT | tuple[ArrayT, ArrayT]: ...
+@overload
+def logsumexp(
+    x: PyInput,
+    /,
+    axis: Axis = ...,
+    *,
+    keepdims: bool = ...,
+    b: Operand | None = ...,
+    return_sign: Literal[True],
+    where: Operand | None = ...,
+) -> tuple[Any, Any]: ...
+@overload
+def logsumexp(
+    x: PyInput,
+    /,
+    axis: Axis = ...,
+    *,
+    keepdims: bool = ...,
+    b: Operand | None = ...,
+    return_sign: bool = ...,
+    where: Operand | None = ...,
+) -> Any: ...
 def logsumexp(
     x: Array,
     /,
-    axis: Any = None,
+    axis: Axis = None,
     *,
     keepdims: bool = False,
-    b: Any = None,
+    b: Operand | None = None,
     return_sign: bool = False,
-    where: Any = None,
+    where: Operand | None = None,
 ) -> Array | tuple[Array, Array]:
     """``log(sum(b * exp(x)))`` over ``axis``, computed stably (as ``scipy.special.logsumexp``).
 
@@ -293,18 +478,18 @@ def logsumexp(
 
 
 def cross_entropy(
-    logits: Array,
-    target: Array,
+    logits: ArrayT | list[Any] | tuple[Any, ...],
+    target: Target,
     /,
     *,
     axis: int = -1,
-    weight: Any = None,
+    weight: Operand | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
-    temperature: Any = 1.0,
+    temperature: Operand = 1.0,
     z_loss: float = 0.0,
-) -> Array:
+) -> ArrayT:
     """Cross-entropy between ``softmax(logits / T)`` and ``target``.
 
     The options mean what they mean in ``torch.nn.functional.cross_entropy`` and the numbers
@@ -366,17 +551,45 @@ def cross_entropy(
     ).run()
 
 
+@overload
+def cross_entropy_with_grad(
+    logits: ArrayT,
+    target: Target,
+    /,
+    *,
+    axis: int = ...,
+    weight: Operand | None = ...,
+    ignore_index: int = ...,
+    reduction: Reduction = ...,
+    label_smoothing: float = ...,
+    temperature: Operand = ...,
+    z_loss: float = ...,
+) -> tuple[ArrayT, ArrayT]: ...
+@overload
+def cross_entropy_with_grad(
+    logits: list[Any] | tuple[Any, ...],
+    target: Target,
+    /,
+    *,
+    axis: int = ...,
+    weight: Operand | None = ...,
+    ignore_index: int = ...,
+    reduction: Reduction = ...,
+    label_smoothing: float = ...,
+    temperature: Operand = ...,
+    z_loss: float = ...,
+) -> tuple[Any, Any]: ...
 def cross_entropy_with_grad(
     logits: Array,
-    target: Array,
+    target: Target,
     /,
     *,
     axis: int = -1,
-    weight: Any = None,
+    weight: Operand | None = None,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
-    temperature: Any = 1.0,
+    temperature: Operand = 1.0,
     z_loss: float = 0.0,
 ) -> tuple[Array, Array]:
     """:func:`cross_entropy` and its gradient with respect to ``logits``, from one pass.

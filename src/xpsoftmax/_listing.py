@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import ClassVar
 
 from . import _registry
 
@@ -34,12 +35,60 @@ def _devices(library: str) -> tuple[str, ...]:
     )
 
 
-def implementations(library: str | None = None) -> list[Implementation]:
+class ImplementationTable(list[Implementation]):
+    """The rows of :func:`implementations`: a list that prints as an aligned text table.
+
+    It is an ordinary list of :class:`Implementation` rows (index it, iterate it, compare it
+    with a list); only its ``repr`` and ``str`` differ: a header, a rule, then one line per row
+    with the columns op, library, device, implementation, dtypes and conditions.
+    """
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "op",
+        "library",
+        "device",
+        "implementation",
+        "dtypes",
+        "conditions",
+    )
+
+    def _cells(self) -> list[tuple[str, ...]]:
+        return [
+            (r.op, r.library, r.device, r.implementation, ", ".join(r.dtypes), r.conditions)
+            for r in self
+        ]
+
+    def __repr__(self) -> str:
+        rows = self._cells()
+        widths = [max(len(r[i]) for r in [self.COLUMNS, *rows]) for i in range(len(self.COLUMNS))]
+
+        def line(cells: tuple[str, ...]) -> str:
+            return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+        rule = tuple("-" * w for w in widths)
+        return "\n".join([line(self.COLUMNS), line(rule), *(line(r) for r in rows)])
+
+    __str__ = __repr__
+
+
+def implementations(library: str | None = None) -> ImplementationTable:
     """Which implementation serves each (operation, library, device).
 
     Fast paths serve the calls their ``supports`` predicate accepts (the ``conditions``
     column); every other call runs the generic array-API implementation. Only installed
     libraries are listed; their backend modules are imported to read their registrations.
+
+    Parameters
+    ----------
+    library : str, optional
+        List only this array library (``"numpy"``, ``"torch"``, ...); by default every
+        installed one.
+
+    Returns
+    -------
+    list of Implementation
+        One row per (operation, library, device, implementation), fast paths first and the
+        generic fallback last. The list prints as an aligned table at the prompt.
 
     Examples
     --------
@@ -47,9 +96,17 @@ def implementations(library: str | None = None) -> list[Implementation]:
     >>> rows = xpsoftmax.implementations("numpy")
     >>> sorted({(r.op, r.implementation) for r in rows if r.implementation != "generic"})[0]
     ('cross_entropy', 'numpy.fused')
+    >>> rows[0].op, rows[0].library, rows[0].device
+    ('softmax', 'numpy', 'cpu')
+    >>> rows  # doctest: +ELLIPSIS
+    op  library  device  implementation  dtypes  conditions
+    --...
+    softmax  numpy  cpu  numpy.inplace  float16, float32, float64  where=None, ...
+    softmax  numpy  cpu  generic  all real  otherwise
+    ...
     """
     libraries = [library] if library is not None else installed_libraries()
-    rows = []
+    rows = ImplementationTable()
     forced = _registry.generic_forced()
     for lib in libraries:
         entries = [] if forced else _registry.fast_paths(library=lib)

@@ -74,6 +74,10 @@ def logsumexp(x, axis=None, keepdims=False, b=None):
     """log(sum(b * exp(x))) in extended precision; NaN for a negative sum."""
     x = np.asarray(x, dtype=LD)
     axes = _axes(x, axis)
+    if x.size == 0:  # an empty sum is 0, its log -inf (and no slice at all: an empty result)
+        kept = [1 if i in axes else n for i, n in enumerate(x.shape)]
+        shape = kept if keepdims else [n for i, n in enumerate(x.shape) if i not in axes]
+        return np.full(shape, -np.inf)
     if b is None:
         b = np.ones(x.shape, dtype=LD)
     b = np.broadcast_to(np.asarray(b, dtype=LD), x.shape)

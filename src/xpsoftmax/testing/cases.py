@@ -501,9 +501,9 @@ class Failures:
     others; ``raise_if_any()`` at the end fails with all of them.
 
     >>> failures = Failures()
-    >>> for case in catalogue(rng):
+    >>> for case in catalogue(np.random.default_rng(0)):
     ...     with failures.check(case.name):
-    ...         ...
+    ...         assert case.x.dtype == np.float64
     >>> failures.raise_if_any()
     """
 
@@ -521,8 +521,8 @@ class Failures:
                 text = text[: self.limit] + " [...]"
             self.items.append(text)
 
-    def raise_if_any(self) -> None:
+    def raise_if_any(self, prefix: str = "") -> None:
         if self.items:
             raise AssertionError(
-                f"{len(self.items)} failing case(s):\n" + "\n---\n".join(self.items)
+                f"{prefix}{len(self.items)} failing case(s):\n" + "\n---\n".join(self.items)
             )

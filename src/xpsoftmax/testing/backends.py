@@ -1,7 +1,10 @@
-"""The backends the conformance suite runs on, and how to move NumPy data to and from them.
+"""The array libraries and devices the conformance kit runs on: one adapter each.
 
-Every test that takes the ``backend`` fixture runs once per entry of :data:`BACKENDS`; entries
-whose library is not installed, or whose device is absent, skip with the reason.
+A :class:`Backend` makes an array of its library from NumPy data (:meth:`Backend.asarray`),
+brings one back to the host (:meth:`Backend.to_numpy`), waits for queued work
+(:meth:`Backend.sync`), and says which dtypes it has and whether it is lazy. Entries whose
+library is not installed, or whose device is absent, report why (:meth:`Backend.probe`);
+:meth:`Backend.pytest_params` turns them into pytest parameters that skip with that reason.
 """
 
 from __future__ import annotations
@@ -29,6 +32,60 @@ class Backend:
     autodiff: bool = False
     #: Reason to skip, computed lazily: None when usable.
     probe: Callable[[], str | None] = field(default=lambda: None, repr=False)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether arrays of this backend hold a graph that runs only when computed (Dask)."""
+        return self.library == "dask"
+
+    def usable(self) -> bool:
+        """Whether the library is installed and the device present."""
+        return self.probe() is None
+
+    def param(self) -> Any:
+        """This backend as a ``pytest.param`` (id ``"torch:cpu"``...) that skips when unusable,
+        marked ``gpu`` on a GPU device."""
+        import pytest
+
+        reason = self.probe()
+        marks = [pytest.mark.gpu] if self.device in ("cuda", "gpu") else []
+        if reason is not None:
+            marks.append(pytest.mark.skip(reason=f"{self.id}: {reason}"))
+        return pytest.param(self, id=self.id, marks=marks)
+
+    @staticmethod
+    def pytest_params(*, autodiff: bool = False, library: str | None = None) -> list[Any]:
+        """Every backend as a pytest parameter (see :meth:`param`), optionally only those with
+        autodiff or of one library.
+
+        Examples
+        --------
+        >>> from xpsoftmax.testing import Backend
+        >>> [p.id for p in Backend.pytest_params(library="numpy")]
+        ['numpy']
+        """
+        return [
+            b.param()
+            for b in BACKENDS
+            if (b.autodiff or not autodiff) and (library is None or b.library == library)
+        ]
+
+    def sync(self, x: Any) -> Any:
+        """Wait until ``x`` is computed (GPU queues, JAX dispatch, a Dask graph); returns the
+        computed array (for Dask, the NumPy result), for timing and for reading it."""
+        if self.library == "torch" and self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        elif self.library == "jax":
+            x.block_until_ready()
+        elif self.library == "cupy":
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()
+        elif self.library == "dask":
+            return x.compute()
+        return x
 
     # -- conversion -------------------------------------------------------------------------
     @property

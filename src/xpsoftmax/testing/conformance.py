@@ -1,0 +1,385 @@
+"""Check any implementation of an xpsoftmax operation against the contract.
+
+:func:`check_implementation` runs the edge-case catalogue (:mod:`xpsoftmax.testing.cases`)
+times the operation's options (temperatures at the edges of float32 and float64, masks, ``b``
+and ``return_sign``, every cross-entropy option) through a callable with the signature of the
+xpsoftmax function, and compares every result with xpsoftmax's generic array-API
+implementation and, where one exists, with the extended-precision reference
+(:mod:`xpsoftmax.testing.reference`): NaN and infinity positions exactly, finite values within
+a few units of rounding of the result dtype, scaled by ``max |x / T|``. Every mismatch is
+reported (which case, which options, expected against got), not only the first.
+
+xpsoftmax's own tests run every registered fast path through it; run your kernel through it
+the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from . import cases, reference
+from .backends import Backend
+from .cases import EPS, assert_close
+
+__all__ = [
+    "CE_OPTIONS",
+    "EXTREME_TEMPERATURES",
+    "calls",
+    "check_implementation",
+    "fast_path_params",
+]
+
+INF = math.inf
+
+#: Units of rounding allowed against the generic path and the reference, per result dtype.
+ULPS = 16
+
+#: Fewest calls of the grid an implementation must accept to count as checked.
+MIN_CALLS = 8
+
+
+#: Temperatures at the edges of float32 and float64: rounding to 0 or subnormal (the hard
+#: max), overflowing (the uniform limit), and huge but finite (x / T overflows unless the
+#: shift comes first; 1 / T is subnormal in float32).
+EXTREME_TEMPERATURES = (1e-39, 1e-300, 1e-320, 1e38, 1e39)
+
+
+def _extreme_array(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-slice temperatures drawn from the extremes and a few ordinary values."""
+    choices = np.array([*EXTREME_TEMPERATURES, 0.5, 0.0, INF])
+    return rng.choice(choices, size=shape)
+
+
+def _temperatures(rng: np.random.Generator, x: np.ndarray, axes: tuple[int, ...]) -> list[Any]:
+    shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+    return [
+        1.0,
+        0.5,
+        3.0,
+        0.0,
+        INF,
+        *EXTREME_TEMPERATURES,
+        rng.uniform(0.3, 2.0, size=shape),
+        _extreme_array(rng, shape),
+    ]
+
+
+def _normalization_calls(
+    b: Backend, dtype: str, rng: np.random.Generator
+) -> Iterator[tuple[str, tuple, dict]]:
+    for case in cases.catalogue(rng):
+        x = b.asarray(case.x, dtype)
+        for t in _temperatures(rng, case.x, case.axes):
+            kw: dict[str, Any] = {"axis": case.axis}
+            kw["temperature"] = b.asarray(t, dtype) if isinstance(t, np.ndarray) else t
+            if case.where is not None:
+                kw["where"] = b.asarray(case.where)
+            label = f"{case.name} T={'array' if isinstance(t, np.ndarray) else t}"
+            yield label, (x,), kw
+
+
+def _logsumexp_calls(
+    b: Backend, dtype: str, rng: np.random.Generator
+) -> Iterator[tuple[str, tuple, dict]]:
+    for case in cases.catalogue(rng):
+        x = b.asarray(case.x, dtype)
+        signed = rng.normal(size=case.x.shape)
+        signed[rng.random(case.x.shape) < 0.3] = 0.0
+        for b_kind, b_np in (
+            ("none", None),
+            ("positive", rng.uniform(0.1, 2.0, case.x.shape)),
+            ("signed", signed),
+        ):
+            for keepdims in (False, True):
+                for return_sign in (False, True):
+                    kw: dict[str, Any] = {
+                        "axis": case.axis,
+                        "keepdims": keepdims,
+                        "return_sign": return_sign,
+                    }
+                    if b_np is not None:
+                        kw["b"] = b.asarray(b_np, dtype)
+                    if case.where is not None:
+                        kw["where"] = b.asarray(case.where)
+                    yield f"{case.name} b={b_kind} keepdims={keepdims} sign={return_sign}", (x,), kw
+
+
+CE_OPTIONS: list[dict[str, Any]] = [
+    {},
+    {"reduction": "sum"},
+    {"reduction": "none"},
+    {"weight": True},
+    {"weight": True, "reduction": "none"},
+    {"label_smoothing": 0.1},
+    {"label_smoothing": 0.2, "weight": True, "reduction": "sum"},
+    {"temperature": 0.5},
+    {"temperature": 0.0},
+    {"temperature": INF},
+    {"temperature": "array"},
+    {"z_loss": 1e-2},
+    {"z_loss": 1e-2, "weight": True, "label_smoothing": 0.1, "temperature": 2.0},
+    {"z_loss": 1e-2, "temperature": 0.3},  # a shift / T that 16 bits cannot hold
+    {"ignore_index": 1},
+    *({"temperature": t} for t in EXTREME_TEMPERATURES),
+    {"temperature": 1e-39, "label_smoothing": 0.1, "weight": True},
+    {"temperature": 1e38, "z_loss": 1e-2},
+    {"temperature": "extreme"},
+]
+
+
+def _cross_entropy_calls(
+    b: Backend, dtype: str, rng: np.random.Generator
+) -> Iterator[tuple[str, tuple, dict]]:
+    for case in cases.ce_catalogue(rng):
+        x = b.asarray(case.logits, dtype)
+        n_classes = case.logits.shape[case.axis]
+        for kind in ("index", "probs"):
+            for opts in CE_OPTIONS:
+                kw: dict[str, Any] = dict(opts, axis=case.axis)
+                index = case.index
+                if "ignore_index" in opts:
+                    if kind == "probs" or n_classes < 2:
+                        continue
+                    index = np.where(index == cases.IGNORE, opts["ignore_index"], index)
+                if opts.get("weight"):
+                    kw["weight"] = b.asarray(rng.uniform(0.2, 2.0, n_classes), dtype)
+                if isinstance(opts.get("temperature"), str):
+                    shape = tuple(
+                        1 if i == case.axis % case.logits.ndim else n
+                        for i, n in enumerate(case.logits.shape)
+                    )
+                    values = (
+                        _extreme_array(rng, shape)
+                        if opts["temperature"] == "extreme"
+                        else rng.uniform(0.3, 2.0, shape)
+                    )
+                    kw["temperature"] = b.asarray(values, dtype)
+                target = b.asarray(index) if kind == "index" else b.asarray(case.probs, dtype)
+                yield f"{case.name} {kind} {opts}", (x, target), kw
+
+
+def calls(
+    op: str, b: Backend, dtype: str, rng: np.random.Generator
+) -> Iterator[tuple[str, tuple, dict]]:
+    """Every call of the grid for ``op`` on backend ``b`` in ``dtype``, as
+    ``(label, args, kwargs)``, with fresh random inputs drawn from ``rng``."""
+    if op in ("softmax", "log_softmax"):
+        return _normalization_calls(b, dtype, rng)
+    if op == "logsumexp":
+        return _logsumexp_calls(b, dtype, rng)
+    return _cross_entropy_calls(b, dtype, rng)
+
+
+def _plan(op: str, args: tuple, kw: dict) -> Any:
+    """The checked call with the generic implementation (forced), and its metadata."""
+    import xpsoftmax
+    from xpsoftmax import _api
+
+    with xpsoftmax.force_generic():
+        return _api._plan(op, *args, **kw)
+
+
+def _tolerance(dtype: Any) -> tuple[float, float]:
+    name = cases.dtype_name(dtype)
+    eps = EPS.get(name, EPS["float64"])
+    return ULPS * eps, ULPS * eps
+
+
+def _magnitude(b: Backend, args: tuple, kw: dict) -> float:
+    """max |x / T| over the finite inputs: rounding x / T (or x - max) costs that many units
+    of rounding on any path, so differences between paths scale with it."""
+    x = b.numpy_float(args[0])
+    finite = x[np.isfinite(x)]
+    big = float(np.abs(finite).max(initial=0.0))
+    t = kw.get("temperature", 1.0)
+    t_all = b.numpy_float(t) if not isinstance(t, (int, float)) else np.asarray([float(t)])
+    ordinary = t_all[(t_all > 0) & (t_all < INF)]
+    t_min = float(np.min(ordinary)) if ordinary.size else 0.0
+    with np.errstate(over="ignore"):
+        scaled = big / t_min if t_min > 0 else big
+    # The hard max of a temperature that is 0 in the computation dtype is exact.
+    return scaled if math.isfinite(scaled) else big
+
+
+def _compare(b: Backend, fast: Any, generic: Any, what: str, magnitude: float) -> None:
+    fast_t = fast if isinstance(fast, tuple) else (fast,)
+    gen_t = generic if isinstance(generic, tuple) else (generic,)
+    assert len(fast_t) == len(gen_t), f"{what}: {len(fast_t)} results, generic gives {len(gen_t)}"
+    for i, (f, g) in enumerate(zip(fast_t, gen_t)):
+        assert cases.dtype_name(f.dtype) == cases.dtype_name(g.dtype), (
+            f"{what} [result {i}]: dtype {f.dtype}, generic gives {g.dtype}"
+        )
+        assert tuple(f.shape) == tuple(g.shape), (
+            f"{what} [result {i}]: shape {tuple(f.shape)} != {tuple(g.shape)}"
+        )
+        gn = b.numpy_float(g)
+        rtol, atol = _tolerance(f.dtype)
+        rtol, atol = rtol * (1.0 + magnitude), atol * (1.0 + magnitude)
+        assert_close(b.numpy_float(f), gn, rtol=rtol, atol=atol, what=f"{what} [result {i}]")
+
+
+def _reference(op: str, b: Backend, args: tuple, kw: dict) -> Any | None:
+    """The extended-precision reference for the call, or None where it has none."""
+    from xpsoftmax._checks import classify_temperature
+
+    t = kw.get("temperature", 1.0)
+    if not isinstance(t, (int, float)):
+        return None  # arrays: compared with the generic path only
+    # The contract's rule: the temperature as the computation dtype holds it; the limits
+    # (0, subnormal, overflowing) are compared with the generic path only.
+    dtype = cases.compute_dtype(cases.dtype_name(args[0].dtype))
+    kind = classify_temperature(float(t), dtype)
+    if kind.kind in ("zero", "inf"):
+        return None
+    t = kind.value
+    x = b.numpy_float(args[0])
+    where = kw.get("where")
+    where_np = None if where is None else b.to_numpy(where)
+    if op in ("softmax", "log_softmax"):
+        fn = reference.softmax if op == "softmax" else reference.log_softmax
+        return fn(x, kw.get("axis", -1), temperature=float(t), where=where_np)
+    if op == "logsumexp" and where is None and not kw.get("return_sign"):
+        bw = kw.get("b")
+        return reference.logsumexp(
+            x,
+            kw.get("axis"),
+            keepdims=bool(kw.get("keepdims")),
+            b=None if bw is None else b.numpy_float(bw),
+        )
+    return None
+
+
+def _rounded(ref: np.ndarray, dtype: Any) -> np.ndarray:
+    """The reference rounded to the result's dtype: a value beyond its range is an infinity
+    there (``log_softmax`` at ``T = 1e-39`` in float32)."""
+    name = cases.dtype_name(dtype)
+    target = np.float32 if name == "bfloat16" else np.dtype(name)
+    with np.errstate(over="ignore"):
+        return ref.astype(target).astype(np.float64)
+
+
+def check_implementation(
+    op: str,
+    fn: Callable[..., Any],
+    backend: Backend,
+    dtype: str = "float64",
+    *,
+    rng: np.random.Generator | None = None,
+    accepts: Callable[[Any], bool] | None = None,
+    against_reference: bool = True,
+    min_calls: int = MIN_CALLS,
+) -> int:
+    """Run the grid of ``op`` through ``fn`` and compare every result with the generic
+    implementation and the extended-precision reference.
+
+    Parameters
+    ----------
+    op : str
+        ``"softmax"``, ``"log_softmax"``, ``"logsumexp"``, ``"cross_entropy"`` or
+        ``"cross_entropy_with_grad"``: ``fn`` takes that function's arguments.
+    fn : callable
+        The implementation under test, e.g. your own kernel behind that signature.
+    backend : Backend
+        The array library and device to run on (one of ``xpsoftmax.testing.BACKENDS``).
+    dtype : str, default "float64"
+        The input dtype.
+    rng : numpy.random.Generator, optional
+        Source of the random inputs (a fixed seed by default).
+    accepts : callable, optional
+        Given the checked call's metadata (:class:`xpsoftmax.Call`), whether ``fn`` serves it;
+        calls it does not serve are left out (a fast path's ``accepts``).
+    against_reference : bool, default True
+        Also compare with the extended-precision reference where it covers the call.
+    min_calls : int
+        Fewest calls ``fn`` must have served, so that a narrow ``accepts`` cannot pass
+        untested.
+
+    Returns
+    -------
+    int
+        The number of calls checked.
+
+    Raises
+    ------
+    AssertionError
+        Listing every mismatch: the case, the options, the expected and the actual values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xpsoftmax
+    >>> from xpsoftmax.testing import BY_ID, check_implementation
+    >>> check_implementation("softmax", xpsoftmax.softmax, BY_ID["numpy"]) > 100
+    True
+    >>> def naive(x, axis=-1, *, temperature=1.0, where=None):
+    ...     e = np.exp(x / temperature)
+    ...     return e / e.sum(axis=axis, keepdims=True)
+    >>> try:
+    ...     check_implementation("softmax", naive, BY_ID["numpy"])
+    ... except AssertionError as report:
+    ...     print(str(report).splitlines()[0])
+    naive vs the contract: ... failing case(s):
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    name = getattr(fn, "__name__", repr(fn))
+    failures = cases.Failures()
+    checked = 0
+    for label, args, kw in calls(op, backend, dtype, rng):
+        try:
+            plan = _plan(op, args, kw)
+        except ValueError:
+            continue  # e.g. a temperature shape that does not fit a 0-d input
+        if accepts is not None and not accepts(plan.call):
+            continue
+        checked += 1
+        what = f"{name}: {op}({label}) {dtype} on {backend.id}"
+        with failures.check(what), np.errstate(all="ignore"):
+            generic = plan.run()
+            got = fn(*args, **kw)
+            magnitude = _magnitude(backend, args, kw)
+            _compare(backend, got, generic, f"{what} vs generic", magnitude)
+            ref = _reference(op, backend, args, kw) if against_reference else None
+            if ref is not None:
+                got_np = got[0] if isinstance(got, tuple) else got
+                rtol, atol = _tolerance(got_np.dtype)
+                scale = 1.0 + magnitude
+                assert_close(
+                    backend.numpy_float(got_np),
+                    _rounded(ref, got_np.dtype),
+                    rtol=rtol * scale,
+                    atol=atol * scale,
+                    what=f"{what} vs the float64 reference",
+                )
+    failures.raise_if_any(f"{name} vs the contract: ")
+    if checked < min_calls:
+        raise AssertionError(
+            f"{name} ({op}) served only {checked} calls of the grid (fewer than {min_calls}): "
+            "it is not really checked"
+        )
+    return checked
+
+
+def fast_path_params() -> list[Any]:
+    """Every registered fast path on every backend of its library and device, in each dtype
+    both have, as ``pytest.param(entry, backend, dtype)`` (marked ``gpu`` on a GPU)."""
+    import pytest
+
+    import xpsoftmax
+
+    from .backends import BACKENDS
+
+    params = []
+    for entry in xpsoftmax.fast_paths():
+        for b in BACKENDS:
+            if b.library != entry.library or b.device not in entry.devices:
+                continue
+            marks = [pytest.mark.gpu] if b.device in ("cuda", "gpu") else []
+            for dtype in entry.dtypes:
+                if dtype in b.dtypes:
+                    name = f"{entry.op}-{entry.name}-{b.id}-{dtype}"
+                    params.append(pytest.param(entry, b, dtype, id=name, marks=marks))
+    return params

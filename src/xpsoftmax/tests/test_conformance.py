@@ -1,0 +1,43 @@
+"""The contract, checked on this machine: every public function and every registered fast path,
+on every array library and device installed here, through the public kit's
+:func:`xpsoftmax.testing.check_implementation` (the edge-case catalogue times every option,
+compared with the generic implementation and the extended-precision reference)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+import xpsoftmax
+from xpsoftmax.testing import Backend, check_implementation
+from xpsoftmax.testing.conformance import _plan, fast_path_params
+
+OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
+
+
+def _usable(backend: Backend) -> None:
+    reason = backend.probe()
+    if reason is not None:
+        pytest.skip(f"{backend.id}: {reason}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", OPS)
+def test_function_conforms(op: str, backend: Backend, dtype: str) -> None:
+    """The public function as a user calls it, whichever implementation serves each call."""
+    check_implementation(op, getattr(xpsoftmax, op), backend, dtype)
+
+
+@pytest.mark.parametrize(("entry", "backend", "dtype"), fast_path_params())
+def test_fast_path_conforms(entry: Any, backend: Backend, dtype: str) -> None:
+    """Each registered fast path on the calls it accepts, run through the entry itself."""
+    _usable(backend)
+
+    def fast(*args: Any, **kw: Any) -> Any:
+        plan = _plan(entry.op, args, kw)
+        return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
+
+    fast.__name__ = entry.name
+    check_implementation(entry.op, fast, backend, dtype, accepts=entry.accepts)

@@ -99,19 +99,26 @@ def _scratch(rows: int, n: int, dtype: np.dtype, slot: int = 0) -> np.ndarray:
 _LIMITS: dict[np.dtype, tuple[Any, Any]] = {}
 
 
+def _limits(dtype: np.dtype) -> tuple[Any, Any]:
+    """The lowest and highest finite numbers of ``dtype`` (cached: ``np.finfo`` costs more
+    than a small block's arithmetic)."""
+    limits = _LIMITS.get(dtype)
+    if limits is None:
+        info = np.finfo(dtype)
+        limits = _LIMITS[dtype] = (dtype.type(info.min), dtype.type(info.max))
+    return limits
+
+
 def _shift(x: np.ndarray, axes: tuple[int, ...] = (1,), *, finite: bool = False) -> np.ndarray:
     """The slices' maxima (keepdims), clipped to the finite range: an all -inf slice shifts by
     the lowest finite number and stays -inf (not NaN); with ``finite``, a +inf maximum shifts
     by the largest (logsumexp: +inf stays +inf). NaN passes through. Raw ufunc calls rather
     than ``np.max`` and masked assignment: their overhead dominates small inputs."""
     m = np.maximum.reduce(x, axis=axes, keepdims=True)
-    limits = _LIMITS.get(m.dtype)
-    if limits is None:
-        info = np.finfo(m.dtype)
-        limits = _LIMITS[m.dtype] = (m.dtype.type(info.min), m.dtype.type(info.max))
-    np.maximum(m, limits[0], out=m)
+    low, high = _limits(m.dtype)
+    np.maximum(m, low, out=m)
     if finite:
-        np.minimum(m, limits[1], out=m)
+        np.minimum(m, high, out=m)
     return m
 
 
@@ -124,16 +131,7 @@ def _top(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _clip_low(m: np.ndarray) -> np.ndarray:
     """As in :func:`_shift`, for a maximum read off by index (keepdims column)."""
-    return np.maximum(m, np.finfo(m.dtype).min, out=m)
-
-
-def _log_total_whole(d: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """``log(sum(exp(d)))`` of shifted ``d`` over ``axes`` (keepdims), accurate near 0: the
-    maxima (``d == 0``) contribute exactly 1 each (see ``_generic._log_total``)."""
-    top = d == 0
-    rest = np.sum(np.exp(d, where=~top, out=np.zeros_like(d)), axis=axes, keepdims=True)
-    k = np.sum(top, axis=axes, keepdims=True, dtype=d.dtype)
-    return np.log1p(rest + np.maximum(k - 1, 0))
+    return np.maximum(m, _limits(m.dtype)[0], out=m)
 
 
 def native(a: Any) -> Any:
@@ -191,7 +189,7 @@ def _normalize_whole(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: 
     out = np.subtract(x, _shift(x, axes), dtype=_compute(x.dtype))
     _scale(out, t)
     if log:
-        np.subtract(out, _log_total_whole(out, axes), out=out)
+        np.subtract(out, _generic._log_total(np, out, np.exp(out), axes), out=out)
     else:
         np.exp(out, out=out)
         s = np.sum(out, axis=axes, keepdims=True)
@@ -251,8 +249,7 @@ def _logsumexp_rows(x2: np.ndarray) -> np.ndarray:
         rows, top = _top(xb)
         m = xb[rows, top].astype(cdt)
         # As in _shift: all -inf rows shift by the lowest finite number, +inf by the highest.
-        info = np.finfo(cdt)
-        np.clip(m, info.min, info.max, out=m)
+        np.clip(m, *_limits(cdt), out=m)
         e = _scratch(stop - start, n, cdt)
         np.subtract(xb, m[:, None], out=e, dtype=cdt)
         np.exp(e, out=e)
@@ -295,7 +292,7 @@ def logsumexp(
     else:
         m = _shift(x, axes, finite=True)
         buf = np.subtract(x, m, dtype=cdt)
-        out = _log_total_whole(buf, axes)
+        out = _generic._log_total(np, buf, np.exp(buf), axes)
         out[np.all(np.isneginf(buf), axis=axes, keepdims=True)] = -np.inf  # empty events
         out += m
     return out if keepdims else np.squeeze(out, axis=axes)

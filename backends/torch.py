@@ -173,6 +173,11 @@ def log_softmax(
     return torch.where(dead, -math.inf, torch.log_softmax(xs, dim)).to(x.dtype)
 
 
+#: Below this, a logsumexp may have lost relative accuracy in ``log(sum)`` (error about one
+#: unit of rounding of 1, large relative to a result this small).
+_NEAR_ZERO = 0.5
+
+
 @register(
     "logsumexp",
     "torch",
@@ -207,11 +212,6 @@ def logsumexp(
     if bool((out.abs() < _NEAR_ZERO).any()):
         return _generic.logsumexp(xp, x, axes, **options)
     return out
-
-
-#: Below this, a logsumexp may have lost relative accuracy in ``log(sum)`` (error about one
-#: unit of rounding of 1, large relative to a result this small).
-_NEAR_ZERO = 0.5
 
 
 def _ce_ok(call: Call) -> bool:

@@ -478,7 +478,7 @@ def check_b(b: Any, xp: Any, x: Array, cdt: Any) -> tuple[Array | None, Array]:
             f"b of shape {tuple(arr.shape)} does not broadcast with the input's shape "
             f"{tuple(x.shape)}"
         )
-    if not shape_matches(shape, tuple(x.shape)) or len(shape) != x.ndim:
+    if not shape_matches(shape, tuple(x.shape)):
         x = xp.broadcast_to(x, shape)
     return xp.astype(arr, cdt), x
 

@@ -23,7 +23,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
-# The package itself from the working tree (src/ and backends/ as xpsoftmax.backends).
+# The package itself from the working tree (src/, whose xpsoftmax/backends links to backends/).
 python3 -m pip install -q --no-deps --no-build-isolation --no-compile -e . > "$OUT/install.txt" 2>&1 \
   || echo "editable install failed (see install.txt); relying on PYTHONPATH" >> "$OUT/install.txt"
 

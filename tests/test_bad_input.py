@@ -60,7 +60,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         for op in _generic.__all__:
             m.setattr(_generic, op, spy(f"_generic.{op}"))
         m.setattr(_registry, "select", spy("_registry.select"))
-        m.setattr(_api, "_choose", spy("_api._choose"))
+        m.setattr(_api, "_plan", spy("_api._plan"))
         m.setattr(_api._Plan, "run", spy("_Plan.run"))
         yield reached
 

@@ -1,7 +1,7 @@
 """Dask graphs built by the generic implementation compute without floating-point warnings.
 
 For Dask input the generic implementation builds a graph that runs later, on the user's
-scheduler, outside any ``errstate`` around the call. ``xpsoftmax._quiet_dask.quiet`` rewrites
+scheduler, outside any ``errstate`` around the call. ``xpsoftmax.backends.dask.quiet.quiet`` rewrites
 the layers that the call created so that their tasks run under ``numpy.errstate(all="ignore")``.
 Here, for each edge case whose value the contract defines (all -inf rows, +inf, NaN, huge
 logits, zero and infinite temperature, negative and zero ``b``...):
@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from xpsoftmax import _api
-from xpsoftmax._quiet_dask import quiet
+from xpsoftmax.backends.dask.quiet import quiet
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -113,7 +113,7 @@ CASES: list[tuple[str, str, Callable[[], tuple[Any, ...]], Callable[[], dict[str
 
 def _raw(op: str, x: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
     """The generic implementation's graph for ``op`` (not wrapped), and the call's inputs."""
-    plan = _api._plan(op, x, *args, **kwargs)
+    plan = _api._checked_call(op, x, *args, **kwargs)
     assert plan.name == "generic"
     with np.errstate(all="ignore"):
         out = plan.impl(*plan.args, **plan.kwargs)
@@ -310,13 +310,13 @@ def test_processes_scheduler() -> None:
         import warnings
         import dask, dask.array as da, numpy as np
         from xpsoftmax import _api
-        from xpsoftmax._quiet_dask import quiet
+        from xpsoftmax.backends.dask.quiet import quiet
 
         if __name__ == "__main__":
             x = da.from_array(np.array([[-np.inf, -np.inf], [1.0, np.inf], [1e308, -1e308]]),
                               chunks=1)
             b = da.from_array(np.array([[1.0, -1.0]] * 3), chunks=1)
-            plan = _api._plan("logsumexp", x, axis=-1, b=b, return_sign=True)
+            plan = _api._checked_call("logsumexp", x, axis=-1, b=b, return_sign=True)
             with np.errstate(all="ignore"):
                 raw = plan.impl(*plan.args, **plan.kwargs)
             wrapped = quiet(raw, (plan.args, plan.kwargs))
@@ -349,7 +349,7 @@ def test_processes_scheduler() -> None:
 
 def test_module_imports_no_array_library() -> None:
     code = (
-        "import json, sys; import xpsoftmax._quiet_dask; "
+        "import json, sys; import xpsoftmax.backends.dask.quiet; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'numpy'))))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import xpsoftmax
-from xpsoftmax import _registry
+from xpsoftmax import _libraries, _registry
 from xpsoftmax.testing import cases
 from xpsoftmax.testing.backends import Backend
 from xpsoftmax.testing.conformance import _plan, calls, fast_path_params
@@ -45,9 +45,9 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
 def test_registry_is_not_empty() -> None:
     """The suite below is generated from the registry: it must find the installed backends'."""
     libraries = {e.library for e in xpsoftmax.fast_paths()}
-    for lib in ("numpy", "torch", "jax"):
-        if _registry._importable(lib):
-            assert lib in libraries, f"{lib} is installed but registered no fast path"
+    for lib in _libraries.LIBRARIES:
+        if lib.installed() and lib.name in ("numpy", "torch", "jax"):
+            assert lib.name in libraries, f"{lib.name} is installed but registered no fast path"
     assert ENTRIES
 
 

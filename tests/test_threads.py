@@ -30,7 +30,7 @@ import xpsoftmax
 from xpsoftmax import _threads
 from xpsoftmax.testing.cases import assert_close
 
-nb = pytest.importorskip("xpsoftmax.backends.numpy")
+nb = pytest.importorskip("xpsoftmax.backends.numpy.blocks")
 
 INF = math.inf
 
@@ -177,7 +177,7 @@ FORKED_CHILD = """
 import multiprocessing, sys
 import numpy as np
 import xpsoftmax
-from xpsoftmax.backends import numpy as nb
+from xpsoftmax.backends.numpy import blocks as nb
 
 xpsoftmax.set_num_threads(2)  # several threads on any machine
 cols = 1024

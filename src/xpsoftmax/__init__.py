@@ -10,7 +10,7 @@ import importlib.metadata as _metadata
 
 from ._api import cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax, which
 from ._listing import implementations
-from ._registry import Call, FastPath, fast_paths, force_generic, generic_forced
+from ._registry import Call, FastPath, fast_paths, force_generic, generic_forced, use
 from ._threads import get_num_threads, num_threads, set_num_threads
 
 try:
@@ -36,5 +36,6 @@ __all__ = [
     "num_threads",
     "set_num_threads",
     "softmax",
+    "use",
     "which",
 ]

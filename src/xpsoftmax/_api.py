@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import (
@@ -15,9 +16,8 @@ from typing import (
     overload,
 )
 
-from . import _generic, _registry
+from . import _checks, _generic, _libraries, _registry
 from ._checks import (
-    Temperature,
     as_primary_array,
     check_b,
     check_bool,
@@ -25,15 +25,17 @@ from ._checks import (
     check_temperature,
     check_where,
     compute_dtype,
+    contiguous,
     device_kind,
     dtype_name,
+    known,
     library_name,
     namespace,
     normalize_axes,
+    pieces,
     promote,
-    slice_length,
 )
-from ._registry import Call
+from ._registry import Call, CrossEntropyOptions, LogsumexpOptions, NormalizationOptions
 
 __all__ = [
     "cross_entropy",
@@ -124,11 +126,11 @@ class _Plan:
     name: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    library: str
     call: Call
 
     def run(self) -> Any:
-        if self.library not in _NUMPY_BASED:
+        lib = _libraries.by_name(self.call.library)
+        if lib is None or not lib.numpy_based:
             return self.impl(*self.args, **self.kwargs)
         import numpy
 
@@ -136,32 +138,41 @@ class _Plan:
         # NumPy's floating-point warnings about them are noise.
         with numpy.errstate(all="ignore"):
             out = self.impl(*self.args, **self.kwargs)
-        if self.library == "numpy":
+        if lib.name == "numpy":
             # NumPy reductions return scalars (numpy.float64); the contract promises arrays.
             if isinstance(out, tuple):
                 return tuple(_ndarray(numpy, o) for o in out)
             return _ndarray(numpy, out)
-        if self.library == "dask":
-            from ._quiet_dask import quiet  # the graph runs later: silence its tasks instead
-
-            return quiet(out, (self.args, self.kwargs))
-        return out
+        finish = _checks._trait(lib.name, "finish")  # Dask: the graph runs later
+        return out if finish is None else finish(out, (self.args, self.kwargs))
 
 
 def _ndarray(numpy: Any, value: Any) -> Any:
     return numpy.asarray(value) if isinstance(value, numpy.generic) else value
 
 
-_NUMPY_BASED = frozenset({"numpy", "dask", "array_api_strict"})
+def _call(op: str, xp: Any, x: Any, axes: tuple[int, ...], options: _registry.Options) -> Call:
+    """The metadata of a call on ``x`` along ``axes``, for the registry."""
+    library = library_name(xp)
+    return Call(
+        op,
+        library,
+        device_kind(x, library),
+        dtype_name(x.dtype),
+        x.ndim,
+        axes,
+        options,
+        tuple(n if known(n) else -1 for n in x.shape),
+        contiguous(x, library),
+        pieces(x, library, axes),
+    )
 
 
-def _choose(call: Call, generic: Callable[..., Any]) -> tuple[Callable[..., Any], str]:
+def _plan(call: Call, generic: Callable[..., Any], *args: Any, **kwargs: Any) -> _Plan:
     entry = _registry.select(call)
-    return (generic, "generic") if entry is None else (entry.impl, entry.name)
-
-
-def _temperature_option(t: Temperature) -> str:
-    return t.kind
+    if entry is None:
+        return _Plan(generic, "generic", args, kwargs, call)
+    return _Plan(entry.impl, entry.name, args, kwargs, call)
 
 
 def _plan_normalization(op: str, x: Any, axis: Any, temperature: Any, where: Any) -> _Plan:
@@ -172,20 +183,9 @@ def _plan_normalization(op: str, x: Any, axis: Any, temperature: Any, where: Any
     cdt = compute_dtype(xp, x.dtype)
     temp = check_temperature(temperature, xp, x, axes, cdt)
     w = check_where(where, xp, x)
-    library = library_name(xp)
-    call = Call(
-        op,
-        library,
-        device_kind(x, library),
-        dtype_name(x.dtype),
-        x.ndim,
-        axes,
-        {"temperature": temp.kind, "where": w is not None},
-        length=slice_length(tuple(x.shape), axes),
-    )
+    options = NormalizationOptions(temp.kind, w is not None)
     generic = _generic.softmax if op == "softmax" else _generic.log_softmax
-    impl, name = _choose(call, generic)
-    return _Plan(impl, name, (xp, x, axes), {"temperature": temp, "where": w}, library, call)
+    return _plan(_call(op, xp, x, axes, options), generic, xp, x, axes, temperature=temp, where=w)
 
 
 def _plan_logsumexp(
@@ -200,52 +200,40 @@ def _plan_logsumexp(
     b_arr, x = check_b(b, xp, x, cdt)  # x and b broadcast both ways; axes refer to the result
     axes = normalize_axes(axis, x.ndim)
     w = check_where(where, xp, x)
-    library = library_name(xp)
-    call = Call(
-        "logsumexp",
-        library,
-        device_kind(x, library),
-        dtype_name(x.dtype),
-        x.ndim,
+    options = LogsumexpOptions(keep, b_arr is not None, sign, w is not None)
+    return _plan(
+        _call("logsumexp", xp, x, axes, options),
+        _generic.logsumexp,
+        xp,
+        x,
         axes,
-        {"keepdims": keep, "b": b_arr is not None, "return_sign": sign, "where": w is not None},
-        length=slice_length(tuple(x.shape), axes),
-    )
-    impl, name = _choose(call, _generic.logsumexp)
-    return _Plan(
-        impl,
-        name,
-        (xp, x, axes),
-        {"keepdims": keep, "b": b_arr, "return_sign": sign, "where": w},
-        library,
-        call,
+        keepdims=keep,
+        b=b_arr,
+        return_sign=sign,
+        where=w,
     )
 
 
 def _plan_cross_entropy(op: str, logits: Any, target: Any, **kw: Any) -> _Plan:
     args = check_cross_entropy(logits, target, **kw)
-    o = args.options
-    call = Call(
-        op,
-        args.library,
-        device_kind(args.logits, args.library),
-        dtype_name(args.logits.dtype),
-        args.logits.ndim,
-        (args.axis,),
-        {
-            "target": "index" if args.index_target else "probs",
-            "weight": o["weight"] is not None,
-            "reduction": o["reduction"],
-            "label_smoothing": o["label_smoothing"] != 0,
-            "z_loss": o["z_loss"] != 0,
-            "temperature": o["temperature"].kind,
-        },
-        length=slice_length(tuple(args.logits.shape), (args.axis,)),
+    s = args.settings
+    options = CrossEntropyOptions(
+        "index" if args.index_target else "probs",
+        s.weight is not None,
+        s.reduction,
+        s.label_smoothing != 0,
+        s.z_loss != 0,
+        s.temperature.kind,
     )
     generic = _generic.cross_entropy if op == "cross_entropy" else _generic.cross_entropy_with_grad
-    impl, name = _choose(call, generic)
-    return _Plan(
-        impl, name, (args.xp, args.logits, args.target, args.axis), dict(o), args.library, call
+    return _plan(
+        _call(op, args.xp, args.logits, (args.axis,), options),
+        generic,
+        args.xp,
+        args.logits,
+        args.target,
+        args.axis,
+        **s.kwargs(),
     )
 
 
@@ -621,19 +609,6 @@ def cross_entropy_with_grad(
     ).run()
 
 
-_PLANNERS: dict[str, Callable[..., _Plan]] = {
-    "softmax": lambda x, axis=-1, *, temperature=1.0, where=None: _plan_normalization(
-        "softmax", x, axis, temperature, where
-    ),
-    "log_softmax": lambda x, axis=-1, *, temperature=1.0, where=None: _plan_normalization(
-        "log_softmax", x, axis, temperature, where
-    ),
-    "logsumexp": lambda x, axis=None, *, keepdims=False, b=None, return_sign=False, where=None: (
-        _plan_logsumexp(x, axis, keepdims, b, return_sign, where)
-    ),
-}
-
-
 def which(op: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
     """The name of the implementation that would serve ``op(*args, **kwargs)``.
 
@@ -660,30 +635,51 @@ def which(op: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
     'generic'
     """
     name = op if isinstance(op, str) else getattr(op, "__name__", "")
-    if name not in _registry.OPS:
+    if name not in _OPERATIONS:
         raise ValueError(f"op must be one of {_registry.OPS}, got {op!r}")
-    return _plan(name, *args, **kwargs).name
+    return _checked_call(name, *args, **kwargs).name
 
 
-_CE_DEFAULTS: dict[str, Any] = {
-    "axis": -1,
-    "weight": None,
-    "ignore_index": -100,
-    "reduction": "mean",
-    "label_smoothing": 0.0,
-    "temperature": 1.0,
-    "z_loss": 0.0,
+def _checked_call(name: str, *args: Any, **kwargs: Any) -> _Plan:
+    """The checked call of the public function ``name`` (what ``which`` and the kit read).
+
+    The arguments are bound to the public function's own signature, so its defaults are the
+    only ones (declared once, in the signature)."""
+    function, planner = _OPERATIONS[name]
+    bound = inspect.signature(function).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return planner(*bound.args, **bound.kwargs)
+
+
+def _plan_for(name: str) -> Callable[..., _Plan]:
+    def planner(*args: Any, **kwargs: Any) -> _Plan:
+        return _plan_cross_entropy(name, *args, **kwargs)
+
+    return planner
+
+
+#: Each public operation: its function (whose signature declares the defaults) and the
+#: planner taking that signature's arguments. The one table ``which``, the kit and the
+#: listing read; a new operation adds its row here and its name to ``_registry.OPS``.
+_OPERATIONS: dict[str, tuple[Callable[..., Any], Callable[..., _Plan]]] = {
+    "softmax": (
+        softmax,
+        lambda x, axis, *, temperature, where: _plan_normalization(
+            "softmax", x, axis, temperature, where
+        ),
+    ),
+    "log_softmax": (
+        log_softmax,
+        lambda x, axis, *, temperature, where: _plan_normalization(
+            "log_softmax", x, axis, temperature, where
+        ),
+    ),
+    "logsumexp": (
+        logsumexp,
+        lambda x, axis, *, keepdims, b, return_sign, where: _plan_logsumexp(
+            x, axis, keepdims, b, return_sign, where
+        ),
+    ),
+    "cross_entropy": (cross_entropy, _plan_for("cross_entropy")),
+    "cross_entropy_with_grad": (cross_entropy_with_grad, _plan_for("cross_entropy_with_grad")),
 }
-
-
-def _plan(name: str, *args: Any, **kwargs: Any) -> _Plan:
-    """The checked call of the public function ``name`` (what ``which`` and the tests read)."""
-    if name in _PLANNERS:
-        return _PLANNERS[name](*args, **kwargs)
-    if name in ("cross_entropy", "cross_entropy_with_grad"):
-        logits, target = args
-        unknown = set(kwargs) - set(_CE_DEFAULTS)
-        if unknown:
-            raise TypeError(f"unexpected keyword arguments for {name}: {sorted(unknown)}")
-        return _plan_cross_entropy(name, logits, target, **{**_CE_DEFAULTS, **kwargs})
-    raise ValueError(f"op must be one of {_registry.OPS}, got {name!r}")

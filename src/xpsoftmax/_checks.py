@@ -19,7 +19,7 @@ from typing import Any
 
 import array_api_compat
 
-from . import _registry
+from . import _libraries, _registry
 
 Array = Any
 
@@ -88,43 +88,55 @@ def _library_name(xp: Any) -> str:
 
 
 def _backend(library: str) -> Any:
+    """The backend package of ``library`` (its traits), or None for a library without one."""
     if library in _BACKENDS:
         return _BACKENDS[library]
-    module = _registry.BACKEND_MODULES.get(library)
-    if module is not None:
+    lib = _libraries.by_name(library)
+    if lib is not None and lib.backend is not None:
         _registry.load_backend(library)
-        _BACKENDS[library] = importlib.import_module(module)
+        _BACKENDS[library] = importlib.import_module(lib.backend)
     else:
         _BACKENDS[library] = None
     return _BACKENDS[library]
 
 
+def _trait(library: str, name: str) -> Any:
+    return getattr(_backend(library), name, None)
+
+
 def device_kind(x: Array, library: str) -> str:
     """The kind of device ``x`` lives on: "cpu", "cuda", "gpu", "tpu"..."""
-    backend = _backend(library)
-    if backend is not None and hasattr(backend, "device_kind"):
-        return str(backend.device_kind(x))
-    if library == "cupy":
-        return "cuda"
-    return "cpu"
+    kind = _trait(library, "device_kind")
+    return "cpu" if kind is None else str(kind(x))
 
 
 def values_visible(x: Array, library: str) -> bool:
     """True when ``x``'s values can be read on the host without a device synchronisation or
     breaking a trace: eager arrays in host memory."""
-    backend = _backend(library)
-    if backend is not None and hasattr(backend, "values_visible"):
-        return bool(backend.values_visible(x))
-    return library in ("numpy", "array_api_strict")
+    visible = _trait(library, "values_visible")
+    if visible is None:
+        lib = _libraries.by_name(library)
+        return lib is not None and lib.numpy_based
+    return bool(visible(x))
+
+
+def contiguous(x: Array, library: str) -> bool:
+    """Whether ``x`` is row-major contiguous (True for libraries without strides)."""
+    test = _trait(library, "contiguous")
+    return True if test is None else bool(test(x))
+
+
+def pieces(x: Array, library: str, axes: tuple[int, ...]) -> tuple[int, ...]:
+    """How many chunks or shards split each of ``axes`` (1: whole slices; 0: not known)."""
+    count = _trait(library, "pieces")
+    return (1,) * len(axes) if count is None else tuple(count(x, axes))
 
 
 def _eager(library: str) -> Any:
     """A context in which a backend computes on concrete arrays eagerly, also while a caller
     traces (JAX: a concrete array closed over by a jitted function)."""
-    backend = _backend(library)
-    if backend is not None and hasattr(backend, "eager"):
-        return backend.eager()
-    return contextlib.nullcontext()
+    eager = _trait(library, "eager")
+    return contextlib.nullcontext() if eager is None else eager()
 
 
 def dtype_name(dtype: Any) -> str:
@@ -186,12 +198,6 @@ def reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool)
     if keepdims:
         return tuple(1 if i in axes else n for i, n in enumerate(shape))
     return tuple(n for i, n in enumerate(shape) if i not in axes)
-
-
-def slice_length(shape: tuple[Any, ...], axes: tuple[int, ...]) -> int:
-    """The number of entries each slice along ``axes`` spans; -1 when a size is unknown."""
-    sizes = [shape[a] for a in axes]
-    return math.prod(sizes) if all(known(n) for n in sizes) else -1
 
 
 def known(n: Any) -> bool:
@@ -553,8 +559,24 @@ def _check_range(xp: Any, library: str, target: Array, n_classes: int, ignore: i
 
 def _backend_hook(library: str, name: str, value: Any) -> Any:
     """``value`` passed through the backend's hook ``name`` if it has one."""
-    hook = getattr(_backend(library), name, None)
+    hook = _trait(library, name)
     return value if hook is None else hook(value)
+
+
+@dataclass(frozen=True, slots=True)
+class CrossEntropySettings:
+    """The checked options of a cross-entropy call, as its implementations take them."""
+
+    weight: Array | None
+    ignore_index: int
+    reduction: str
+    label_smoothing: float
+    temperature: Temperature
+    z_loss: float
+
+    def kwargs(self) -> dict[str, Any]:
+        """The settings as the keyword arguments of an implementation."""
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(frozen=True)
@@ -565,7 +587,7 @@ class CrossEntropyArgs:
     target: Array
     axis: int
     index_target: bool
-    options: dict[str, Any]
+    settings: CrossEntropySettings
 
 
 def check_cross_entropy(
@@ -580,6 +602,8 @@ def check_cross_entropy(
     temperature: Any,
     z_loss: Any,
 ) -> CrossEntropyArgs:
+    """Every argument of a cross-entropy call checked (a clear error naming the argument,
+    before any work) and normalised."""
     logits = as_primary_array(logits, "logits")
     xp = namespace(logits=logits)
     if not (is_array(target) or isinstance(target, (list, tuple))):
@@ -591,6 +615,21 @@ def check_cross_entropy(
     namespace(logits=logits, target=target)
     library = library_name(xp)
     logits = promote(xp, logits, "logits")
+    ax = _class_axis(axis, logits)
+    cdt = compute_dtype(xp, logits.dtype)
+    ignore, smoothing, zl = _check_scalar_options(reduction, ignore_index, label_smoothing, z_loss)
+    index_target = _check_target_kind(xp, target, tuple(logits.shape), ax)
+    w = None if weight is None else _check_weight(weight, xp, logits, ax, cdt)
+    temp = check_temperature(temperature, xp, logits, (ax,), cdt)
+    if index_target:
+        target = _backend_hook(library, "index_target", target)
+        if values_visible(target, library):
+            _check_range(xp, library, target, logits.shape[ax], ignore)
+    settings = CrossEntropySettings(w, ignore, reduction, smoothing, temp, zl)
+    return CrossEntropyArgs(xp, library, logits, target, ax, index_target, settings)
+
+
+def _class_axis(axis: Any, logits: Array) -> int:
     if logits.ndim < 1:
         raise ValueError(
             "logits must have at least one dimension (the class axis), got a 0-d array"
@@ -598,8 +637,13 @@ def check_cross_entropy(
     if isinstance(axis, tuple) or axis is None:
         raise TypeError(f"axis must be an int naming the class axis, got {axis!r}")
     (ax,) = normalize_axes(axis, logits.ndim)
-    n_classes = logits.shape[ax]
-    cdt = compute_dtype(xp, logits.dtype)
+    return ax
+
+
+def _check_scalar_options(
+    reduction: Any, ignore_index: Any, smoothing: Any, z_loss: Any
+) -> tuple[int, float, float]:
+    """The Python-valued options checked: ``(ignore_index, label_smoothing, z_loss)``."""
     if isinstance(reduction, str) is False or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if isinstance(ignore_index, bool):
@@ -608,37 +652,23 @@ def check_cross_entropy(
         ignore = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
-    smoothing = check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)
-    zl = check_real(z_loss, "z_loss", low=0.0)
+    return (
+        ignore,
+        check_real(smoothing, "label_smoothing", low=0.0, high=1.0),
+        check_real(z_loss, "z_loss", low=0.0),
+    )
 
-    shape = tuple(logits.shape)
-    index_target = _check_target_kind(xp, target, shape, ax)
-    w = None
-    if weight is not None:
-        w = as_secondary_array(weight, "weight", xp, logits)
-        namespace(logits=logits, weight=w)
-        if not xp.isdtype(w.dtype, ("real floating", "integral")):
-            raise TypeError(f"weight must be a real array, got dtype {dtype_name(w.dtype)}")
-        if not shape_matches(tuple(w.shape), (n_classes,)):
-            raise ValueError(
-                f"weight must be a 1-D array of one weight per class, shape ({n_classes},); "
-                f"got {tuple(w.shape)}"
-            )
-        w = xp.astype(w, cdt)
 
-    temp = check_temperature(temperature, xp, logits, (ax,), cdt)
-
-    if index_target:
-        target = _backend_hook(library, "index_target", target)
-        if values_visible(target, library):
-            _check_range(xp, library, target, n_classes, ignore)
-
-    options = {
-        "weight": w,
-        "ignore_index": ignore,
-        "reduction": reduction,
-        "label_smoothing": smoothing,
-        "temperature": temp,
-        "z_loss": zl,
-    }
-    return CrossEntropyArgs(xp, library, logits, target, ax, index_target, options)
+def _check_weight(weight: Any, xp: Any, logits: Array, ax: int, cdt: Any) -> Array:
+    """The class weights as an array of the computation dtype, shape ``(C,)``."""
+    n_classes = logits.shape[ax]
+    w = as_secondary_array(weight, "weight", xp, logits)
+    namespace(logits=logits, weight=w)
+    if not xp.isdtype(w.dtype, ("real floating", "integral")):
+        raise TypeError(f"weight must be a real array, got dtype {dtype_name(w.dtype)}")
+    if not shape_matches(tuple(w.shape), (n_classes,)):
+        raise ValueError(
+            f"weight must be a 1-D array of one weight per class, shape ({n_classes},); "
+            f"got {tuple(w.shape)}"
+        )
+    return xp.astype(w, cdt)

@@ -1,10 +1,13 @@
-"""The fast-path registry: one entry per (operation, array library) implementation.
+"""The fast-path registry: the implementations each (operation, array library) may use.
 
-A backend module (``xpsoftmax.backends.<library>``) is imported the first time an array of its
-library reaches a public function; importing it registers its fast paths. Each entry carries a
+A library's backend package (``xpsoftmax.backends.<library>``, named in
+:data:`xpsoftmax._libraries.LIBRARIES`) is imported the first time an array of that library
+reaches a public function, then each of its modules of fast paths, which register their
+entries. An entry carries a priority, an availability check (run once, lazily) and a
 ``supports(call)`` predicate that reads only the call's metadata (:class:`Call`), never array
 values, so that selection costs no device synchronisation and works under tracing, and so that
-the test suite can enumerate every entry and compare it with the generic implementation.
+the conformance kit can enumerate every entry and compare it with the generic implementation.
+Entries can be picked by name for a block (:func:`use`) or a run (``XPSOFTMAX_IMPLEMENTATION``).
 """
 
 from __future__ import annotations
@@ -13,35 +16,77 @@ import contextlib
 import importlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
+
+from . import _libraries
 
 __all__ = [
     "OPS",
     "Call",
+    "CrossEntropyOptions",
     "FastPath",
+    "LogsumexpOptions",
+    "NormalizationOptions",
     "fast_paths",
     "force_generic",
     "generic_forced",
     "load_backend",
     "register",
     "select",
+    "use",
 ]
 
 #: The operations a fast path can serve.
 OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
 
-#: Library name -> module holding its fast paths and traits. Libraries absent here use only
-#: the generic implementation.
-BACKEND_MODULES = {
-    "numpy": "xpsoftmax.backends.numpy",
-    "torch": "xpsoftmax.backends.torch",
-    "jax": "xpsoftmax.backends.jax",
-}
-
 #: Set to 1 (or true/yes) to force the generic implementation for a whole run.
 ENV_FORCE_GENERIC = "XPSOFTMAX_FORCE_GENERIC"
+
+#: Comma-separated implementation names to use for a whole run (see :func:`use`).
+ENV_IMPLEMENTATION = "XPSOFTMAX_IMPLEMENTATION"
+
+
+# --- What a fast path may look at ------------------------------------------------------------
+# One typed record of options per kind of operation: what the checked call says about its
+# options, as metadata (kinds and flags, never the values of arrays).
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizationOptions:
+    """softmax and log_softmax: ``temperature`` is the kind of temperature (``"one"``,
+    ``"positive"``, ``"zero"``, ``"inf"``, ``"array"``); ``where`` whether a mask is given."""
+
+    temperature: str = "one"
+    where: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogsumexpOptions:
+    """logsumexp: whether ``b`` and ``where`` are given, and the flags as passed."""
+
+    keepdims: bool = False
+    b: bool = False
+    return_sign: bool = False
+    where: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CrossEntropyOptions:
+    """cross_entropy and cross_entropy_with_grad: the target kind (``"index"`` or
+    ``"probs"``), whether class weights are given, the reduction, whether label smoothing and
+    the z-loss are nonzero, and the kind of temperature."""
+
+    target: str = "index"
+    weight: bool = False
+    reduction: str = "mean"
+    label_smoothing: bool = False
+    z_loss: bool = False
+    temperature: str = "one"
+
+
+Options = NormalizationOptions | LogsumexpOptions | CrossEntropyOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +98,7 @@ class Call:
     op : str
         One of :data:`OPS`.
     library : str
-        ``"numpy"``, ``"torch"``, ``"jax"``, ``"cupy"``, ``"dask"``, ``"array_api_strict"``...
+        A name of :data:`xpsoftmax._libraries.LIBRARIES` (or another library's short name).
     device : str
         The device kind: ``"cpu"``, ``"cuda"``, ``"gpu"``, ``"tpu"``...
     dtype : str
@@ -62,14 +107,15 @@ class Call:
         The input's number of dimensions.
     axes : tuple of int
         The normalised (non-negative, sorted) axes the operation runs along.
-    options : mapping
-        Operation-specific metadata, e.g. ``temperature`` (``"one"``, ``"scalar"``,
-        ``"array"``), ``where`` (bool), ``b`` (bool), ``return_sign`` (bool), ``target``
-        (``"index"`` or ``"probs"``), ``weight`` (bool), ``reduction``, ``label_smoothing``
-        (bool, nonzero), ``z_loss`` (bool, nonzero).
-    length : int
-        The number of entries each slice spans (the product of the sizes along ``axes``),
-        -1 when a size is unknown (Dask). Kernels that lose accuracy on long rows read it.
+    options : NormalizationOptions, LogsumexpOptions or CrossEntropyOptions
+        The operation's options as metadata.
+    shape : tuple of int
+        The input's shape (after broadcasting with ``b``); -1 for a size not known yet (Dask).
+    contiguous : bool
+        Whether the input is row-major contiguous (libraries without strides: True).
+    pieces : tuple of int
+        How many chunks (Dask) or shards (JAX) split each of ``axes``: 1 for whole slices in one
+        piece, 0 where it is not known.
     """
 
     op: str
@@ -78,11 +124,30 @@ class Call:
     dtype: str
     ndim: int
     axes: tuple[int, ...]
-    options: Mapping[str, Any] = field(default_factory=dict)
-    length: int = 1
+    options: Options = NormalizationOptions()
+    shape: tuple[int, ...] = ()
+    contiguous: bool = True
+    pieces: tuple[int, ...] = ()
+
+    @property
+    def length(self) -> int:
+        """The number of entries each slice spans (the product of the sizes along ``axes``),
+        -1 when a size is unknown. Kernels that lose accuracy on long rows read it."""
+        n = 1
+        for a in self.axes:
+            if self.shape[a] < 0:
+                return -1
+            n *= self.shape[a]
+        return n
+
+    @property
+    def whole_slices(self) -> bool:
+        """Whether every slice lies in one chunk or shard (known)."""
+        return all(p == 1 for p in self.pieces)
 
     def opt(self, name: str, default: Any = None) -> Any:
-        return self.options.get(name, default)
+        """The option ``name`` of :attr:`options` (``default`` where this kind has none)."""
+        return getattr(self.options, name, default)
 
 
 @dataclass(frozen=True)
@@ -91,7 +156,10 @@ class FastPath:
 
     ``impl`` takes the same normalised arguments as the generic implementation of ``op``
     (see ``xpsoftmax._generic``) and must give the same answers for every call that
-    ``supports`` accepts.
+    ``supports`` accepts. Among the entries of one (op, library) that accept a call, the one
+    of highest ``priority`` serves it (registration order breaks ties). ``available`` says,
+    once, whether the entry can run on this machine at all (an optional dependency, a
+    device): None when it can, else the reason.
     """
 
     op: str
@@ -102,15 +170,33 @@ class FastPath:
     devices: tuple[str, ...] = ("cpu",)
     dtypes: tuple[str, ...] = ("float32", "float64")
     description: str = ""
+    priority: int = 0
+    available: Callable[[], str | None] | None = None
 
     def accepts(self, call: Call) -> bool:
         """Whether this entry serves ``call``: its device, its dtype and its predicate."""
         return call.device in self.devices and call.dtype in self.dtypes and self.supports(call)
 
+    def unavailable(self) -> str | None:
+        """Why this entry cannot run here (checked once, then remembered), or None."""
+        key = (self.op, self.library, self.name)
+        if key not in _UNAVAILABLE:
+            reason: str | None = None
+            if self.available is not None:
+                try:
+                    reason = self.available()
+                except Exception as exc:  # a broken optional dependency: not available
+                    reason = f"{type(exc).__name__}: {exc}"
+            _UNAVAILABLE[key] = reason
+        return _UNAVAILABLE[key]
+
 
 _REGISTRY: dict[tuple[str, str], list[FastPath]] = {}
+_UNAVAILABLE: dict[tuple[str, str, str], str | None] = {}
+#: (library, module) -> why the module of fast paths could not be imported.
+_BROKEN_MODULES: dict[tuple[str, str], str] = {}
 _LOADED: set[str] = set()
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 _state = threading.local()
 
 
@@ -120,47 +206,70 @@ def register(
     name: str,
     *,
     supports: Callable[[Call], bool],
+    priority: int,
     devices: tuple[str, ...] = ("cpu",),
     dtypes: tuple[str, ...] = ("float32", "float64"),
+    available: Callable[[], str | None] | None = None,
     description: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``impl`` as a fast path of ``op`` for ``library``.
 
-    Entries of one (op, library) are tried in registration order; the first whose
-    ``supports`` accepts the call serves it.
+    ``priority`` orders the entries of one (op, library): the highest that accepts a call
+    serves it. The conventions: 100 for kernels written for one device (Triton, Pallas,
+    CUDA, compiled CPU code), 50 for compositions of the library's own operations; an entry
+    that must win over another for some calls takes a higher number and a narrower
+    ``supports``. ``available`` is called once, at the first call the entry could serve,
+    and returns None or the reason it cannot run here (import optional dependencies inside
+    it, not at module level).
     """
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
 
     def decorate(impl: Callable[..., Any]) -> Callable[..., Any]:
-        entry = FastPath(op, library, name, impl, supports, devices, dtypes, description)
-        entries = _REGISTRY.setdefault((op, library), [])
-        entries[:] = [e for e in entries if e.name != name] + [entry]
+        entry = FastPath(
+            op, library, name, impl, supports, devices, dtypes, description, priority, available
+        )
+        with _LOCK:
+            entries = [e for e in _REGISTRY.get((op, library), []) if e.name != name] + [entry]
+            # sorted() is stable: registration order breaks ties. A new list, so that a
+            # thread iterating the old one meanwhile is not disturbed.
+            _REGISTRY[(op, library)] = sorted(entries, key=lambda e: -e.priority)
         return impl
 
     return decorate
 
 
 def load_backend(library: str) -> None:
-    """Import the backend module of ``library`` once (which registers its fast paths)."""
+    """Import the backend package of ``library`` once, then each of its modules of fast paths
+    (which register them). A module that fails to import is recorded (see
+    :func:`broken_modules`) and leaves the library's other fast paths working."""
     if library in _LOADED:
         return
     with _LOCK:
         if library in _LOADED:
             return
-        module = BACKEND_MODULES.get(library)
-        if module is not None:
-            importlib.import_module(module)
+        lib = _libraries.by_name(library)
+        if lib is not None and lib.backend is not None:
+            package = importlib.import_module(lib.backend)
+            for module in getattr(package, "FAST_PATH_MODULES", ()):
+                try:
+                    importlib.import_module(f"{lib.backend}.{module}")
+                except ImportError as exc:
+                    _BROKEN_MODULES[(library, module)] = f"{type(exc).__name__}: {exc}"
         _LOADED.add(library)
 
 
+def broken_modules() -> dict[tuple[str, str], str]:
+    """(library, module) -> why that module of fast paths could not be imported."""
+    return dict(_BROKEN_MODULES)
+
+
 def fast_paths(op: str | None = None, library: str | None = None) -> list[FastPath]:
-    """Every registered fast path, optionally filtered. Loads the backends of installed
-    libraries named in ``BACKEND_MODULES`` (only those already importable)."""
-    libraries = [library] if library is not None else list(BACKEND_MODULES)
-    for lib in libraries:
-        if _importable(lib):
-            load_backend(lib)
+    """Every registered fast path, optionally filtered, highest priority first. Loads the
+    backends of the installed libraries (only those importable)."""
+    for lib in _libraries.LIBRARIES:
+        if (library is None or lib.name == library) and lib.installed():
+            load_backend(lib.name)
     return [
         entry
         for (entry_op, entry_lib), entries in _REGISTRY.items()
@@ -169,45 +278,129 @@ def fast_paths(op: str | None = None, library: str | None = None) -> list[FastPa
     ]
 
 
-def _importable(library: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(library) is not None
-
-
-def _env_lookup() -> Callable[[], Any]:
-    """A cheap reader of the raw environment variable: ``os.environ.get`` encodes and decodes
+def _env_lookup(variable: str) -> Callable[[], Any]:
+    """A cheap reader of a raw environment variable: ``os.environ.get`` encodes and decodes
     on every call, which is a sizeable part of the overhead of a small call. Reads the
     mapping behind ``os.environ`` (kept in step with it by CPython) where it is there."""
     data = getattr(os.environ, "_data", None)
     encode = getattr(os.environ, "encodekey", None)
     if isinstance(data, dict) and encode is not None:
-        key = encode(ENV_FORCE_GENERIC)
+        key = encode(variable)
         return lambda: data.get(key)
-    return lambda: os.environ.get(ENV_FORCE_GENERIC)  # pragma: no cover
+    return lambda: os.environ.get(variable)  # pragma: no cover
 
 
-_raw_env = _env_lookup()
+_raw_force = _env_lookup(ENV_FORCE_GENERIC)
+_raw_pick = _env_lookup(ENV_IMPLEMENTATION)
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_PARSED: dict[Any, frozenset[str]] = {}
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def generic_forced() -> bool:
     """True when the generic implementation is forced (context manager or environment)."""
-    if getattr(_state, "force_generic", 0) > 0:
+    if "generic" in _picked():
         return True
-    raw = _raw_env()
+    raw = _raw_force()
+    return bool(raw) and _text(raw).strip().lower() in _TRUE
+
+
+def _picked() -> frozenset[str]:
+    """The implementation names picked for this thread (innermost :func:`use`) or, outside
+    any, by :data:`ENV_IMPLEMENTATION`."""
+    stack = getattr(_state, "picked", None)
+    if stack:
+        return stack[-1]
+    raw = _raw_pick()
     if not raw:
-        return False
-    value = raw.decode() if isinstance(raw, bytes) else str(raw)
-    return value.strip().lower() in _TRUE
+        return frozenset()
+    names = _PARSED.get(raw)
+    if names is None:
+        names = _PARSED[raw] = _check_names(
+            [n.strip() for n in _text(raw).split(",") if n.strip()], ENV_IMPLEMENTATION
+        )
+    return names
+
+
+def _check_names(names: list[str], source: str) -> frozenset[str]:
+    """The names, each checked: ``"generic"`` or a fast path of an installed library."""
+    for name in names:
+        if name == "generic":
+            continue
+        library = name.split(".", 1)[0]
+        lib = _libraries.by_name(library)
+        if lib is None:
+            known = ", ".join(x.name for x in _libraries.LIBRARIES)
+            raise ValueError(
+                f"{source}: {name!r} names no implementation: implementation names are "
+                f"'generic' or '<library>.<name>' for a library of {known}"
+            )
+        if not lib.installed():
+            continue  # a run configured for several machines: nothing to pick here
+        registered = {e.name for e in fast_paths(library=library)}
+        if name not in registered:
+            raise ValueError(
+                f"{source}: {name!r} is not an implementation of {library}; "
+                f"its implementations: {[*sorted(registered), 'generic']}"
+            )
+    return frozenset(names)
 
 
 @contextlib.contextmanager
-def force_generic() -> Iterator[None]:
+def use(*names: str) -> Iterator[None]:
+    """Context manager: inside it, calls use the implementations named.
+
+    For an (operation, library) that has an implementation of one of the names, only such
+    implementations serve its calls, and a call they do not support takes the generic
+    implementation; other operations and libraries choose as usual. ``use("generic")`` is
+    :func:`force_generic`. The setting is per thread and the innermost ``use`` wins; for a
+    whole run set ``XPSOFTMAX_IMPLEMENTATION`` (comma-separated names). :func:`which` says
+    what serves a call, :func:`implementations` lists the names.
+
+    Parameters
+    ----------
+    *names : str
+        ``"generic"`` or fast path names such as ``"numpy.inplace"`` or ``"torch.native"``.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not ``"generic"`` and no fast path of an installed library.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xpsoftmax
+    >>> x = np.ones((2, 3))
+    >>> with xpsoftmax.use("generic"):
+    ...     xpsoftmax.which("softmax", x)
+    'generic'
+    >>> with xpsoftmax.use("numpy.inplace"):
+    ...     xpsoftmax.which("softmax", x)
+    'numpy.inplace'
+    """
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"use() takes implementation names (str), got {name!r}")
+    picked = _check_names(list(names), "use()")
+    stack = getattr(_state, "picked", None)
+    if stack is None:
+        stack = _state.picked = []
+    stack.append(picked)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def force_generic() -> contextlib.AbstractContextManager[None]:
     """Context manager: inside it, every call uses the generic array-API implementation.
 
-    The setting is per thread. For a whole run set the environment variable
-    ``XPSOFTMAX_FORCE_GENERIC=1``.
+    The same as ``use("generic")``. The setting is per thread. For a whole run set the
+    environment variable ``XPSOFTMAX_FORCE_GENERIC=1``.
 
     Examples
     --------
@@ -218,11 +411,7 @@ def force_generic() -> Iterator[None]:
     ...     xpsoftmax.which("softmax", x)
     'generic'
     """
-    _state.force_generic = getattr(_state, "force_generic", 0) + 1
-    try:
-        yield
-    finally:
-        _state.force_generic -= 1
+    return use("generic")
 
 
 def select(call: Call) -> FastPath | None:
@@ -230,7 +419,11 @@ def select(call: Call) -> FastPath | None:
     if generic_forced():
         return None
     load_backend(call.library)
-    for entry in _REGISTRY.get((call.op, call.library), ()):
-        if entry.accepts(call):
+    entries = _REGISTRY.get((call.op, call.library), ())
+    picked = _picked()
+    if picked and any(e.name in picked for e in entries):
+        entries = [e for e in entries if e.name in picked]
+    for entry in entries:
+        if entry.accepts(call) and entry.unavailable() is None:
             return entry
     return None

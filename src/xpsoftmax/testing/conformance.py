@@ -180,7 +180,7 @@ def _plan(op: str, args: tuple, kw: dict) -> Any:
     from xpsoftmax import _api
 
     with xpsoftmax.force_generic():
-        return _api._plan(op, *args, **kw)
+        return _api._checked_call(op, *args, **kw)
 
 
 def _tolerance(dtype: Any) -> tuple[float, float]:

@@ -36,14 +36,6 @@ BLOCK_BYTES = 256 * 1024
 _local = threading.local()
 
 
-def device_kind(x: Any) -> str:
-    return "cpu"
-
-
-def values_visible(x: Any) -> bool:
-    return True
-
-
 def run_blocks(block: Callable[[int, int], None], bounds: list[tuple[int, int]]) -> None:
     """:func:`xpsoftmax._threads.run_blocks` with NumPy's floating-point warnings off in the
     worker threads too: ``np.errstate`` is per thread (a context variable that pool threads do
@@ -212,6 +204,7 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) 
     "softmax",
     "numpy",
     "numpy.inplace",
+    priority=50,
     supports=_normalization_ok,
     dtypes=_FLOATS,
     description="where=None, scalar temperature > 0; blocked and threaded on trailing axes",
@@ -225,6 +218,7 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     "log_softmax",
     "numpy",
     "numpy.inplace",
+    priority=50,
     supports=_normalization_ok,
     dtypes=_FLOATS,
     description="where=None, scalar temperature > 0; blocked and threaded on trailing axes",
@@ -267,6 +261,7 @@ def _logsumexp_rows(x2: np.ndarray) -> np.ndarray:
     "logsumexp",
     "numpy",
     "numpy.inplace",
+    priority=50,
     supports=lambda c: c.axes != () and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
     dtypes=_FLOATS,
     description="b=None, where=None, return_sign=False; blocked and threaded on trailing axes",
@@ -411,6 +406,7 @@ def _fused_cross_entropy(
     "cross_entropy",
     "numpy",
     "numpy.fused",
+    priority=50,
     supports=_ce_ok,
     dtypes=_FLOATS,
     description="class indices on the last axis, scalar temperature > 0; blocked and threaded",
@@ -426,6 +422,7 @@ def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) 
     "cross_entropy_with_grad",
     "numpy",
     "numpy.fused",
+    priority=50,
     supports=_ce_ok,
     dtypes=_FLOATS,
     description="class indices on the last axis, scalar temperature > 0; blocked and threaded",

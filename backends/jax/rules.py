@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from xpsoftmax import _generic
 from xpsoftmax._checks import Temperature, index_dtype, target_masks
@@ -28,32 +27,6 @@ from xpsoftmax._registry import Call, register
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 _DEVICES = ("cpu", "gpu", "tpu")
-
-
-def device_kind(x: Any) -> str:
-    if isinstance(x, jax.core.Tracer):
-        return jax.default_backend()
-    try:
-        return str(next(iter(x.devices())).platform)
-    except Exception:  # pragma: no cover - exotic array types
-        return jax.default_backend()
-
-
-def values_visible(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer) and device_kind(x) == "cpu"
-
-
-def secondary_array(value: Any) -> Any:
-    """NumPy arrays given for ``target``, ``weight``, ``where``, ``b`` or ``temperature`` next
-    to JAX logits are converted, as every JAX function converts them."""
-    if isinstance(value, (np.ndarray, np.generic)):
-        return jnp.asarray(value)
-    return value
-
-
-def eager() -> Any:
-    """Range checks of concrete class indices run eagerly, even inside a jit trace."""
-    return jax.ensure_compile_time_eval()
 
 
 def _compute(x: Any) -> Any:
@@ -167,6 +140,7 @@ def _empty(x: Any, axes: tuple[int, ...]) -> bool:
     "softmax",
     "jax",
     "jax.custom_jvp",
+    priority=50,
     supports=_normalization_ok,
     devices=_DEVICES,
     dtypes=_FLOATS,
@@ -182,6 +156,7 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     "log_softmax",
     "jax",
     "jax.custom_jvp",
+    priority=50,
     supports=_normalization_ok,
     devices=_DEVICES,
     dtypes=_FLOATS,
@@ -199,6 +174,7 @@ def log_softmax(
     "logsumexp",
     "jax",
     "jax.custom_jvp",
+    priority=50,
     supports=lambda c: c.axes != () and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
     devices=_DEVICES,
     dtypes=_FLOATS,
@@ -298,6 +274,7 @@ def _fused_ce_jvp(axis: int, options: tuple[Any, ...], primals: Any, tangents: A
     "cross_entropy",
     "jax",
     "jax.fused_jvp",
+    priority=50,
     supports=_ce_ok,
     devices=_DEVICES,
     dtypes=_FLOATS,

@@ -28,26 +28,10 @@ import torch.nn.functional as F
 from xpsoftmax import _generic
 from xpsoftmax._checks import Temperature, target_masks
 from xpsoftmax._registry import Call, register
+from xpsoftmax.backends.torch import values_visible
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 _DEVICES = ("cpu", "cuda")
-
-
-def device_kind(x: Any) -> str:
-    return str(x.device.type)
-
-
-_wrapped: Any
-try:  # vmap and grad transforms wrap tensors; their values cannot be read
-    from torch._C._functorch import is_functorch_wrapped_tensor as _wrapped
-except ImportError:  # pragma: no cover - older torch
-    _wrapped = None
-
-
-def values_visible(x: Any) -> bool:
-    if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    return _wrapped is None or not _wrapped(x)
 
 
 def _sixteen(x: torch.Tensor) -> bool:
@@ -83,18 +67,6 @@ def _normalization_ok(call: Call) -> bool:
         and call.opt("temperature") in ("one", "positive")
         and _short_rows(call)
     )
-
-
-def index_target(target: Any) -> Any:
-    """Class indices torch can compare (it has no comparisons for uint16/32/64): uint16 and
-    uint32 convert to int64 exactly; uint64 values of 2**63 and more, which int64 would wrap
-    (onto ``ignore_index=-100`` even), become the int64 minimum: out of range like them."""
-    if target.dtype in (torch.uint16, torch.uint32):
-        return target.to(torch.int64)
-    if target.dtype == torch.uint64:
-        wrapped = target.view(torch.int64)
-        return torch.where(wrapped < 0, torch.iinfo(torch.int64).min, wrapped)
-    return target
 
 
 def _eager_values(x: torch.Tensor) -> bool:
@@ -135,6 +107,7 @@ def _safe_rows(x: torch.Tensor, dims: Any) -> tuple[torch.Tensor, torch.Tensor]:
     "softmax",
     "torch",
     "torch.native",
+    priority=50,
     supports=_normalization_ok,
     devices=_DEVICES,
     dtypes=_FLOATS,
@@ -155,6 +128,7 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     "log_softmax",
     "torch",
     "torch.native",
+    priority=50,
     supports=_normalization_ok,
     devices=_DEVICES,
     dtypes=_FLOATS,
@@ -182,6 +156,7 @@ _NEAR_ZERO = 0.5
     "logsumexp",
     "torch",
     "torch.native",
+    priority=50,
     supports=lambda c: (
         (c.axes != () and not (c.opt("b") or c.opt("return_sign") or c.opt("where")))
         and _short_rows(c)
@@ -294,6 +269,7 @@ def _cross_entropy(
     "cross_entropy",
     "torch",
     "torch.native",
+    priority=50,
     supports=_ce_ok,
     devices=_DEVICES,
     dtypes=_FLOATS,

@@ -1,0 +1,65 @@
+"""JAX: the traits the core reads, and the homes of the fast paths.
+
+``rules``
+    The contract's formulas in ``jax.numpy`` with hand-written derivative rules
+    (``custom_jvp``), on every platform.
+``pallas`` (not yet written)
+    Home of the Pallas kernels for GPU (the GPU issue).
+``sharding`` (not yet written)
+    Home of the vocab-parallel rules for sharded arrays (the scale-out issue).
+
+The registry imports the modules of :data:`FAST_PATH_MODULES` one by one when the first JAX
+array arrives; one that fails to import is listed as unavailable and leaves the others
+working.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+#: The modules under this package that register fast paths, in order.
+FAST_PATH_MODULES = ("rules",)
+
+
+def device_kind(x: Any) -> str:
+    if isinstance(x, jax.core.Tracer):
+        return jax.default_backend()
+    try:
+        return str(next(iter(x.devices())).platform)
+    except Exception:  # pragma: no cover - exotic array types
+        return jax.default_backend()
+
+
+def values_visible(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer) and device_kind(x) == "cpu"
+
+
+def pieces(x: Any, axes: tuple[int, ...]) -> tuple[int, ...]:
+    """How many shards split each of ``axes`` (1: each device holds whole slices). A tracer
+    does not say: 1."""
+    sharding = getattr(x, "sharding", None)
+    if isinstance(x, jax.core.Tracer) or sharding is None:
+        return (1,) * len(axes)
+    try:
+        local = sharding.shard_shape(tuple(x.shape))
+    except Exception:  # pragma: no cover - shardings without a shard shape
+        return (1,) * len(axes)
+    return tuple(math.ceil(x.shape[a] / max(1, local[a])) for a in axes)
+
+
+def secondary_array(value: Any) -> Any:
+    """NumPy arrays given for ``target``, ``weight``, ``where``, ``b`` or ``temperature`` next
+    to JAX logits are converted, as every JAX function converts them."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return jnp.asarray(value)
+    return value
+
+
+def eager() -> Any:
+    """Range checks of concrete class indices run eagerly, even inside a jit trace."""
+    return jax.ensure_compile_time_eval()

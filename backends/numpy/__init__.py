@@ -1,0 +1,31 @@
+"""NumPy: the traits the core reads, and the homes of the fast paths.
+
+``blocks``
+    Cache-sized blocks of rows computed in place with NumPy's ufuncs on the thread pool
+    (every operation).
+``compiled`` (not yet written)
+    Home of the compiled fused CPU kernel (the compiled-kernel issue).
+
+The registry imports the modules of :data:`FAST_PATH_MODULES` one by one when the first
+NumPy array arrives; one that fails to import (a missing optional dependency) is listed as
+unavailable and leaves the others working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The modules under this package that register fast paths, in order.
+FAST_PATH_MODULES = ("blocks",)
+
+
+def device_kind(x: Any) -> str:
+    return "cpu"
+
+
+def values_visible(x: Any) -> bool:
+    return True
+
+
+def contiguous(x: Any) -> bool:
+    return bool(x.flags.c_contiguous)

@@ -246,13 +246,11 @@ def test_uint64_indices_beyond_int64_are_nan_where_unchecked() -> None:
     """Where the values cannot be checked (here: the generic path given the plan directly),
     an index >= 2**63 gives NaN, never the ignored row that int64 wrapping would make."""
     from xpsoftmax import _generic
-    from xpsoftmax._checks import ONE
+    from xpsoftmax._checks import ONE, CrossEntropySettings
 
     t = np.array([0, 2**64 - 100], dtype=np.uint64)
-    per = _generic.cross_entropy(
-        np, np.zeros((2, 3)), t, 1, weight=None, ignore_index=-100, reduction="none",
-        label_smoothing=0.0, temperature=ONE, z_loss=0.0,
-    )  # fmt: skip
+    options = CrossEntropySettings(None, -100, "none", 0.0, ONE, 0.0)
+    per = _generic.cross_entropy(np, np.zeros((2, 3)), t, 1, options)
     assert math.isnan(float(per[1])) and float(per[0]) == pytest.approx(math.log(3))
 
 

@@ -21,7 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import Temperature, index_dtype, target_masks
+from xpsoftmax._checks import (
+    CrossEntropySettings,
+    Temperature,
+    compute_dtype,
+    index_dtype,
+    target_masks,
+)
 from xpsoftmax._generic import BIG_T, _log_total
 from xpsoftmax._registry import Call, register
 
@@ -30,7 +36,7 @@ _DEVICES = ("cpu", "gpu", "tpu")
 
 
 def _compute(x: Any) -> Any:
-    return x.astype(jnp.float32) if x.dtype in (jnp.float16, jnp.bfloat16) else x
+    return x.astype(compute_dtype(jnp, x.dtype))
 
 
 def _plain(call: Call) -> bool:
@@ -204,67 +210,54 @@ def _ce_ok(call: Call) -> bool:
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _fused_ce(logits: Any, target: Any, axis: int, options: tuple[Any, ...]) -> Any:
+def _fused_ce(logits: Any, target: Any, axis: int, o: CrossEntropySettings) -> Any:
     # Not differentiated: the loss alone, no gradient to compute.
-    kw = dict(options)
-    if kw["label_smoothing"] == 0:
-        return _lean_loss(logits, target, axis, **kw)
-    return _generic.cross_entropy(jnp, logits, target, axis, weight=None, **kw)
+    if o.label_smoothing == 0:
+        return _lean_loss(logits, target, axis, o)
+    return _generic.cross_entropy(jnp, logits, target, axis, o)
 
 
-def _lean_loss(
-    logits: Any,
-    target: Any,
-    axis: int,
-    *,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    temperature: Temperature,
-    z_loss: float,
-) -> Any:
+def _lean_loss(logits: Any, target: Any, axis: int, o: CrossEntropySettings) -> Any:
     """``logsumexp - logit[target]`` from two fused reductions over the logits and a gather of
     the raw logits: no logits-sized intermediate for XLA to write (the generic formula, which
     also serves label smoothing, gathers from the shifted logits)."""
     x = _compute(logits)
-    inv_t = _inv(temperature)
+    inv_t = _inv(o.temperature)
     n_classes = x.shape[axis]
     m = jnp.maximum(jnp.max(x, axis=axis, keepdims=True), jnp.finfo(x.dtype).min)
     z = _times(x - m, inv_t)
     # Accurate near 0 (a confident right answer); 0 on an all -inf row.
     lse_rel = jnp.squeeze(_log_total(jnp, z, jnp.exp(z), (axis,)), axis=axis)
     m = jnp.squeeze(m, axis=axis)
-    ignored, valid = target_masks(jnp, target, n_classes, ignore_index)
+    ignored, valid = target_masks(jnp, target, n_classes, o.ignore_index)
     t = target.astype(index_dtype(jnp, target))
     picked = jnp.take_along_axis(x, jnp.expand_dims(jnp.where(valid, t, 0), axis), axis=axis)
     z_t = _times(jnp.squeeze(picked, axis=axis) - m, inv_t)
     per = lse_rel - z_t  # +inf on an all -inf row, as z_t = -inf there
-    if z_loss:
+    if o.z_loss:
         lse = _times(m, inv_t) + lse_rel
-        per = per + z_loss * lse * lse
+        per = per + o.z_loss * lse * lse
     per = jnp.where(valid, per, jnp.where(ignored, 0.0, jnp.nan))
-    if reduction == "none":
+    if o.reduction == "none":
         return per
     total = jnp.sum(per)
-    if reduction == "sum":
+    if o.reduction == "sum":
         return total
-    den = jnp.sum(~ignored).astype(per.dtype)
-    return jnp.where(den == 0, 0.0, total / jnp.where(den == 0, 1.0, den))
+    return _generic.mean_over(jnp, total, jnp.sum(~ignored).astype(per.dtype))
 
 
-def _ce_forward(logits: Any, target: Any, axis: int, options: tuple[Any, ...]) -> Any:
-    kw = dict(options)
-    return _generic.cross_entropy_with_grad(jnp, logits, target, axis, weight=None, **kw)
+def _ce_forward(logits: Any, target: Any, axis: int, o: CrossEntropySettings) -> Any:
+    return _generic.cross_entropy_with_grad(jnp, logits, target, axis, o)
 
 
 @_fused_ce.defjvp
-def _fused_ce_jvp(axis: int, options: tuple[Any, ...], primals: Any, tangents: Any) -> Any:
+def _fused_ce_jvp(axis: int, o: CrossEntropySettings, primals: Any, tangents: Any) -> Any:
     # The forward pass computes the gradient G = d loss / d logits with the loss; the tangent
     # is <G, dx> (per entry for reduction="none"), linear in dx, so reverse mode transposes it
     # into G * cotangent with no second softmax, and forward mode works as well.
     logits, target = primals
     dx, _ = tangents
-    loss, grad = _ce_forward(logits, target, axis, options)
+    loss, grad = _ce_forward(logits, target, axis, o)
     prod = grad.astype(loss.dtype) * dx.astype(loss.dtype)
     tangent = jnp.sum(prod, axis=axis) if loss.ndim else jnp.sum(prod)
     return loss, tangent.astype(loss.dtype)
@@ -280,6 +273,7 @@ def _fused_ce_jvp(axis: int, options: tuple[Any, ...], primals: Any, tangents: A
     dtypes=_FLOATS,
     description="class indices, weight=None, scalar temperature > 0",
 )
-def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
-    options.pop("weight")
-    return _fused_ce(logits, target, axis, tuple(sorted(options.items())))
+def cross_entropy(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> Any:
+    return _fused_ce(logits, target, axis, options)  # weight is None: the record hashes

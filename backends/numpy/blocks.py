@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import Temperature, target_masks
+from xpsoftmax._checks import CrossEntropySettings, Temperature, compute_dtype, target_masks
 from xpsoftmax._registry import Call, register
 from xpsoftmax._threads import check_num_threads
 from xpsoftmax._threads import run_blocks as _run_blocks
@@ -49,7 +50,7 @@ def run_blocks(block: Callable[[int, int], None], bounds: list[tuple[int, int]])
 
 
 def _compute(dtype: np.dtype) -> np.dtype:
-    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+    return np.dtype(compute_dtype(np, dtype))
 
 
 def _plain_temperature(call: Call) -> bool:
@@ -302,104 +303,140 @@ def _ce_ok(call: Call) -> bool:
     )
 
 
-def _fused_cross_entropy(
-    x: np.ndarray,
-    target: np.ndarray,
-    *,
-    weight: Any,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    temperature: Temperature,
-    z_loss: float,
-    with_grad: bool,
-) -> tuple[Any, Any]:
-    """Index targets along the last axis, in blocks of rows: each block's logits are read
-    once; the loss comes from ``logsumexp - logit[target]`` and the gradient ``p - y`` is
-    finished in cache and written once (the only full-size array)."""
-    cdt = _compute(x.dtype)
-    n_classes = x.shape[-1]
-    a = x.reshape(-1, n_classes)
-    n = a.shape[0]
-    eps = label_smoothing
-    inv_t = 1.0 / temperature.value if temperature.kind == "positive" else 1.0
+@dataclass(frozen=True)
+class _Targets:
+    """Everything about the rows that comes from the targets alone, known before any block
+    runs, so that each block can finish its gradient (the mean's factor included) in cache."""
 
-    # Everything that needs all rows is known from the targets alone: do it first, so that
-    # each block can finish its gradient (the mean's 1 / denominator included) in cache.
+    t_safe: np.ndarray  # the class index, 0 where not valid
+    valid: np.ndarray
+    ignored: np.ndarray
+    w_t: np.ndarray  # the target class's weight per row
+    w_total: float  # the sum of the class weights (C without weights)
+    denominator: Any  # of the mean (None for the other reductions)
+    scale: Any  # d reduced loss / d per-row loss
+
+
+def _targets(
+    target: np.ndarray, weight: Any, n_classes: int, ignore_index: int, reduction: str, cdt: Any
+) -> _Targets:
     flat = target.reshape(-1)
     ignored, valid = target_masks(np, flat, n_classes, ignore_index)
     t_safe = np.where(valid, flat.astype(np.intp, copy=False), 0)
-    w_t = np.ones(n, dtype=cdt) if weight is None else weight[t_safe]
+    w_t = np.ones(flat.shape[0], dtype=cdt) if weight is None else weight[t_safe]
     w_total = float(n_classes) if weight is None else float(np.sum(weight, dtype=cdt))
     den = np.sum(np.where(ignored, 0.0, w_t), dtype=cdt) if reduction == "mean" else None
-    scale = cdt.type(1.0) if den is None else cdt.type(0.0) if den == 0 else 1 / den
-    k = scale * inv_t
-    per = np.empty(n, dtype=cdt)
+    scale = cdt.type(1.0) if den is None else _generic.mean_over(np, 1.0, den)
+    return _Targets(t_safe, valid, ignored, w_t, w_total, den, scale)
+
+
+def _fused_cross_entropy(
+    x: np.ndarray, target: np.ndarray, o: CrossEntropySettings, with_grad: bool
+) -> tuple[Any, Any]:
+    """Index targets along the last axis, in blocks of rows: each block's logits are read
+    once; the loss comes from ``logsumexp - logit[target]`` and the gradient ``p - y`` is
+    finished in cache and written once (the only full-size array). The formulas are those of
+    ``_generic._index_terms`` and ``_generic._gradient``, row block by row block."""
+    cdt = _compute(x.dtype)
+    n_classes = x.shape[-1]
+    a = x.reshape(-1, n_classes)
+    weight, z_loss, eps = o.weight, o.z_loss, o.label_smoothing
+    tg = _targets(target, weight, n_classes, o.ignore_index, o.reduction, cdt)
+    per = np.empty(a.shape[0], dtype=cdt)
     grad = np.empty(a.shape, dtype=x.dtype) if with_grad else None
     same = cdt == x.dtype
+    inv_t = 1.0 / o.temperature.value if o.temperature.kind == "positive" else 1.0
 
     def block(start: int, stop: int) -> None:
-        ab = a[start:stop]
-        tb, wb, vb = t_safe[start:stop], w_t[start:stop], valid[start:stop]
-        rows, top = _top(ab)
-        m = _clip_low(ab[rows, top][:, None].astype(cdt))
-        buf = (
-            grad[start:stop]
-            if (grad is not None and same)
-            else _scratch(stop - start, n_classes, cdt)
+        ab, rows = a[start:stop], slice(start, stop)
+        buf = grad[rows] if (grad is not None and same) else _scratch(stop - start, n_classes, cdt)
+        # The scaled, shifted logits, then their exponentials, in buf.
+        lse_rel, z_t, sum_wz, m, e_sum, empty = _block_exp(
+            ab, buf, tg.t_safe[rows], weight, eps, o.temperature
         )
-        np.subtract(ab, m, out=buf, dtype=cdt)
-        _scale(buf, temperature)
-        z_t = buf[rows, tb]
-        if eps:
-            sum_wz = buf.sum(axis=1) if weight is None else buf @ weight
-        np.exp(buf, out=buf)
-        # The maximum contributes exp(0) = 1: log1p of the rest, accurate near 0 (a
-        # confident right answer has a loss of 4e-18, not 0). Put back for the gradient.
-        head = buf[rows, top]
-        buf[rows, top] = np.where(head == 1, 0, head)
-        rest = buf.sum(axis=1)
-        buf[rows, top] = head
-        s = rest + np.where(head == 1, 1, 0)
-        empty = s == 0
-        lse_rel = np.log1p(rest)
+        wb = tg.w_t[rows]
         pb = np.where(empty, np.inf, lse_rel - z_t) * (wb * (1.0 - eps))
         if eps:
-            pb += (eps / n_classes) * np.where(empty, np.inf, w_total * lse_rel - sum_wz)
+            pb += (eps / n_classes) * np.where(empty, np.inf, tg.w_total * lse_rel - sum_wz)
         lse_abs = None
         if z_loss:
             lse_abs = m[:, 0].astype(cdt) * inv_t + lse_rel  # m / T in 16 bits loses it
             pb += np.where(empty, np.inf, (z_loss * wb) * lse_abs * lse_abs)
-        per[start:stop] = np.where(vb, pb, np.where(ignored[start:stop], 0.0, np.nan))
+        per[rows] = np.where(tg.valid[rows], pb, np.where(tg.ignored[rows], 0.0, np.nan))
         if grad is None:
             return
-        coef = wb * (1.0 - eps)
-        if eps:
-            coef = coef + eps * w_total / n_classes
-        if lse_abs is not None:
-            coef = coef + 2.0 * z_loss * wb * lse_abs
-        keep = vb & ~empty
-        # buf holds e = exp(z); grad = k * (coef * e / s - y)
-        row_factor = np.where(keep, coef * k / np.where(empty, 1.0, s), 0.0).astype(cdt)
-        np.multiply(buf, row_factor[:, None], out=buf)
-        hit = rows[keep]
-        buf[hit, tb[keep]] -= (k * (1.0 - eps) * wb)[keep]
-        if eps:
-            smooth = np.where(keep, k * eps / n_classes, 0.0).astype(cdt)[:, None]
-            buf -= smooth if weight is None else smooth * weight
+        _block_gradient(buf, rows, tg, weight, e_sum, empty, lse_abs, eps, z_loss, inv_t)
         if not same:
-            grad[start:stop] = buf
+            grad[rows] = buf
 
-    run_blocks(block, _blocks(n, n_classes, cdt.itemsize))
+    run_blocks(block, _blocks(a.shape[0], n_classes, cdt.itemsize))
+    return _reduced(per, tg, o.reduction, target.shape, cdt), (
+        None if grad is None else grad.reshape(x.shape)
+    )
 
+
+def _block_exp(
+    ab: np.ndarray, buf: np.ndarray, tb: np.ndarray, weight: Any, eps: float, t: Temperature
+) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """Fills ``buf`` with ``exp(z)`` for ``z = (x - max) / T`` of the block ``ab``; returns
+    ``(log sum exp(z), z[target], <w, z> (label smoothing only), max, sum exp(z), empty)``."""
+    rows, top = _top(ab)
+    m = _clip_low(ab[rows, top][:, None].astype(buf.dtype))
+    np.subtract(ab, m, out=buf, dtype=buf.dtype)
+    _scale(buf, t)
+    z_t = buf[rows, tb]
+    sum_wz = None
+    if eps:
+        sum_wz = buf.sum(axis=1) if weight is None else buf @ weight
+    np.exp(buf, out=buf)
+    # The maximum contributes exp(0) = 1: log1p of the rest, accurate near 0 (a confident
+    # right answer has a loss of 4e-18, not 0). Put back for the gradient.
+    head = buf[rows, top]
+    buf[rows, top] = np.where(head == 1, 0, head)
+    rest = buf.sum(axis=1)
+    buf[rows, top] = head
+    s = rest + np.where(head == 1, 1, 0)
+    return np.log1p(rest), z_t, sum_wz, m, s, s == 0
+
+
+def _block_gradient(
+    buf: np.ndarray,
+    rows: slice,
+    tg: _Targets,
+    weight: Any,
+    s: np.ndarray,
+    empty: np.ndarray,
+    lse_abs: Any,
+    eps: float,
+    z_loss: float,
+    inv_t: float,
+) -> None:
+    """Turns ``buf = exp(z)`` into the block's gradient ``k * (coef * e / s - y)`` in place."""
+    n_classes = buf.shape[1]
+    wb, tb = tg.w_t[rows], tg.t_safe[rows]
+    k = tg.scale * inv_t
+    coef = wb * (1.0 - eps)
+    if eps:
+        coef = coef + eps * tg.w_total / n_classes
+    if lse_abs is not None:
+        coef = coef + 2.0 * z_loss * wb * lse_abs
+    keep = tg.valid[rows] & ~empty
+    row_factor = np.where(keep, coef * k / np.where(empty, 1.0, s), 0.0).astype(buf.dtype)
+    np.multiply(buf, row_factor[:, None], out=buf)
+    hit = np.arange(buf.shape[0])[keep]
+    buf[hit, tb[keep]] -= (k * (1.0 - eps) * wb)[keep]
+    if eps:
+        smooth = np.where(keep, k * eps / n_classes, 0.0).astype(buf.dtype)[:, None]
+        buf -= smooth if weight is None else smooth * weight
+
+
+def _reduced(per: np.ndarray, tg: _Targets, reduction: str, shape: Any, cdt: Any) -> Any:
     if reduction == "none":
-        loss = per.reshape(target.shape)
-    elif reduction == "sum":
-        loss = np.sum(per, dtype=cdt)
-    else:  # a mean over nothing is 0 (the contract), not NaN
-        loss = cdt.type(0.0) if den == 0 else np.sum(per, dtype=cdt) / den
-    loss = np.asarray(loss, dtype=cdt)
-    return loss, None if grad is None else grad.reshape(x.shape)
+        return per.reshape(shape)
+    total = np.sum(per, dtype=cdt)
+    if reduction == "sum":
+        return np.asarray(total, dtype=cdt)
+    return np.asarray(_generic.mean_over(np, total, tg.denominator), dtype=cdt)
 
 
 @register(
@@ -411,11 +448,13 @@ def _fused_cross_entropy(
     dtypes=_FLOATS,
     description="class indices on the last axis, scalar temperature > 0; blocked and threaded",
 )
-def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
+def cross_entropy(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> Any:
     check_num_threads()
     if logits.size == 0:  # nothing to fuse
-        return _generic.cross_entropy(xp, logits, target, axis, **options)
-    return _fused_cross_entropy(native(logits), target, with_grad=False, **options)[0]
+        return _generic.cross_entropy(xp, logits, target, axis, options)
+    return _fused_cross_entropy(native(logits), target, options, with_grad=False)[0]
 
 
 @register(
@@ -428,9 +467,9 @@ def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) 
     description="class indices on the last axis, scalar temperature > 0; blocked and threaded",
 )
 def cross_entropy_with_grad(
-    xp: Any, logits: Any, target: Any, axis: int, **options: Any
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> tuple[Any, Any]:
     check_num_threads()
     if logits.size == 0:
-        return _generic.cross_entropy_with_grad(xp, logits, target, axis, **options)
-    return _fused_cross_entropy(native(logits), target, with_grad=True, **options)
+        return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)
+    return _fused_cross_entropy(native(logits), target, options, with_grad=True)

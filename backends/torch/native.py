@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import Temperature, target_masks
+from xpsoftmax._checks import CrossEntropySettings, Temperature, compute_dtype, target_masks
 from xpsoftmax._registry import Call, register
 from xpsoftmax.backends.torch import values_visible
 
@@ -34,8 +34,9 @@ _FLOATS = ("float16", "bfloat16", "float32", "float64")
 _DEVICES = ("cpu", "cuda")
 
 
-def _sixteen(x: torch.Tensor) -> bool:
-    return x.dtype in (torch.float16, torch.bfloat16)
+def _compute(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the computation dtype (float32 for 16-bit input; else ``x`` itself)."""
+    return x.to(compute_dtype(torch, x.dtype))
 
 
 def _scaled(x: torch.Tensor, t: Temperature, dim: Any) -> torch.Tensor:
@@ -87,7 +88,7 @@ def _native_normalization(x: torch.Tensor, dim: int, t: Temperature, log: bool) 
         out = kernel(x, dim)
         xs = x
     else:
-        xs = _scaled(x.float() if _sixteen(x) else x, t, dim)
+        xs = _scaled(_compute(x), t, dim)
         out = kernel(xs, dim)
     # The sum of the first entries is NaN exactly when one of them is (they are finite or
     # -inf): two small kernel calls.
@@ -120,7 +121,7 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     if _eager_values(x):
         return _native_normalization(x, dim, temperature, log=False)
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
-    xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature, dim), dim)
+    xs, dead = _safe_rows(_scaled(_compute(x), temperature, dim), dim)
     return torch.where(dead, 0.0, torch.softmax(xs, dim)).to(x.dtype)
 
 
@@ -143,7 +144,7 @@ def log_softmax(
     if _eager_values(x):
         return _native_normalization(x, dim, temperature, log=True)
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
-    xs, dead = _safe_rows(_scaled(x.float() if _sixteen(x) else x, temperature, dim), dim)
+    xs, dead = _safe_rows(_scaled(_compute(x), temperature, dim), dim)
     return torch.where(dead, -math.inf, torch.log_softmax(xs, dim)).to(x.dtype)
 
 
@@ -182,7 +183,7 @@ def logsumexp(
     # The native values are the contract's (-inf for an all -inf row, +inf, NaN) and no
     # gradient is wanted. Only a result near 0 may have lost its relative accuracy
     # (log(1 + 4e-18) = 0): then the generic formula, with log1p, serves the call.
-    xc = x.float() if _sixteen(x) else x
+    xc = _compute(x)
     out = torch.logsumexp(xc, dim=axes, keepdim=keepdims)
     if bool((out.abs() < _NEAR_ZERO).any()):
         return _generic.logsumexp(xp, x, axes, **options)
@@ -202,13 +203,8 @@ def _cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
     axis: int,
+    o: CrossEntropySettings,
     *,
-    weight: Any,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    temperature: Temperature,
-    z_loss: float,
     optimistic: bool,
 ) -> torch.Tensor | None:
     """The loss through ``F.cross_entropy(reduction="none")`` with the contract's reduction.
@@ -217,14 +213,14 @@ def _cross_entropy(
     logits as they are and returns None when a NaN shows that a row needs the safe path,
     which first replaces all -inf rows (an extra pass over the logits).
     """
-    x = logits.float() if _sixteen(logits) else logits
+    x = _compute(logits)
     n_classes = x.shape[axis]
     if x.ndim > 1 and axis != 1:
         x = torch.movedim(x, axis, 1)
     class_dim = 0 if x.ndim == 1 else 1
-    ignored, valid = target_masks(torch, target, n_classes, ignore_index)
+    ignored, valid = target_masks(torch, target, n_classes, o.ignore_index)
     t = target.long()
-    xs = _scaled(x, temperature, class_dim)
+    xs = _scaled(x, o.temperature, class_dim)
     if optimistic:
         # Every entry goes to the kernel (ignored and out-of-range ones as class 0, masked
         # below). A NaN among the per-entry losses (an all -inf row, NaN or +inf logits)
@@ -232,9 +228,9 @@ def _cross_entropy(
         per = F.cross_entropy(
             xs,
             torch.where(valid, t, 0),
-            weight=weight,
+            weight=o.weight,
             reduction="none",
-            label_smoothing=label_smoothing,
+            label_smoothing=o.label_smoothing,
         )
         if bool(torch.isnan(per).any()):
             return None
@@ -247,22 +243,20 @@ def _cross_entropy(
         per = F.cross_entropy(
             xs,
             t_safe,
-            weight=weight,
+            weight=o.weight,
             ignore_index=-1,
             reduction="none",
-            label_smoothing=label_smoothing,
+            label_smoothing=o.label_smoothing,
         )
         per = torch.where(dead.squeeze(class_dim) & valid, math.inf, per)
     per = torch.where(valid, per, torch.where(ignored, 0.0, math.nan))
-    if reduction == "none":
+    if o.reduction == "none":
         return per
     total = per.sum()
-    if reduction == "sum":
+    if o.reduction == "sum":
         return total
-    w_t = torch.ones_like(per) if weight is None else weight[torch.where(valid, t, 0)]
-    den = torch.where(ignored, 0.0, w_t).sum()
-    zero = den == 0
-    return torch.where(zero, 0.0, total / torch.where(zero, 1.0, den))
+    w_t = torch.ones_like(per) if o.weight is None else o.weight[torch.where(valid, t, 0)]
+    return _generic.mean_over(torch, total, torch.where(ignored, 0.0, w_t).sum())
 
 
 @register(
@@ -275,14 +269,16 @@ def _cross_entropy(
     dtypes=_FLOATS,
     description="class indices, z_loss=0, scalar temperature > 0",
 )
-def cross_entropy(xp: Any, logits: Any, target: Any, axis: int, **options: Any) -> Any:
-    weight = options["weight"]
+def cross_entropy(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> Any:
+    weight = options.weight
     if logits.numel() == 0 or (weight is not None and weight.requires_grad):
         # F.cross_entropy cannot take an empty batch or zero classes, nor differentiate with
         # respect to its weight; the generic formula can.
-        return _generic.cross_entropy(xp, logits, target, axis, **options)
+        return _generic.cross_entropy(xp, logits, target, axis, options)
     if values_visible(logits):
-        out = _cross_entropy(logits, target, axis, optimistic=True, **options)
+        out = _cross_entropy(logits, target, axis, options, optimistic=True)
         if out is not None:
             return out
-    return _cross_entropy(logits, target, axis, optimistic=False, **options)
+    return _cross_entropy(logits, target, axis, options, optimistic=False)

@@ -233,7 +233,7 @@ def _plan_cross_entropy(op: str, logits: Any, target: Any, **kw: Any) -> _Plan:
         args.logits,
         args.target,
         args.axis,
-        **s.kwargs(),
+        s,
     )
 
 

@@ -565,7 +565,9 @@ def _backend_hook(library: str, name: str, value: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class CrossEntropySettings:
-    """The checked options of a cross-entropy call, as its implementations take them."""
+    """The checked options of a cross-entropy call: what every implementation of
+    ``cross_entropy`` and ``cross_entropy_with_grad`` takes after ``(xp, logits, target,
+    axis)``. Hashable when its arrays are None (JAX passes it as a static argument)."""
 
     weight: Array | None
     ignore_index: int
@@ -573,10 +575,6 @@ class CrossEntropySettings:
     label_smoothing: float
     temperature: Temperature
     z_loss: float
-
-    def kwargs(self) -> dict[str, Any]:
-        """The settings as the keyword arguments of an implementation."""
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ Two habits run through this module:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from ._checks import (
     TINY,
+    CrossEntropySettings,
     Temperature,
     array_device,
     compute_dtype,
@@ -345,108 +347,163 @@ def _along(xp: Any, v: Array, axis: int, ndim: int) -> Array:
     return xp.reshape(v, tuple(shape))
 
 
-def _cross_entropy(
-    xp: Any,
-    logits: Array,
-    target: Array,
-    axis: int,
-    *,
-    weight: Array | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    temperature: Temperature,
-    z_loss: float,
-    with_grad: bool,
-) -> tuple[Array, Array | None]:
-    out_dtype = result_dtype(xp, logits.dtype, reduction=True)
-    cdt = compute_dtype(xp, logits.dtype)
-    x = xp.astype(logits, cdt, copy=False)
-    ndim = x.ndim
-    n_classes = x.shape[axis]
-    index_target = not xp.isdtype(target.dtype, "real floating")
-    eps = label_smoothing
-    if any(n == 0 for n in x.shape):
-        return _no_classes(
-            xp, x, target, axis, ignore_index, reduction, out_dtype, logits.dtype, with_grad
-        )
+@dataclass(frozen=True)
+class _Rows:
+    """What every cross-entropy formula reads of the logits along the class axis.
 
+    ``z`` are the scaled, shifted logits and ``e = exp(z)``, ``s`` its sum (keepdims);
+    ``empty`` marks the rows that are all -inf (keepdims, ``empty_sq`` without the axis);
+    ``lse`` is ``log(s)`` (0 on empty rows) and ``lse_abs`` the true logsumexp of the scaled
+    logits (only for the z-loss); ``w_along`` the class weights shaped along the axis.
+    """
+
+    axis: int
+    n_classes: int
+    z: Array
+    e: Array
+    s: Array
+    empty: Array
+    empty_sq: Array
+    lse: Array
+    lse_abs: Array | None
+    w_along: Array | None
+
+
+def _rows(
+    xp: Any, x: Array, axis: int, temperature: Temperature, weight: Array | None, z_loss: float
+) -> _Rows:
     z, e, s, shift = _exp_sum(xp, x, (axis,), temperature, None)
-    empty = s == 0  # keepdims: a row that is all -inf
-    lse_rel = _log_total(xp, z, e, (axis,))  # 0 on such a row
-    empty_sq = xp.squeeze(empty, axis=axis)
-    lse_rel_sq = xp.squeeze(lse_rel, axis=axis)
-    w_along = None if weight is None else _along(xp, weight, axis, ndim)
-    # The true logsumexp of the scaled logits, for the z-loss.
+    empty = s == 0
+    lse_rel = _log_total(xp, z, e, (axis,))  # 0 on an empty row
     lse_abs = (
         xp.squeeze(_scaled_shift(xp, shift, temperature) + lse_rel, axis=axis) if z_loss else None
     )
+    w_along = None if weight is None else _along(xp, weight, axis, x.ndim)
+    return _Rows(
+        axis,
+        x.shape[axis],
+        z,
+        e,
+        s,
+        empty,
+        xp.squeeze(empty, axis=axis),
+        xp.squeeze(lse_rel, axis=axis),
+        lse_abs,
+        w_along,
+    )
 
-    if index_target:
-        ignored, valid = target_masks(xp, target, n_classes, ignore_index)
-        t_safe = xp.where(valid, xp.astype(target, index_dtype(xp, target), copy=False), 0)
-        w_t = _class_weights(xp, weight, t_safe) * xp.ones_like(lse_rel_sq)
-        nll = xp.where(empty_sq, INF, lse_rel_sq - _gather(xp, z, t_safe, axis))
-        per = nll * w_t if eps == 0 else nll * ((1.0 - eps) * w_t)
-        if eps:
-            w_total = float(n_classes) if weight is None else xp.sum(weight)
-            wz = z if w_along is None else w_along * z
-            smooth = xp.where(empty_sq, INF, w_total * lse_rel_sq - xp.sum(wz, axis=axis))
-            per = per + (eps / n_classes) * smooth
-        if lse_abs is not None:
-            per = per + xp.where(empty_sq, INF, (z_loss * w_t) * (lse_abs * lse_abs))
-        per = xp.where(valid, per, xp.where(ignored, 0.0, xp.full_like(per, NAN)))
-        denominator: Array | float = xp.sum(xp.where(ignored, 0.0, w_t))
+
+@dataclass(frozen=True)
+class _Terms:
+    """One target kind's loss: the per-entry loss, the denominator of its mean, and the
+    pieces of its gradient ``coef * p - y_term`` (kept where ``keep``), z-loss included;
+    ``y_term`` and ``keep`` are built only when the gradient is asked for (None otherwise)."""
+
+    per: Array
+    denominator: Array | float
+    coef: Array
+    y_term: Array | float | None = None
+    keep: Array | None = None
+
+
+def _index_terms(
+    xp: Any,
+    r: _Rows,
+    target: Array,
+    weight: Array | None,
+    ignore_index: int,
+    eps: float,
+    z_loss: float,
+    with_grad: bool,
+) -> _Terms:
+    """Class-index targets: ``w_t * ((1 - eps) * (lse - z_t) + eps / C * (W lse - <w, z>))``
+    plus the z-loss ``z_loss * w_t * lse_abs**2``; ignored entries 0, out-of-range NaN; the
+    mean divides by the target classes' weights of the entries not ignored."""
+    ignored, valid = target_masks(xp, target, r.n_classes, ignore_index)
+    t_safe = xp.where(valid, xp.astype(target, index_dtype(xp, target), copy=False), 0)
+    w_t = _class_weights(xp, weight, t_safe) * xp.ones_like(r.lse)
+    nll = xp.where(r.empty_sq, INF, r.lse - _gather(xp, r.z, t_safe, r.axis))
+    per = nll * w_t if eps == 0 else nll * ((1.0 - eps) * w_t)
+    coef = w_t * (1.0 - eps)
+    if eps:
+        w_total = float(r.n_classes) if weight is None else xp.sum(weight)
+        wz = r.z if r.w_along is None else r.w_along * r.z
+        smooth = xp.where(r.empty_sq, INF, w_total * r.lse - xp.sum(wz, axis=r.axis))
+        per = per + (eps / r.n_classes) * smooth
+        coef = coef + eps * w_total / r.n_classes
+    if r.lse_abs is not None:
+        per = per + xp.where(r.empty_sq, INF, (z_loss * w_t) * (r.lse_abs * r.lse_abs))
+        coef = coef + (2.0 * z_loss) * w_t * r.lse_abs
+    per = xp.where(valid, per, xp.where(ignored, 0.0, xp.full_like(per, NAN)))
+    denominator = xp.sum(xp.where(ignored, 0.0, w_t))
+    if not with_grad:
+        return _Terms(per, denominator, coef)
+    onehot = _class_ids(xp, r.z, r.axis) == _unsqueeze(xp, t_safe, r.axis)
+    y_term = xp.where(onehot, _unsqueeze(xp, w_t * (1.0 - eps), r.axis), 0.0)
+    if eps:
+        y_term = y_term + (eps / r.n_classes) * (1.0 if r.w_along is None else r.w_along)
+    keep = _unsqueeze(xp, valid & ~r.empty_sq, r.axis)
+    return _Terms(per, denominator, coef, y_term, keep)
+
+
+def _probability_terms(xp: Any, r: _Rows, target: Array, eps: float, z_loss: float) -> _Terms:
+    """Probability targets: ``-sum(w * y_eps * log p)`` with ``0 * log 0 = 0``, plus the z-loss
+    scaled by the entry's class weight ``sum(w * y)``; the mean divides by the number of
+    entries."""
+    y = xp.astype(target, r.z.dtype, copy=False)
+    y_smooth = y if eps == 0 else y * (1.0 - eps) + eps / r.n_classes
+    wy = y_smooth if r.w_along is None else r.w_along * y_smooth
+    logp = xp.where(r.empty, -INF, r.z - _unsqueeze(xp, r.lse, r.axis))
+    # 0 * log 0 = 0 only where the log-probability is -inf; elsewhere the term stays a
+    # product, so d loss / d target = -log p is right where the target is exactly 0.
+    off = (logp == -INF) & (wy == 0)
+    per = -xp.sum(xp.where(off, 0.0, wy * xp.where(off, 0.0, logp)), axis=r.axis)
+    coef = xp.sum(wy, axis=r.axis)
+    if r.lse_abs is not None:
+        # The entry's class weight: that of the classes it is labelled with.
+        w_entry = xp.ones_like(r.lse) if r.w_along is None else xp.sum(r.w_along * y, axis=r.axis)
+        lse2 = xp.where(r.empty_sq, 0.0, r.lse_abs * r.lse_abs)
+        dead = xp.where(w_entry == 0, 0.0, xp.full_like(lse2, INF))  # an all -inf row
+        # An entry of weight 0 adds 0, even where its logsumexp overflows or is NaN.
+        lse2 = xp.where(xp.isfinite(lse2) | (w_entry != 0), lse2, 0.0)
+        per = per + z_loss * xp.where(r.empty_sq, dead, w_entry * lse2)
+        coef = coef + (2.0 * z_loss) * w_entry * r.lse_abs
+    return _Terms(per, _count(xp, per), coef, wy, ~r.empty)
+
+
+def _gradient(
+    xp: Any, r: _Rows, terms: _Terms, temperature: Temperature, scale: Any, dtype: Any
+) -> Array:
+    """``d loss / d logits = scale / T * (coef * p - y_term)``, zero where not ``keep`` (empty
+    rows, ignored entries): the numbers autodiff gives for the loss formulas above."""
+    p = r.e / xp.where(r.empty, 1.0, r.s)
+    grad = _unsqueeze(xp, terms.coef, r.axis) * p - terms.y_term
+    grad = xp.where(terms.keep, grad, 0.0)
+    grad = grad * (_inverse_temperature(xp, temperature) * scale)
+    return xp.astype(grad, dtype, copy=False)
+
+
+def _cross_entropy(
+    xp: Any, logits: Array, target: Array, axis: int, o: CrossEntropySettings, with_grad: bool
+) -> tuple[Array, Array | None]:
+    out_dtype = result_dtype(xp, logits.dtype, reduction=True)
+    x = xp.astype(logits, compute_dtype(xp, logits.dtype), copy=False)
+    if any(n == 0 for n in x.shape):
+        return _no_classes(
+            xp, x, target, axis, o.ignore_index, o.reduction, out_dtype, logits.dtype, with_grad
+        )
+    r = _rows(xp, x, axis, o.temperature, o.weight, o.z_loss)
+    if xp.isdtype(target.dtype, "real floating"):
+        terms = _probability_terms(xp, r, target, o.label_smoothing, o.z_loss)
     else:
-        y = xp.astype(target, cdt, copy=False)
-        y_smooth = y if eps == 0 else y * (1.0 - eps) + eps / n_classes
-        wy = y_smooth if w_along is None else w_along * y_smooth
-        logp = xp.where(empty, -INF, z - lse_rel)
-        # 0 * log 0 = 0 only where the log-probability is -inf; elsewhere the term stays a
-        # product, so d loss / d target = -log p is right where the target is exactly 0.
-        off = (logp == -INF) & (wy == 0)
-        per = -xp.sum(xp.where(off, 0.0, wy * xp.where(off, 0.0, logp)), axis=axis)
-        if lse_abs is not None:
-            # The entry's class weight: that of the classes it is labelled with.
-            w_entry = (
-                xp.ones_like(lse_rel_sq) if w_along is None else xp.sum(w_along * y, axis=axis)
-            )
-            lse2 = xp.where(empty_sq, 0.0, lse_abs * lse_abs)
-            dead = xp.where(w_entry == 0, 0.0, xp.full_like(lse2, INF))  # an all -inf row
-            # An entry of weight 0 adds 0, even where its logsumexp overflows or is NaN.
-            lse2 = xp.where(xp.isfinite(lse2) | (w_entry != 0), lse2, 0.0)
-            per = per + z_loss * xp.where(empty_sq, dead, w_entry * lse2)
-        denominator = _count(xp, per)
-
-    loss, scale = _reduce(xp, per, reduction, denominator)
+        terms = _index_terms(
+            xp, r, target, o.weight, o.ignore_index, o.label_smoothing, o.z_loss, with_grad
+        )
+    loss, scale = reduce_loss(xp, terms.per, o.reduction, terms.denominator)
     loss = xp.astype(loss, out_dtype, copy=False)
     if not with_grad:
         return loss, None
-
-    # d loss / d logits = scale / T * (coef * p - y_term), zero on empty rows and on ignored
-    # entries: the same numbers autodiff gives for the expression above.
-    p = e / xp.where(empty, 1.0, s)
-    if index_target:
-        coef = w_t * (1.0 - eps)
-        if eps:
-            coef = coef + eps * w_total / n_classes
-        onehot = _class_ids(xp, x, axis) == _unsqueeze(xp, t_safe, axis)
-        y_term = xp.where(onehot, _unsqueeze(xp, w_t * (1.0 - eps), axis), 0.0)
-        if eps:
-            y_term = y_term + (eps / n_classes) * (1.0 if w_along is None else w_along)
-        keep = _unsqueeze(xp, valid & ~empty_sq, axis)
-        w_z = w_t
-    else:
-        coef = xp.sum(wy, axis=axis)
-        y_term = wy
-        keep = ~empty
-        w_z = w_entry if lse_abs is not None else None
-    if lse_abs is not None:
-        coef = coef + (2.0 * z_loss) * w_z * lse_abs
-    grad = _unsqueeze(xp, coef, axis) * p - y_term
-    grad = xp.where(keep, grad, 0.0)
-    grad = grad * (_inverse_temperature(xp, temperature) * scale)
-    return loss, xp.astype(grad, logits.dtype, copy=False)
+    return loss, _gradient(xp, r, terms, o.temperature, scale, logits.dtype)
 
 
 def _count(xp: Any, per: Array) -> Array | float:
@@ -456,8 +513,21 @@ def _count(xp: Any, per: Array) -> Array | float:
     return xp.sum(xp.ones_like(per))
 
 
-def _reduce(xp: Any, per: Array, reduction: str, denominator: Array | float) -> tuple[Array, Any]:
-    """The reduced loss and d(reduced)/d(per-entry loss); a zero denominator gives 0, not NaN."""
+def mean_over(xp: Any, total: Array | float, denominator: Array) -> Array:
+    """``total / denominator``, and 0 where the denominator is 0.
+
+    The contract's rule "a mean over nothing is 0" (every entry ignored or zero-weighted, an
+    empty batch), with a zero gradient rather than NaN: every implementation applies it
+    through this function. ``mean_over(xp, 1.0, d)`` is the factor a mean's gradient takes.
+    """
+    zero = denominator == 0
+    return xp.where(zero, 0.0, total / xp.where(zero, 1.0, denominator))
+
+
+def reduce_loss(
+    xp: Any, per: Array, reduction: str, denominator: Array | float
+) -> tuple[Array, Any]:
+    """The reduced loss and d(reduced)/d(per-entry loss)."""
     if reduction == "none":
         return per, 1.0
     if reduction == "sum":
@@ -466,9 +536,7 @@ def _reduce(xp: Any, per: Array, reduction: str, denominator: Array | float) -> 
         den = xp.asarray(denominator, dtype=per.dtype, device=_device(per))
     else:
         den = xp.astype(denominator, per.dtype, copy=False)
-    zero = den == 0
-    den_safe = xp.where(zero, 1.0, den)
-    return xp.where(zero, 0.0, xp.sum(per) / den_safe), xp.where(zero, 0.0, 1.0 / den_safe)
+    return mean_over(xp, xp.sum(per), den), mean_over(xp, 1.0, den)
 
 
 def _no_classes(
@@ -494,21 +562,23 @@ def _no_classes(
         denominator: Array | float = xp.sum(per * 0.0)
     else:
         denominator = 0.0
-    loss, _ = _reduce(xp, per, reduction, denominator)
+    loss, _ = reduce_loss(xp, per, reduction, denominator)
     grad = xp.zeros(x.shape, dtype=grad_dtype, device=_device(x)) if with_grad else None
     return xp.astype(loss, out_dtype, copy=False), grad
 
 
-def cross_entropy(xp: Any, logits: Array, target: Array, axis: int, **options: Any) -> Array:
+def cross_entropy(
+    xp: Any, logits: Array, target: Array, axis: int, options: CrossEntropySettings
+) -> Array:
     """Generic cross-entropy; see :func:`xpsoftmax.cross_entropy`."""
-    loss, _ = _cross_entropy(xp, logits, target, axis, with_grad=False, **options)
+    loss, _ = _cross_entropy(xp, logits, target, axis, options, with_grad=False)
     return loss
 
 
 def cross_entropy_with_grad(
-    xp: Any, logits: Array, target: Array, axis: int, **options: Any
+    xp: Any, logits: Array, target: Array, axis: int, options: CrossEntropySettings
 ) -> tuple[Array, Array]:
     """Generic cross-entropy and its gradient; see :func:`xpsoftmax.cross_entropy_with_grad`."""
-    loss, grad = _cross_entropy(xp, logits, target, axis, with_grad=True, **options)
+    loss, grad = _cross_entropy(xp, logits, target, axis, options, with_grad=True)
     assert grad is not None
     return loss, grad

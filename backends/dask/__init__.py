@@ -24,6 +24,11 @@ def values_visible(x: Any) -> bool:
     return False  # a graph: its values exist only once computed
 
 
+def shape(x: Any) -> tuple[int, ...]:
+    """The shape, with -1 for the sizes not known until computed (NaN in Dask)."""
+    return tuple(-1 if math.isnan(n) else int(n) for n in x.shape)
+
+
 def pieces(x: Any, axes: tuple[int, ...]) -> tuple[int, ...]:
     """How many chunks split each of ``axes`` (0 where the chunk sizes are unknown)."""
     return tuple(

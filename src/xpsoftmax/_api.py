@@ -25,14 +25,11 @@ from ._checks import (
     check_temperature,
     check_where,
     compute_dtype,
-    contiguous,
-    device_kind,
     dtype_name,
-    known,
+    layout,
     library_name,
     namespace,
     normalize_axes,
-    pieces,
     promote,
 )
 from ._registry import Call, CrossEntropyOptions, LogsumexpOptions, NormalizationOptions
@@ -129,8 +126,8 @@ class _Plan:
     call: Call
 
     def run(self) -> Any:
-        lib = _libraries.by_name(self.call.library)
-        if lib is None or not lib.numpy_based:
+        library = self.call.library
+        if library not in _NUMPY_BASED:
             return self.impl(*self.args, **self.kwargs)
         import numpy
 
@@ -138,13 +135,16 @@ class _Plan:
         # NumPy's floating-point warnings about them are noise.
         with numpy.errstate(all="ignore"):
             out = self.impl(*self.args, **self.kwargs)
-        if lib.name == "numpy":
+        if library == "numpy":
             # NumPy reductions return scalars (numpy.float64); the contract promises arrays.
             if isinstance(out, tuple):
                 return tuple(_ndarray(numpy, o) for o in out)
             return _ndarray(numpy, out)
-        finish = _checks._trait(lib.name, "finish")  # Dask: the graph runs later
+        finish = _checks._trait(library, "finish")  # Dask: the graph runs later
         return out if finish is None else finish(out, (self.args, self.kwargs))
+
+
+_NUMPY_BASED = frozenset(lib.name for lib in _libraries.LIBRARIES if lib.numpy_based)
 
 
 def _ndarray(numpy: Any, value: Any) -> Any:
@@ -154,17 +154,18 @@ def _ndarray(numpy: Any, value: Any) -> Any:
 def _call(op: str, xp: Any, x: Any, axes: tuple[int, ...], options: _registry.Options) -> Call:
     """The metadata of a call on ``x`` along ``axes``, for the registry."""
     library = library_name(xp)
+    device, shape, is_contiguous, pieces = layout(x, library, axes)
     return Call(
         op,
         library,
-        device_kind(x, library),
+        device,
         dtype_name(x.dtype),
         x.ndim,
         axes,
         options,
-        tuple(n if known(n) else -1 for n in x.shape),
-        contiguous(x, library),
-        pieces(x, library, axes),
+        shape,
+        is_contiguous,
+        pieces,
     )
 
 

@@ -120,16 +120,36 @@ def values_visible(x: Array, library: str) -> bool:
     return bool(visible(x))
 
 
-def contiguous(x: Array, library: str) -> bool:
-    """Whether ``x`` is row-major contiguous (True for libraries without strides)."""
-    test = _trait(library, "contiguous")
-    return True if test is None else bool(test(x))
+def layout(x: Array, library: str, axes: tuple[int, ...]) -> tuple[Any, ...]:
+    """What ``Call`` records of ``x``: ``(device kind, shape, contiguous, pieces)``.
+
+    The shape has -1 for a size not known yet; ``contiguous`` is True for row-major data (and
+    for libraries without strides); ``pieces`` counts the chunks or shards along each of
+    ``axes`` (1: whole slices; 0: not known). Read through the backend's traits
+    ``device_kind``, ``shape``, ``contiguous`` and ``pieces`` where it has them."""
+    kind, shape, is_contiguous, pieces = _layout_traits(library)
+    return str(kind(x)), shape(x), bool(is_contiguous(x)), tuple(pieces(x, axes))
 
 
-def pieces(x: Array, library: str, axes: tuple[int, ...]) -> tuple[int, ...]:
-    """How many chunks or shards split each of ``axes`` (1: whole slices; 0: not known)."""
-    count = _trait(library, "pieces")
-    return (1,) * len(axes) if count is None else tuple(count(x, axes))
+_LAYOUT: dict[str, tuple[Any, ...]] = {}
+
+
+def _layout_traits(library: str) -> tuple[Any, ...]:
+    traits = _LAYOUT.get(library)
+    if traits is None:
+        backend = _backend(library)
+        traits = _LAYOUT[library] = (
+            getattr(backend, "device_kind", None) or (lambda x: "cpu"),
+            getattr(backend, "shape", None) or _shape,
+            getattr(backend, "contiguous", None) or (lambda x: True),
+            getattr(backend, "pieces", None) or (lambda x, axes: (1,) * len(axes)),
+        )
+    return traits
+
+
+def _shape(x: Array) -> tuple[int, ...]:
+    shape = tuple(x.shape)
+    return shape if None not in shape else tuple(n if known(n) else -1 for n in shape)
 
 
 def _eager(library: str) -> Any:

@@ -179,14 +179,15 @@ class FastPath:
 
     def unavailable(self) -> str | None:
         """Why this entry cannot run here (checked once, then remembered), or None."""
+        if self.available is None:
+            return None
         key = (self.op, self.library, self.name)
         if key not in _UNAVAILABLE:
-            reason: str | None = None
-            if self.available is not None:
-                try:
-                    reason = self.available()
-                except Exception as exc:  # a broken optional dependency: not available
-                    reason = f"{type(exc).__name__}: {exc}"
+            reason: str | None
+            try:
+                reason = self.available()
+            except Exception as exc:  # a broken optional dependency: not available
+                reason = f"{type(exc).__name__}: {exc}"
             _UNAVAILABLE[key] = reason
         return _UNAVAILABLE[key]
 
@@ -302,7 +303,11 @@ def _text(raw: Any) -> str:
 
 def generic_forced() -> bool:
     """True when the generic implementation is forced (context manager or environment)."""
-    if "generic" in _picked():
+    return _forced(_picked())
+
+
+def _forced(picked: frozenset[str]) -> bool:
+    if "generic" in picked:
         return True
     raw = _raw_force()
     return bool(raw) and _text(raw).strip().lower() in _TRUE
@@ -416,11 +421,11 @@ def force_generic() -> contextlib.AbstractContextManager[None]:
 
 def select(call: Call) -> FastPath | None:
     """The fast path serving ``call``, or None for the generic implementation."""
-    if generic_forced():
+    picked = _picked()
+    if _forced(picked):
         return None
     load_backend(call.library)
     entries = _REGISTRY.get((call.op, call.library), ())
-    picked = _picked()
     if picked and any(e.name in picked for e in entries):
         entries = [e for e in entries if e.name in picked]
     for entry in entries:

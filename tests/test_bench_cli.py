@@ -11,7 +11,10 @@ import pytest
 from xpsoftmax import _bench
 from xpsoftmax.__main__ import main
 
-pytest.importorskip("numpy")
+np = pytest.importorskip("numpy")
+
+from xpsoftmax.testing import Backend  # noqa: E402  (the kit needs NumPy)
+from xpsoftmax.testing.backends import usable_backends  # noqa: E402
 
 
 def test_bench_quick_numpy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,3 +60,44 @@ def test_bench_bad_shape(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "--shape", "12by4"])
     assert "expected ROWSxCOLS" in capsys.readouterr().err
+
+
+def test_bench_libraries_follow_the_one_list() -> None:
+    """The libraries with an 'own' column, in the order of ``_libraries.LIBRARIES``."""
+    from xpsoftmax import _libraries
+
+    order = [lib.name for lib in _libraries.LIBRARIES]
+    assert set(_bench.LIBRARIES) == {"numpy", "torch", "jax", "cupy"}
+    assert list(_bench.LIBRARIES) == sorted(_bench.LIBRARIES, key=order.index)
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [p for lib in ("numpy", "torch", "jax", "cupy") for p in Backend.pytest_params(library=lib)],
+)
+@pytest.mark.parametrize("op", _bench.OPS)
+def test_own_and_ours_agree(backend: Backend, op: str) -> None:
+    """Each library's own implementation computes what xpsoftmax's does (values and, for
+    ``cross_entropy+grad``, the gradient), through the same adapters as the benchmark."""
+    x, target = _bench._inputs(backend, (8, 16))
+    own = _bench._own(backend, op)
+    if own is None:
+        pytest.skip(f"{backend.library} has no own {op} here (scipy, optax)")
+    arg = backend.requires_grad(x) if op.endswith("+grad") else x
+    want = backend.sync(_bench._ours(backend, op)(arg, target))
+    got = backend.sync(backend.jit(own)(arg, target))
+    pairs = zip(got, want) if op.endswith("+grad") else [(got, want)]
+    for g, w in pairs:
+        np.testing.assert_allclose(
+            backend.numpy_float(g), backend.numpy_float(w), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_bench_an_unusable_library(capsys: pytest.CaptureFixture[str]) -> None:
+    """A library asked for that cannot run says why; nothing left to time is exit status 1."""
+    found, _ = usable_backends(["cupy"])
+    if found:
+        pytest.skip("CuPy has a device here")
+    assert main(["bench", "--quick", "--library", "cupy"]) == 1
+    out = capsys.readouterr().out
+    assert "cupy: could not be used (" in out and "No array library to benchmark" in out

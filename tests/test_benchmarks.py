@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import inspect
 import itertools
+import subprocess
 import sys
 from pathlib import Path
 
@@ -90,3 +91,38 @@ def test_params_are_the_documented_ones() -> None:
     common = importlib.import_module(f"{_package()}.common")
     assert common.XPBenchmark.params[0] == BACKENDS
     assert common.XPBenchmark.param_names == ["backend", "impl", "shape", "dtype"]
+
+
+def test_backends_are_the_adapters_of_the_checkout() -> None:
+    """The suite's backends are the kit's adapters, read from this checkout's source files
+    under a private name (not the installed package's, which old commits lack)."""
+    common = importlib.import_module(f"{_package()}.common")
+    adapters = common.adapters
+    source = BENCH_DIR.parents[1] / "src" / "xpsoftmax"
+    assert Path(adapters.__file__) == source / "testing" / "backends.py"
+    assert Path(adapters._libraries.__file__) == source / "_libraries.py"
+    assert not adapters.__name__.startswith("xpsoftmax")
+    assert set(common.BACKENDS) <= set(adapters.BY_ID)
+
+
+def test_suite_runs_without_the_new_modules_installed(tmp_path: Path) -> None:
+    """As on an old commit: no xpsoftmax.testing nor xpsoftmax._libraries importable."""
+    code = f"""
+import sys
+import xpsoftmax
+del xpsoftmax._libraries
+sys.modules["xpsoftmax._libraries"] = None  # importing it now fails
+sys.modules["xpsoftmax.testing"] = None
+sys.path.insert(0, {str(BENCH_DIR.parent)!r})
+from benchmarks.cross_entropy import CrossEntropy
+bench = CrossEntropy()
+bench.setup("numpy", "fast", "{TINY}", "float32", "forward+backward")
+bench.time_cross_entropy()
+print(bench.in_bytes, bench.out_bytes)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    # 8x16 float32 logits and 8 int64 labels read; the loss and the 8x16 gradient written.
+    assert proc.stdout.split() == [str(8 * 16 * 4 + 8 * 8), str(4 + 8 * 16 * 4)]

@@ -76,3 +76,101 @@ def test_installed_suite_runs_from_the_command_line(tmp_path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 passed" in out.stdout
+
+
+# --- the adapters -----------------------------------------------------------------------------
+
+
+def test_backends_follow_the_one_list_of_libraries() -> None:
+    """One backend per library and device of ``_libraries.LIBRARIES``, each with its adapter."""
+    from xpsoftmax import _libraries
+    from xpsoftmax.testing import BACKENDS, backends
+
+    expected = [(lib.name, device) for lib in _libraries.LIBRARIES for device in lib.devices]
+    assert [(b.library, b.device) for b in BACKENDS] == expected
+    assert set(backends._ADAPTERS) == {lib.name for lib in _libraries.LIBRARIES}
+    # The ids the suite's parameters and the CI summary use.
+    assert {"numpy", "torch:cpu", "torch:cuda", "jax:cpu", "jax:gpu", "cupy"} <= set(BY_ID)
+    assert BY_ID["torch:cpu"].autodiff and not BY_ID["numpy"].autodiff
+
+
+def test_backend_adapter(backend: Backend) -> None:
+    """What the bench, the CLI and the asv suite use of a backend, on every usable one."""
+    b = backend
+    x = b.asarray([[1.0, 2.0], [3.0, 4.0]], "float32")
+    assert b.to_numpy(x).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    labels = b.asarray([1, 0], b.index_dtype)
+    assert b.to_numpy(labels).dtype == np.dtype(b.index_dtype)
+    assert b.nbytes(x) == 16 and b.nbytes((x, labels)) == 16 + b.to_numpy(labels).nbytes
+
+    copy = b.copier(x)
+    out = b.sync(copy())
+    assert out is not x and b.numpy_float(out).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+    # sync waits for (and, for Dask, computes) every array of a tuple.
+    first, second = b.sync((b.jit(lambda a: a * 2)(x), x))
+    assert np.asarray(first).tolist() == [[2.0, 4.0], [6.0, 8.0]]
+    assert np.asarray(second).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+    assert "float32" in b.available_dtypes()
+    assert set(b.available_dtypes()) <= set(b.dtypes)
+
+
+def test_backend_autodiff(ad_backend: Backend) -> None:
+    b = ad_backend
+    x = b.requires_grad(b.asarray([1.0, -2.0, 3.0], "float32"))
+    value, grad = b.value_and_grad(lambda a, scale: scale * (a * a).sum())(x, 0.5)
+    assert float(b.to_numpy(value)) == 7.0
+    assert b.to_numpy(grad).tolist() == [1.0, -2.0, 3.0]
+
+
+def test_backends_without_autodiff_say_so() -> None:
+    b = BY_ID["numpy"]
+    x = np.ones(3)
+    assert b.requires_grad(x) is x
+    with pytest.raises(TypeError, match="no autodiff"):
+        b.value_and_grad(np.sum)
+    f = np.sum
+    assert b.jit(f) is f
+
+
+def test_jax_float64_needs_its_64_bit_mode() -> None:
+    jax = pytest.importorskip("jax")
+    b = BY_ID["jax:cpu"]
+    assert b.index_dtype == "int32"
+    before = jax.config.read("jax_enable_x64")
+    try:
+        jax.config.update("jax_enable_x64", False)
+        assert b.available_dtypes() == ("float16", "bfloat16", "float32")
+        jax.config.update("jax_enable_x64", True)
+        assert b.available_dtypes() == b.dtypes
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
+def test_usable_backends_say_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xpsoftmax.testing import backends
+
+    found, reasons = backends.usable_backends(["numpy", "not_a_library"])
+    assert [b.id for b in found] == ["numpy"]
+    assert reasons == {"not_a_library": "unknown library"}
+
+    real = backends.importlib.import_module
+
+    def broken(name: str, *args: object) -> object:
+        if name == "numpy":
+            raise ImportError("numpy is broken here")
+        return real(name, *args)
+
+    monkeypatch.setattr(backends.importlib, "import_module", broken)
+    found, reasons = backends.usable_backends(["numpy"])
+    assert found == [] and reasons == {"numpy": "ImportError: numpy is broken here"}
+
+
+def test_a_missing_device_is_a_reason() -> None:
+    from xpsoftmax.testing import backends
+
+    found, reasons = backends.usable_backends(["cupy"])
+    if found:
+        pytest.skip("CuPy has a device here")
+    assert reasons["cupy"].startswith(("cupy is not installed", "CuPy has no device"))

@@ -7,18 +7,22 @@ one synchronised call. Unavailable combinations raise ``NotImplementedError`` in
 which asv records as skipped.
 
 Only xpsoftmax's public API is used (``softmax``, ..., ``force_generic``), so that the suite
-also runs against old commits of the project.
+also runs against old commits of the project; the array adapters (making arrays, waiting for
+devices, the copy baseline) are xpsoftmax's own, loaded from this checkout's source files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import itertools
 import os
 import statistics
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -75,108 +79,52 @@ def tracked(unit, extra_params=(), extra_names=()):
     return decorate
 
 
+# --- backends ------------------------------------------------------------------------------
+# The array adapters are xpsoftmax's own (xpsoftmax.testing.backends, over the one list of
+# libraries in xpsoftmax._libraries), read from this checkout's source files: asv benchmarks
+# old commits too, whose installed package has neither module.
+
+_SOURCE = Path(__file__).resolve().parents[2] / "src" / "xpsoftmax"
+_PACKAGE = "_xpsoftmax_asv_source"  # a private name: the installed xpsoftmax stays as it is
+
+
+def _source_package(name, directory):
+    """An empty package ``name`` whose submodules are the source files in ``directory`` (its
+    ``__init__`` is not run: it would import the whole checkout)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, directory / "__init__.py", submodule_search_locations=[str(directory)]
+        )
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+    return sys.modules[name]
+
+
+def _load_adapters():
+    """The checkout's ``xpsoftmax/testing/backends.py`` (with the ``_libraries.py`` beside it)."""
+    _source_package(_PACKAGE, _SOURCE)
+    _source_package(f"{_PACKAGE}.testing", _SOURCE / "testing")
+    return importlib.import_module(f"{_PACKAGE}.testing.backends")
+
+
+adapters = _load_adapters()
+
+
 def _gpu_visible():
     """False when no NVIDIA or AMD GPU device node exists: GPU backends then skip without
     importing their library (seconds per skipped benchmark, hundreds of them)."""
     return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd"))
 
 
-# --- backends ------------------------------------------------------------------------------
-
-
-class Backend:
-    """One array library on one device: array creation, synchronisation and a plain copy."""
-
-    def __init__(self, name):
-        self.name = name
-        self.library, _, self.device = name.partition(":")
-        if (self.device in ("cuda", "gpu") or self.library == "cupy") and not _gpu_visible():
-            raise NotImplementedError("no GPU")
-        load = getattr(self, "_load_" + self.library)
-        load()
-
-    def _load_numpy(self):
-        self.xp = np
-
-    def _load_torch(self):
-        if importlib.util.find_spec("torch") is None:
-            raise NotImplementedError("torch is not installed")
-        import torch
-
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise NotImplementedError("no CUDA device")
-        self.xp = torch
-
-    def _load_jax(self):
-        if importlib.util.find_spec("jax") is None:
-            raise NotImplementedError("jax is not installed")
-        import jax
-
-        try:
-            self.jax_device = jax.devices(self.device)[0]
-        except RuntimeError as exc:
-            raise NotImplementedError(f"no JAX {self.device} device") from exc
-        self.xp = jax.numpy
-
-    def _load_cupy(self):
-        if importlib.util.find_spec("cupy") is None:
-            raise NotImplementedError("cupy is not installed")
-        import cupy
-
-        try:
-            cupy.cuda.runtime.getDeviceCount()
-        except cupy.cuda.runtime.CUDARuntimeError as exc:
-            raise NotImplementedError("no CUDA device") from exc
-        self.xp = cupy
-
-    def asarray(self, host, dtype):
-        """The NumPy array ``host`` as an array of this backend, of ``dtype``, on its device."""
-        if self.library == "numpy":
-            return host.astype(dtype, copy=False)
-        if self.library == "torch":
-            return self.xp.from_numpy(host).to(self.device, getattr(self.xp, dtype))
-        if self.library == "jax":
-            import jax
-
-            return jax.device_put(self.xp.asarray(host, dtype=dtype), self.jax_device)
-        return self.xp.asarray(host, dtype=dtype)
-
-    def sync(self, out):
-        """Wait until ``out`` (an array or a tuple of arrays) is computed; return it."""
-        if self.library == "jax":
-            import jax
-
-            jax.block_until_ready(out)
-        elif self.name == "torch:cuda":
-            self.xp.cuda.synchronize()
-        elif self.library == "cupy":
-            self.xp.cuda.get_current_stream().synchronize()
-        return out
-
-    def copier(self, x):
-        """A callable copying ``x`` (reading and writing ``x.nbytes`` each), synchronised."""
-        if self.library == "numpy":
-            buf = np.empty_like(x)
-            return lambda: np.copyto(buf, x)
-        if self.library == "torch":
-            buf = self.xp.empty_like(x)
-            return lambda: self.sync(buf.copy_(x))
-        if self.library == "jax":
-            import jax
-
-            copy = jax.jit(lambda a: a.copy())
-            return lambda: self.sync(copy(x))
-        buf = self.xp.empty_like(x)
-        return lambda: self.sync(self.xp.copyto(buf, x))
-
-
-def nbytes(a):
-    """Bytes held by an array, or by all arrays of a tuple (torch, NumPy, JAX, CuPy)."""
-    if isinstance(a, (tuple, list)):
-        return sum(nbytes(b) for b in a)
-    if hasattr(a, "element_size"):  # torch
-        return a.element_size() * a.numel()
-    return int(getattr(a, "nbytes", 0))
+def find_backend(name):
+    """The adapter of backend ``name`` (one of :data:`BACKENDS`, an id of the adapters');
+    ``NotImplementedError``, asv's skip, where its library or device is absent."""
+    backend = adapters.BY_ID[name]
+    if backend.device != "cpu" and not _gpu_visible():
+        raise NotImplementedError("no GPU")
+    reason = backend.probe()
+    if reason is not None:
+        raise NotImplementedError(reason)
+    return backend
 
 
 # --- the library's own implementations -----------------------------------------------------
@@ -226,7 +174,7 @@ def peer(backend, op):
             "log_softmax": jax.nn.log_softmax,
             "logsumexp": lambda x: jax.scipy.special.logsumexp(x, axis=-1),
         }[op]
-    return _naive(backend.xp, op)
+    return _naive(importlib.import_module(lib), op)
 
 
 def _naive(xp, op):
@@ -248,7 +196,7 @@ def _naive(xp, op):
 
 def peer_with_grad(backend):
     """Cross-entropy and its gradient without autodiff (NumPy, CuPy): from one log_softmax."""
-    xp = backend.xp
+    xp = importlib.import_module(backend.library)
     if backend.library == "numpy":
         import scipy.special as sc
 
@@ -293,7 +241,7 @@ class XPBenchmark:
     def setup(self, backend, impl, shape, dtype):
         if static_skip(backend, impl, shape, dtype):
             raise NotImplementedError(f"{backend} {shape} {dtype} is left out")
-        self.backend = Backend(backend)
+        self.backend = find_backend(backend)
         self.impl = impl
         self._x64 = None
         if self.backend.library == "jax" and dtype == "float64":
@@ -313,11 +261,10 @@ class XPBenchmark:
         host -= 4
         self.x = self.backend.asarray(host, dtype)
         labels = rng.integers(0, cols, rows)
-        index = "int32" if self.backend.library == "jax" else "int64"
-        self.target = self.backend.asarray(labels, index)
+        self.target = self.backend.asarray(labels, self.backend.index_dtype)
         # Minimal traffic: the inputs read once plus the output written once (prepare sets
         # out_bytes; the cross-entropy adds the labels to in_bytes).
-        self.x_bytes = self.in_bytes = nbytes(self.x)
+        self.x_bytes = self.in_bytes = self.backend.nbytes(self.x)
 
     def teardown(self, *params):
         if getattr(self, "_x64", None) is not None:
@@ -337,13 +284,10 @@ class XPBenchmark:
             own = peer(backend, self.op)
             forward = own if self.op == "cross_entropy" else (lambda x, t: own(x))
         fn = _with_grad(backend, forward, impl) if backward else forward
-        if backend.library == "jax":
-            import jax
-
-            fn = jax.jit(fn)
+        fn = backend.jit(fn)
         x, target = self.x, self.target
-        if backward and backend.library == "torch":
-            x = x.detach().requires_grad_(True)
+        if backward:
+            x = backend.requires_grad(x)
         context = xs.force_generic if impl == "generic" else contextlib.nullcontext
 
         def run():
@@ -351,7 +295,9 @@ class XPBenchmark:
                 return backend.sync(fn(x, target))
 
         self.run = run
-        self.out_bytes = nbytes(run())  # also the warm-up: compiles, loads the backend module
+        self.out_bytes = backend.nbytes(
+            run()
+        )  # also the warm-up: compiles, loads the backend module
 
     # --- measurements used by the track_ methods -----------------------------------------
 
@@ -375,18 +321,8 @@ class XPBenchmark:
 
 def _with_grad(backend, forward, impl):
     """Forward+backward of a scalar loss: autodiff where the library has it."""
-    if backend.library == "torch":
-        import torch
-
-        def loss_and_grad(x, t):
-            loss = forward(x, t)
-            return loss, torch.autograd.grad(loss, x)[0]
-
-        return loss_and_grad
-    if backend.library == "jax":
-        import jax
-
-        return jax.value_and_grad(forward)
+    if backend.autodiff:
+        return backend.value_and_grad(forward)
     if impl == "peer":
         return peer_with_grad(backend)
     return xs.cross_entropy_with_grad
@@ -429,20 +365,21 @@ def peak_extra_bytes(backend, run):
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        return max(0, peak - before - nbytes(out))
-    if backend.name == "torch:cuda":
-        torch = backend.xp
+        return max(0, peak - before - backend.nbytes(out))
+    if backend.id == "torch:cuda":
+        import torch
+
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         out = run()
-        return max(0, torch.cuda.max_memory_allocated() - before - nbytes(out))
+        return max(0, torch.cuda.max_memory_allocated() - before - backend.nbytes(out))
     if backend.device == "cpu" and os.path.exists("/proc/self/clear_refs"):
         before = _status_kib("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS
         out = run()
-        return max(0, _status_kib("VmHWM") * 1024 - before * 1024 - nbytes(out))
-    raise SkipNotImplemented(f"no peak-memory measurement for {backend.name}")
+        return max(0, _status_kib("VmHWM") * 1024 - before * 1024 - backend.nbytes(out))
+    raise SkipNotImplemented(f"no peak-memory measurement for {backend.id}")
 
 
 def _status_kib(field):

@@ -6,18 +6,27 @@ quick self-check of every function on every array library and device found.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.metadata
+import importlib.util
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _registry, cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax
+from . import (
+    _libraries,
+    _registry,
+    cross_entropy,
+    cross_entropy_with_grad,
+    log_softmax,
+    logsumexp,
+    softmax,
+)
 from ._api import which
-from ._listing import LIBRARIES, installed_libraries
+
+if TYPE_CHECKING:  # the adapters import NumPy: only inside functions here
+    from .testing.backends import Backend
 
 # A small input with the cases that matter: ordinary, huge, an all -inf row, a partly -inf row.
 _X = [
@@ -59,126 +68,41 @@ def _expected(xs: list[list[float]]) -> dict[str, Any]:
     return {"softmax": sm, "log_softmax": lsm, "logsumexp": lse, "ce": per, "grad": grad}
 
 
-@dataclass
-class Target:
-    """One array library on one device."""
+def _label(b: Backend) -> str:
+    return f"{b.library}:{b.device}"
 
-    library: str
-    device: str
-    make: Callable[[Any, str], Any]
-    to_list: Callable[[Any], Any]
-    dtypes: tuple[str, ...]
 
-    @property
-    def label(self) -> str:
-        return f"{self.library}:{self.device}"
+#: The dtypes the self-check runs in, where the backend has them.
+CHECK_DTYPES = ("float32", "float64", "bfloat16")
+
+
+def _check_dtypes(b: Backend) -> list[str]:
+    """The dtypes of :data:`CHECK_DTYPES` that ``b`` can make as configured (no float64 for
+    JAX outside its 64-bit mode)."""
+    have = b.available_dtypes()
+    return [d for d in CHECK_DTYPES if d in have]
+
+
+def _to_list(b: Backend, x: Any) -> Any:
+    return b.numpy_float(x).tolist()
 
 
 def _version(name: str) -> str:
-    dist = {"array_api_strict": "array-api-strict"}.get(name, name)
+    lib = _libraries.by_name(name)
     try:
-        return importlib.metadata.version(dist)
+        return importlib.metadata.version(lib.distribution if lib else name)
     except importlib.metadata.PackageNotFoundError:
         return "?"
 
 
-def _targets(libraries: Sequence[str]) -> list[Target]:
-    out: list[Target] = []
-    for lib in libraries:
-        try:
-            out.extend(_targets_of(lib))
-        except Exception as exc:  # a broken install must not stop the report
-            print(f"  {lib}: could not be used ({type(exc).__name__}: {exc})")
-    return out
+def _backends(libraries: Sequence[str]) -> list[Backend]:
+    """The usable backends of ``libraries``, saying why a library has none."""
+    from .testing.backends import usable_backends
 
-
-def _targets_of(lib: str) -> list[Target]:
-    if lib == "numpy":
-        import numpy as np
-
-        return [
-            Target(
-                "numpy",
-                "cpu",
-                lambda v, d: np.asarray(v, dtype=d),
-                lambda a: np.asarray(a).tolist(),
-                ("float32", "float64"),
-            )
-        ]
-    if lib == "torch":
-        import torch
-
-        def torch_maker(dev: str) -> Callable[[Any, str], Any]:
-            return lambda v, d: torch.tensor(v, dtype=getattr(torch, d), device=dev)
-
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        return [
-            Target(
-                "torch",
-                dev,
-                torch_maker(dev),
-                lambda a: a.detach().cpu().double().tolist(),
-                ("float32", "float64", "bfloat16"),
-            )
-            for dev in devices
-        ]
-    if lib == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        def jax_maker(device: Any) -> Callable[[Any, str], Any]:
-            return lambda v, d: jax.device_put(jnp.asarray(v, dtype=d), device)
-
-        return [
-            Target(
-                "jax",
-                platform,
-                jax_maker(jax.devices(platform)[0]),
-                lambda a: jnp.asarray(a, dtype=jnp.float32).tolist(),
-                ("float32", "bfloat16"),
-            )
-            for platform in sorted({d.platform for d in jax.devices()} | {"cpu"})
-        ]
-    if lib == "cupy":
-        import cupy
-
-        cupy.cuda.runtime.getDeviceCount()
-        return [
-            Target(
-                "cupy",
-                "cuda",
-                lambda v, d: cupy.asarray(v, dtype=d),
-                lambda a: a.get().tolist(),
-                ("float32", "float64"),
-            )
-        ]
-    if lib == "dask":
-        import dask.array as da
-        import numpy as np
-
-        return [
-            Target(
-                "dask",
-                "cpu",
-                lambda v, d: da.from_array(np.asarray(v, dtype=d), chunks=2),
-                lambda a: np.asarray(a.compute()).tolist(),
-                ("float32", "float64"),
-            )
-        ]
-    if lib == "array_api_strict":
-        import array_api_strict as s
-        import numpy as np
-
-        return [
-            Target(
-                "array_api_strict",
-                "cpu",
-                lambda v, d: s.asarray(v, dtype=getattr(s, d)),
-                lambda a: np.from_dlpack(a).tolist(),
-                ("float32", "float64"),
-            )
-        ]
-    return []
+    found, reasons = usable_backends(libraries)
+    for lib, reason in reasons.items():  # a broken install must not stop the report
+        print(f"  {lib}: could not be used ({reason})")
+    return found
 
 
 def _close(got: Any, want: Any, tol: float) -> bool:
@@ -194,11 +118,11 @@ def _close(got: Any, want: Any, tol: float) -> bool:
     return abs(g - w) <= tol * max(1.0, abs(w))
 
 
-def _checks(t: Target, dtype: str) -> list[tuple[str, bool, str]]:
+def _checks(b: Backend, dtype: str) -> list[tuple[str, bool, str]]:
     tol = {"float64": 1e-12, "float32": 1e-5}.get(dtype, 1e-2)
-    x = t.make(_X, dtype)
-    exp = _expected(t.to_list(x))
-    target = t.make(_T, "int64") if t.library != "jax" else t.make(_T, "int32")
+    x = b.asarray(_X, dtype)
+    exp = _expected(_to_list(b, x))
+    target = b.asarray(_T, b.index_dtype)
     results = []
 
     def check(name: str, run: Callable[[], Any], want: Any) -> None:
@@ -210,9 +134,9 @@ def _checks(t: Target, dtype: str) -> list[tuple[str, bool, str]]:
             results.append((name, False, f"{type(exc).__name__}: {exc}"))
 
     def both(name: str, f: Callable[[], Any], want: Any) -> None:
-        check(name, lambda: t.to_list(f()), want)
+        check(name, lambda: _to_list(b, f()), want)
         with _registry.force_generic():
-            check(name + " (generic)", lambda: t.to_list(f()), want)
+            check(name + " (generic)", lambda: _to_list(b, f()), want)
 
     both("softmax", lambda: softmax(x), exp["softmax"])
     both("log_softmax", lambda: log_softmax(x), exp["log_softmax"])
@@ -229,10 +153,10 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([fmt(header), line, *(fmt(r) for r in rows)])
 
 
-def _which_row(t: Target) -> list[str]:
-    x = t.make([[0.0, 1.0], [2.0, 3.0]], "float32")
-    target = t.make([0, 1], "int64" if t.library != "jax" else "int32")
-    row = [t.label]
+def _which_row(b: Backend) -> list[str]:
+    x = b.asarray([[0.0, 1.0], [2.0, 3.0]], "float32")
+    target = b.asarray([0, 1], b.index_dtype)
+    row = [_label(b)]
     for op in ("softmax", "log_softmax", "logsumexp"):
         row.append(which(op, x, axis=-1) if op != "logsumexp" else which(op, x, axis=1))
     row.append(which("cross_entropy", x, target))
@@ -251,11 +175,7 @@ def _test(argv: list[str]) -> int:
     parser.add_argument("--device", action="append", help="only this device, e.g. cuda, gpu, cpu")
     parser.add_argument("-k", dest="keyword", help="pytest's -k, combined with the above")
     args, rest = parser.parse_known_args(argv)
-    unknown = sorted(set(args.library or ()) - set(LIBRARIES))
-    if unknown:
-        parser.error(
-            f"unknown library {', '.join(map(repr, unknown))}; known: {', '.join(LIBRARIES)}"
-        )
+    _known_libraries(parser, args.library)
     try:
         import pytest
     except ImportError:
@@ -281,14 +201,16 @@ def _selection(libraries: list[str] | None, devices: list[str] | None) -> str:
     return " or ".join(ids) if ids else "not_a_backend_here"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["bench"]:
-        from . import _bench
+def _known_libraries(parser: argparse.ArgumentParser, libraries: list[str] | None) -> None:
+    """Stop with a usage error on a library name xpsoftmax does not know."""
+    known = [lib.name for lib in _libraries.LIBRARIES]
+    unknown = sorted(set(libraries or ()) - set(known))
+    if unknown:
+        parser.error(f"unknown library {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
 
-        return _bench.main(args_list[1:])
-    if args_list[:1] == ["test"]:
-        return _test(args_list[1:])
+
+def _parse(argv: list[str]) -> list[str]:
+    """The libraries to report on: those asked for (each must be installed) or all installed."""
     parser = argparse.ArgumentParser(
         prog="xpsoftmax",
         description="List the array libraries and devices found, which implementation serves "
@@ -298,35 +220,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "conformance suite (see 'xpsoftmax test --help').",
     )
     parser.add_argument("--library", action="append", help="check only this library (repeatable)")
-    args = parser.parse_args(args_list)
-    unknown = sorted(set(args.library or ()) - set(LIBRARIES))
-    if unknown:
-        parser.error(
-            f"unknown library {', '.join(map(repr, unknown))}; known: {', '.join(LIBRARIES)}"
-        )
-    missing = [lib for lib in args.library or () if lib not in installed_libraries()]
+    args = parser.parse_args(argv)
+    _known_libraries(parser, args.library)
+    installed = [lib.name for lib in _libraries.installed()]
+    missing = [lib for lib in args.library or () if lib not in installed]
     if missing:
         parser.error(f"{', '.join(map(repr, missing))} is not installed here")
+    return list(args.library or installed)
 
-    from . import __version__
 
-    print(f"xpsoftmax {__version__} (Python {sys.version.split()[0]})")
-    if _registry.generic_forced():
-        print(f"{_registry.ENV_FORCE_GENERIC} is set: every call uses the generic implementation")
-    libraries = args.library or installed_libraries()
-    print(
-        "\nArray libraries found: "
-        + (", ".join(f"{lib} {_version(lib)}" for lib in libraries) or "none")
-    )
-    targets = _targets(libraries)
-    if not targets:
-        print("No array library to check: install one, e.g. pip install 'xpsoftmax[numpy]'.")
-        return 1
-
+def _print_which(backends: list[Backend]) -> None:
     print("\nImplementation serving a float32 call with default options, per library and device:")
     print(
         _table(
-            [_which_row(t) for t in targets],
+            [_which_row(b) for b in backends],
             [
                 "library:device",
                 "softmax",
@@ -338,24 +245,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
 
+
+def _self_check(backends: list[Backend]) -> int:
+    """Run and print the self-check of every backend in each of its dtypes; the exit status."""
     print("\nSelf-check (fast path and generic path against pure-Python references):")
     summary = []
     failures = []
-    for t in targets:
-        for dtype in t.dtypes:
+    for b in backends:
+        for dtype in _check_dtypes(b):
             start = time.perf_counter()
-            results = _checks(t, dtype)
+            results = _checks(b, dtype)
             passed = sum(ok for _, ok, _ in results)
             summary.append(
                 [
-                    t.label,
+                    _label(b),
                     dtype,
                     f"{passed}/{len(results)}",
                     "ok" if passed == len(results) else "FAIL",
                     f"{(time.perf_counter() - start) * 1e3:.0f} ms",
                 ]
             )
-            failures += [f"{t.label} {dtype} {name}: {msg}" for name, ok, msg in results if not ok]
+            failures += [
+                f"{_label(b)} {dtype} {name}: {msg}" for name, ok, msg in results if not ok
+            ]
     print(_table(summary, ["library:device", "dtype", "checks", "result", "time"]))
     if failures:
         print("\nFailures:")
@@ -363,6 +275,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print("\nAll checks passed.")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["bench"]:
+        from . import _bench
+
+        return _bench.main(args_list[1:])
+    if args_list[:1] == ["test"]:
+        return _test(args_list[1:])
+    libraries = _parse(args_list)
+
+    from . import __version__
+
+    print(f"xpsoftmax {__version__} (Python {sys.version.split()[0]})")
+    if _registry.generic_forced():
+        print(f"{_registry.ENV_FORCE_GENERIC} is set: every call uses the generic implementation")
+    print(
+        "\nArray libraries found: "
+        + (", ".join(f"{lib} {_version(lib)}" for lib in libraries) or "none")
+    )
+    if libraries and importlib.util.find_spec("numpy") is None:
+        # The adapters make their inputs from NumPy data (only torch installs without it).
+        print("The self-check needs NumPy to make its inputs: pip install numpy.")
+        return 1
+    backends = _backends(libraries)
+    if not backends:
+        print("No array library to check: install one, e.g. pip install 'xpsoftmax[numpy]'.")
+        return 1
+    _print_which(backends)
+    return _self_check(backends)
 
 
 if __name__ == "__main__":

@@ -20,220 +20,137 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _api, _registry
+from . import _api, _libraries, _registry
+
+if TYPE_CHECKING:  # the adapters import NumPy: only inside functions here
+    from .testing.backends import Backend
 
 OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy+grad")
 IMPLEMENTATIONS = ("fast", "generic", "own")
-LIBRARIES = ("numpy", "torch", "jax", "cupy")
 QUICK_SHAPE = (256, 4096)  # 4 MiB: the whole run takes seconds
 DEFAULT_SHAPE = (4096, 8192)  # 128 MiB: far beyond the caches, still quick on a laptop
 
-#: What each library calls "its own" implementation, for the report.
-OWN = {
-    "numpy": "scipy.special",
-    "torch": "torch / torch.nn.functional",
-    "jax": "jax.nn / optax",
-    "cupy": "plain CuPy formulas",
-}
+
+# --- each library's own implementations ---------------------------------------------------
+# One builder per library: the operations it has, over rows, each taking ``(x, target)``.
+# ``cross_entropy+grad`` is built here only for libraries without autodiff; for the others it
+# is their autodiff of their own ``cross_entropy`` (see _own).
 
 
-@dataclass
-class Device:
-    """One array library on one device and what the benchmark needs of it."""
-
-    library: str
-    device: str
-    put: Callable[[Any], Any]  # NumPy array -> array on the device
-    sync: Callable[[Any], Any]  # waits for a result (array or tuple of arrays)
-    copy: Callable[[Any], Callable[[], Any]]  # x -> a call copying x into a buffer
-    jit: Callable[[Callable[..., Any]], Callable[..., Any]]
-
-    @property
-    def label(self) -> str:
-        return f"{self.library}:{self.device}"
-
-
-def _nbytes(a: Any) -> int:
-    if isinstance(a, (tuple, list)):
-        return sum(_nbytes(b) for b in a)
-    if hasattr(a, "element_size"):  # torch
-        return int(a.element_size() * a.numel())
-    return int(getattr(a, "nbytes", 0))
-
-
-def _identity(f: Callable[..., Any]) -> Callable[..., Any]:
-    return f
-
-
-def _devices(library: str) -> list[Device]:
-    """The devices of ``library`` found here (imports it)."""
-    if library == "numpy":
-        import numpy as np
-
-        def np_copy(x: Any) -> Callable[[], Any]:
-            buf = np.empty_like(x)
-            return lambda: np.copyto(buf, x)
-
-        return [Device("numpy", "cpu", _identity, _identity, np_copy, _identity)]
-    if library == "torch":
-        import torch
-
-        def torch_device(dev: str) -> Device:
-            def sync(out: Any) -> Any:
-                if dev == "cuda":
-                    torch.cuda.synchronize()
-                return out
-
-            def copy(x: Any) -> Callable[[], Any]:
-                buf = torch.empty_like(x)
-                return lambda: sync(buf.copy_(x))
-
-            return Device(
-                "torch", dev, lambda a: torch.from_numpy(a).to(dev), sync, copy, _identity
-            )
-
-        return [torch_device(d) for d in ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])]
-    if library == "jax":
-        import jax
-
-        def jax_put(platform: str) -> Callable[[Any], Any]:
-            device = jax.devices(platform)[0]
-            return lambda a: jax.device_put(a, device)
-
-        def jax_copy(x: Any) -> Callable[[], Any]:
-            copy = jax.jit(lambda a: a.copy())
-            return lambda: jax.block_until_ready(copy(x))
-
-        return [
-            Device(
-                "jax",
-                platform,
-                jax_put(platform),
-                jax.block_until_ready,
-                jax_copy,
-                jax.jit,
-            )
-            for platform in sorted({d.platform for d in jax.devices()} | {"cpu"})
-        ]
-    if library == "cupy":
-        import cupy
-
-        cupy.cuda.runtime.getDeviceCount()
-
-        def cupy_sync(out: Any) -> Any:
-            cupy.cuda.get_current_stream().synchronize()
-            return out
-
-        def cupy_copy(x: Any) -> Callable[[], Any]:
-            buf = cupy.empty_like(x)
-            return lambda: cupy_sync(cupy.copyto(buf, x))
-
-        return [Device("cupy", "cuda", cupy.asarray, cupy_sync, cupy_copy, _identity)]
-    return []
-
-
-def _own(library: str, op: str) -> Callable[..., Any] | None:
-    """The library's own ``op`` over rows, taking ``(x, target)``; None where it has none."""
-    if library == "numpy":
-        if importlib.util.find_spec("scipy") is None:
-            return None
-        import numpy as np
-        import scipy.special as sc
-
-        def np_loss_and_grad(x: Any, t: Any) -> tuple[Any, Any]:
-            rows = np.arange(x.shape[0])
-            lsm = sc.log_softmax(x, axis=-1)
-            grad = np.exp(lsm)
-            grad[rows, t] -= 1
-            grad /= x.shape[0]
-            return -np.mean(lsm[rows, t]), grad
-
-        return {
-            "softmax": lambda x, t: sc.softmax(x, axis=-1),
-            "log_softmax": lambda x, t: sc.log_softmax(x, axis=-1),
-            "logsumexp": lambda x, t: sc.logsumexp(x, axis=-1),
-            "cross_entropy": lambda x, t: np.mean(
-                sc.logsumexp(x, axis=-1) - np.take_along_axis(x, t[:, None], axis=-1)[:, 0]
-            ),
-            "cross_entropy+grad": np_loss_and_grad,
-        }[op]
-    if library == "torch":
-        import torch
-        import torch.nn.functional as F
-
-        return {
-            "softmax": lambda x, t: torch.softmax(x, -1),
-            "log_softmax": lambda x, t: torch.log_softmax(x, -1),
-            "logsumexp": lambda x, t: torch.logsumexp(x, -1),
-            "cross_entropy": F.cross_entropy,
-            "cross_entropy+grad": _torch_grad(F.cross_entropy),
-        }[op]
-    if library == "jax":
-        import jax
-
-        if op.startswith("cross_entropy"):
-            if importlib.util.find_spec("optax") is None:
-                return None
-            import optax
-
-            def jax_ce(x: Any, t: Any) -> Any:
-                return optax.softmax_cross_entropy_with_integer_labels(x, t).mean()
-
-            return jax.value_and_grad(jax_ce) if op.endswith("grad") else jax_ce
-        return {
-            "softmax": lambda x, t: jax.nn.softmax(x),
-            "log_softmax": lambda x, t: jax.nn.log_softmax(x),
-            "logsumexp": lambda x, t: jax.scipy.special.logsumexp(x, axis=-1),
-        }[op]
-    if library == "cupy":
-        import cupy as cp
-
-        def lse(x: Any) -> Any:
-            m = x.max(axis=-1, keepdims=True)
-            return m + cp.log(cp.exp(x - m).sum(axis=-1, keepdims=True))
-
-        def cp_loss_and_grad(x: Any, t: Any) -> tuple[Any, Any]:
-            rows = cp.arange(x.shape[0])
-            lsm = x - lse(x)
-            grad = cp.exp(lsm)
-            grad[rows, t] -= 1
-            grad /= x.shape[0]
-            return -cp.mean(lsm[rows, t]), grad
-
-        return {
-            "softmax": lambda x, t: cp.exp(x - lse(x)),
-            "log_softmax": lambda x, t: x - lse(x),
-            "logsumexp": lambda x, t: lse(x)[:, 0],
-            "cross_entropy": lambda x, t: cp.mean(
-                lse(x)[:, 0] - cp.take_along_axis(x, t[:, None], axis=-1)[:, 0]
-            ),
-            "cross_entropy+grad": cp_loss_and_grad,
-        }[op]
-    return None
-
-
-def _torch_grad(loss: Callable[..., Any]) -> Callable[..., Any]:
-    import torch
+def _numpy_own() -> dict[str, Callable[..., Any]]:
+    if importlib.util.find_spec("scipy") is None:
+        return {}
+    import numpy as np
+    import scipy.special as sc
 
     def loss_and_grad(x: Any, t: Any) -> tuple[Any, Any]:
-        value = loss(x, t)
-        return value, torch.autograd.grad(value, x)[0]
+        rows = np.arange(x.shape[0])
+        lsm = sc.log_softmax(x, axis=-1)
+        grad = np.exp(lsm)
+        grad[rows, t] -= 1
+        grad /= x.shape[0]
+        return -np.mean(lsm[rows, t]), grad
 
-    return loss_and_grad
+    return {
+        "softmax": lambda x, t: sc.softmax(x, axis=-1),
+        "log_softmax": lambda x, t: sc.log_softmax(x, axis=-1),
+        "logsumexp": lambda x, t: sc.logsumexp(x, axis=-1),
+        "cross_entropy": lambda x, t: np.mean(
+            sc.logsumexp(x, axis=-1) - np.take_along_axis(x, t[:, None], axis=-1)[:, 0]
+        ),
+        "cross_entropy+grad": loss_and_grad,
+    }
 
 
-def _ours(library: str, op: str) -> Callable[..., Any]:
+def _torch_own() -> dict[str, Callable[..., Any]]:
+    import torch
+    import torch.nn.functional as F
+
+    return {
+        "softmax": lambda x, t: torch.softmax(x, -1),
+        "log_softmax": lambda x, t: torch.log_softmax(x, -1),
+        "logsumexp": lambda x, t: torch.logsumexp(x, -1),
+        "cross_entropy": F.cross_entropy,
+    }
+
+
+def _jax_own() -> dict[str, Callable[..., Any]]:
+    import jax
+
+    ops: dict[str, Callable[..., Any]] = {
+        "softmax": lambda x, t: jax.nn.softmax(x),
+        "log_softmax": lambda x, t: jax.nn.log_softmax(x),
+        "logsumexp": lambda x, t: jax.scipy.special.logsumexp(x, axis=-1),
+    }
+    if importlib.util.find_spec("optax") is not None:  # JAX's cross-entropy lives there
+        import optax
+
+        def cross_entropy(x: Any, t: Any) -> Any:
+            return optax.softmax_cross_entropy_with_integer_labels(x, t).mean()
+
+        ops["cross_entropy"] = cross_entropy
+    return ops
+
+
+def _cupy_own() -> dict[str, Callable[..., Any]]:
+    import cupy as cp
+
+    def lse(x: Any) -> Any:
+        m = x.max(axis=-1, keepdims=True)
+        return m + cp.log(cp.exp(x - m).sum(axis=-1, keepdims=True))
+
+    def loss_and_grad(x: Any, t: Any) -> tuple[Any, Any]:
+        rows = cp.arange(x.shape[0])
+        lsm = x - lse(x)
+        grad = cp.exp(lsm)
+        grad[rows, t] -= 1
+        grad /= x.shape[0]
+        return -cp.mean(lsm[rows, t]), grad
+
+    return {
+        "softmax": lambda x, t: cp.exp(x - lse(x)),
+        "log_softmax": lambda x, t: x - lse(x),
+        "logsumexp": lambda x, t: lse(x)[:, 0],
+        "cross_entropy": lambda x, t: cp.mean(
+            lse(x)[:, 0] - cp.take_along_axis(x, t[:, None], axis=-1)[:, 0]
+        ),
+        "cross_entropy+grad": loss_and_grad,
+    }
+
+
+@dataclass(frozen=True)
+class _Own:
+    """A library's own implementations: what the report calls them, and their builder."""
+
+    label: str
+    build: Callable[[], dict[str, Callable[..., Any]]]
+
+
+#: The libraries the benchmark compares with their own implementations.
+_OWN = {
+    "numpy": _Own("scipy.special", _numpy_own),
+    "torch": _Own("torch / torch.nn.functional", _torch_own),
+    "jax": _Own("jax.nn / optax", _jax_own),
+    "cupy": _Own("plain CuPy formulas", _cupy_own),
+}
+#: The libraries benchmarked, in the order of the one list of libraries.
+LIBRARIES = tuple(lib.name for lib in _libraries.LIBRARIES if lib.name in _OWN)
+
+
+def _own(b: Backend, op: str) -> Callable[..., Any] | None:
+    """The library's own ``op`` over rows, taking ``(x, target)``; None where it has none."""
+    if op == "cross_entropy+grad" and b.autodiff:
+        loss = _own(b, "cross_entropy")
+        return None if loss is None else b.value_and_grad(loss)
+    return _OWN[b.library].build().get(op)
+
+
+def _ours(b: Backend, op: str) -> Callable[..., Any]:
     """xpsoftmax's ``op`` taking ``(x, target)``; the gradient by the library's autodiff."""
     if op == "cross_entropy+grad":
-        if library == "torch":
-            return _torch_grad(_api.cross_entropy)
-        if library == "jax":
-            import jax
-
-            return jax.value_and_grad(_api.cross_entropy)
-        return _api.cross_entropy_with_grad
+        return b.value_and_grad(_api.cross_entropy) if b.autodiff else _api.cross_entropy_with_grad
     return {
         "softmax": lambda x, t: _api.softmax(x),
         "log_softmax": lambda x, t: _api.log_softmax(x),
@@ -288,47 +205,56 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _bench_device(
-    dev: Device, shape: tuple[int, int], repeats: int, progress: _Progress
-) -> dict[str, Any]:
+def _label(b: Backend) -> str:
+    return f"{b.library}:{b.device}"
+
+
+def _inputs(b: Backend, shape: tuple[int, int]) -> tuple[Any, Any]:
+    """Logits in [-4, 4) and integer labels, on the backend's device."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     host = rng.random(shape, dtype=np.float32) * 8 - 4
-    x = dev.put(host)
-    target = dev.put(
-        rng.integers(0, shape[1], shape[0]).astype(np.int32 if dev.library == "jax" else np.int64)
-    )
-    x_bytes = _nbytes(x)
-    copy_gbps = 2 * x_bytes / median_seconds(dev.copy(x), repeats) / 1e9
+    labels = rng.integers(0, shape[1], shape[0])
+    return b.asarray(host), b.asarray(labels, b.index_dtype)
+
+
+def _timed(
+    b: Backend, fn: Callable[..., Any], impl: str, args: tuple[Any, Any], repeats: int
+) -> tuple[float, int]:
+    """Median seconds of one synchronised call of ``fn(*args)`` and the bytes it returns."""
+    fn = b.jit(fn)
+    context = _registry.force_generic if impl == "generic" else contextlib.nullcontext
+
+    def run() -> Any:
+        with context():
+            return b.sync(fn(*args))
+
+    out_bytes = b.nbytes(run())  # the first call also compiles and warms up
+    return median_seconds(run, repeats), out_bytes
+
+
+def _bench_backend(
+    b: Backend, shape: tuple[int, int], repeats: int, progress: _Progress
+) -> dict[str, Any]:
+    x, target = _inputs(b, shape)
+    x_bytes = b.nbytes(x)
+    copy_gbps = 2 * x_bytes / median_seconds(b.copier(x), repeats) / 1e9
     ops: dict[str, Any] = {}
     for op in OPS:
-        arg = x
-        if op == "cross_entropy+grad" and dev.library == "torch":
-            arg = x.detach().requires_grad_(True)
-        read = x_bytes + (_nbytes(target) if op.startswith("cross_entropy") else 0)
+        arg = b.requires_grad(x) if op == "cross_entropy+grad" else x
+        read = x_bytes + (b.nbytes(target) if op.startswith("cross_entropy") else 0)
         ops[op] = {}
         for impl in IMPLEMENTATIONS:
-            progress.step(f"{dev.label} {op} {impl}")
-            fn = _own(dev.library, op) if impl == "own" else _ours(dev.library, op)
+            progress.step(f"{_label(b)} {op} {impl}")
+            fn = _own(b, op) if impl == "own" else _ours(b, op)
             if fn is None:
                 ops[op][impl] = None
                 continue
-            fn = dev.jit(fn)
-            context = _registry.force_generic if impl == "generic" else contextlib.nullcontext
-
-            def run(fn: Callable[..., Any] = fn, arg: Any = arg, context: Any = context) -> Any:
-                with context():
-                    return dev.sync(fn(arg, target))
-
-            moved = read + _nbytes(run())  # the first call also compiles and warms up
-            seconds = median_seconds(run, repeats)
-            ops[op][impl] = {
-                "seconds": seconds,
-                "gbps": moved / seconds / 1e9,
-                "copy_fraction": moved / seconds / 1e9 / copy_gbps,
-            }
-    return {"library": dev.library, "device": dev.device, "copy_gbps": copy_gbps, "ops": ops}
+            seconds, out_bytes = _timed(b, fn, impl, (arg, target), repeats)
+            gbps = (read + out_bytes) / seconds / 1e9
+            ops[op][impl] = {"seconds": seconds, "gbps": gbps, "copy_fraction": gbps / copy_gbps}
+    return {"library": b.library, "device": b.device, "copy_gbps": copy_gbps, "ops": ops}
 
 
 def _report(result: dict[str, Any]) -> str:
@@ -338,7 +264,7 @@ def _report(result: dict[str, Any]) -> str:
         return f"{entry['seconds'] * 1e3:9.3f} ms {entry['copy_fraction']:6.1%}"
 
     lines = [
-        f"\n{result['library']}:{result['device']} (own: {OWN[result['library']]}), "
+        f"\n{result['library']}:{result['device']} (own: {_OWN[result['library']].label}), "
         f"copy {result['copy_gbps']:.1f} GB/s; time and fraction of copy bandwidth:",
         f"{'operation':<20}" + "".join(f"{impl:>22}" for impl in IMPLEMENTATIONS),
     ]
@@ -386,8 +312,8 @@ def _shape(text: str) -> tuple[int, int]:
     return rows, cols
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark (``python -m xpsoftmax bench [options]``); returns the exit status."""
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, with ``shape`` and ``repeats`` settled (``--quick`` included)."""
     parser = argparse.ArgumentParser(
         prog="xpsoftmax bench",
         description="Time each operation per installed array library and device: xpsoftmax's "
@@ -407,17 +333,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--plot needs matplotlib: pip install matplotlib (or 'xpsoftmax[bench]')")
     if importlib.util.find_spec("numpy") is None:
         parser.error("the benchmark needs NumPy to make its inputs: pip install numpy")
-    shape = args.shape or (QUICK_SHAPE if args.quick else DEFAULT_SHAPE)
-    repeats = max(1, args.repeats if not args.quick else min(args.repeats, 3))
+    args.shape = args.shape or (QUICK_SHAPE if args.quick else DEFAULT_SHAPE)
+    args.repeats = max(1, args.repeats if not args.quick else min(args.repeats, 3))
+    return args
 
-    wanted = args.library or [lib for lib in LIBRARIES if importlib.util.find_spec(lib)]
-    devices: list[Device] = []
-    for lib in wanted:
-        try:
-            devices += _devices(lib)
-        except Exception as exc:  # a broken install must not stop the others
-            print(f"{lib}: could not be used ({type(exc).__name__}: {exc})")
-    if not devices:
+
+def _backends(libraries: list[str] | None) -> list[Backend]:
+    """The usable backends of ``libraries`` (default: every installed one that the benchmark
+    knows), saying why a library has none."""
+    from .testing.backends import usable_backends
+
+    wanted = libraries or [lib.name for lib in _libraries.installed() if lib.name in _OWN]
+    backends, reasons = usable_backends(wanted)
+    for lib, reason in reasons.items():  # a broken install must not stop the others
+        print(f"{lib}: could not be used ({reason})")
+    return backends
+
+
+def _run(backends: list[Backend], shape: tuple[int, int], repeats: int) -> list[dict[str, Any]]:
+    progress = _Progress(len(backends) * len(OPS) * len(IMPLEMENTATIONS))
+    try:
+        return [_bench_backend(b, shape, repeats, progress) for b in backends]
+    finally:
+        progress.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark (``python -m xpsoftmax bench [options]``); returns the exit status."""
+    args = _parse(argv)
+    shape, repeats = args.shape, args.repeats
+    backends = _backends(args.library)
+    if not backends:
         print("No array library to benchmark: install one, e.g. pip install numpy.")
         return 1
 
@@ -432,13 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         )
     )
-    progress = _Progress(len(devices) * len(OPS) * len(IMPLEMENTATIONS))
-    results = []
-    try:
-        for dev in devices:
-            results.append(_bench_device(dev, shape, repeats, progress))
-    finally:
-        progress.close()
+    results = _run(backends, shape, repeats)
     for result in results:
         print(_report(result))
 

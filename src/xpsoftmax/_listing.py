@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import ClassVar
 
-from . import _registry
+from . import _libraries, _registry
 
-#: Libraries array-api-compat recognises that the listing looks for.
-LIBRARIES = ("numpy", "torch", "jax", "cupy", "dask", "array_api_strict")
+#: Names of the libraries the listing looks for (those of :data:`_libraries.LIBRARIES`).
+LIBRARIES = tuple(lib.name for lib in _libraries.LIBRARIES)
 
 
 @dataclass(frozen=True)
@@ -26,13 +25,13 @@ class Implementation:
 
 def installed_libraries() -> list[str]:
     """The array libraries of :data:`LIBRARIES` that can be imported here (not imported)."""
-    return [lib for lib in LIBRARIES if importlib.util.find_spec(lib) is not None]
+    return [lib.name for lib in _libraries.installed()]
 
 
 def _devices(library: str) -> tuple[str, ...]:
-    return {"torch": ("cpu", "cuda"), "jax": ("cpu", "gpu"), "cupy": ("cuda",)}.get(
-        library, ("cpu",)
-    )
+    """The device kinds of ``library``; the host alone for a library xpsoftmax does not know."""
+    lib = _libraries.by_name(library)
+    return lib.devices if lib is not None else ("cpu",)
 
 
 class ImplementationTable(list[Implementation]):

@@ -1,26 +1,319 @@
 """The array libraries and devices the conformance kit runs on: one adapter each.
 
-A :class:`Backend` makes an array of its library from NumPy data (:meth:`Backend.asarray`),
-brings one back to the host (:meth:`Backend.to_numpy`), waits for queued work
-(:meth:`Backend.sync`), and says which dtypes it has and whether it is lazy. Entries whose
-library is not installed, or whose device is absent, report why (:meth:`Backend.probe`);
-:meth:`Backend.pytest_params` turns them into pytest parameters that skip with that reason.
+A :class:`Backend` makes an array of its library from NumPy data or nested lists
+(:meth:`Backend.asarray`), brings one back to the host (:meth:`Backend.to_numpy`), waits for
+queued work (:meth:`Backend.sync`), and says which dtypes it has and whether it is lazy. For
+timing it also gives a plain-copy baseline (:meth:`Backend.copier`), the library's compiler
+where it has one (:meth:`Backend.jit`) and its autodiff (:meth:`Backend.value_and_grad`).
+Entries whose library is not installed, or whose device is absent, report why
+(:meth:`Backend.probe`); :meth:`Backend.pytest_params` turns them into pytest parameters that
+skip with that reason.
+
+:data:`BACKENDS` holds one entry per library and device of :data:`xpsoftmax._libraries.LIBRARIES`
+(the one list of libraries); what differs between libraries is in one small adapter class per
+library below. The kit's tests, ``python -m xpsoftmax`` (its self-check and ``bench``) and the
+asv suite all use these adapters. The asv suite loads this file from the checkout by path, so
+it imports nothing of xpsoftmax but :mod:`xpsoftmax._libraries`, relatively.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .. import _libraries
 
-def _installed(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+__all__ = ["BACKENDS", "BY_ID", "Backend", "usable_backends"]
 
 
+# --- one adapter per library -----------------------------------------------------------------
+class _Adapter:
+    """What the kit does with the arrays of one library, on any of its devices.
+
+    The defaults suit a library of host arrays with NumPy's conversions; a subclass per library
+    overrides what differs. An unknown library gets this class: it reads arrays back with
+    ``np.asarray`` but cannot make them.
+    """
+
+    #: The floating dtypes the kit checks.
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    autodiff = False
+    lazy = False
+    #: The integer dtype of class labels it holds in its default configuration.
+    index_dtype = "int64"
+    #: The module whose attributes are its dtypes (None: NumPy's dtypes).
+    dtype_module: str | None = None
+
+    def device_reason(self, device: str) -> str | None:
+        """Why ``device`` (not the host) is absent here; None when present."""
+        return f"no {device} device known to the kit"
+
+    def dtype(self, name: str) -> Any:
+        if self.dtype_module is None:
+            return np.dtype(name)
+        return getattr(importlib.import_module(self.dtype_module), name)
+
+    def has_dtype(self, name: str) -> bool:
+        """Whether arrays of ``name`` can be made in the library's present configuration."""
+        return True
+
+    def asarray(self, a: np.ndarray, dtype: str | None, device: str) -> Any:
+        raise NotImplementedError("the conformance kit has no adapter for this library")
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def sync(self, x: Any, device: str) -> Any:
+        """Wait for ``x`` (an array or a tuple of arrays); return what can be read."""
+        return x
+
+    def copier(self, x: Any, device: str) -> Callable[[], Any]:
+        # No preallocated copy in the array API: a fresh copy, which also allocates.
+        import array_api_compat
+
+        xp = array_api_compat.array_namespace(x)
+        return lambda: self.sync(xp.asarray(x, copy=True), device)
+
+    def jit(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        return f
+
+    def nbytes(self, x: Any) -> int:
+        return int(getattr(x, "nbytes", 0))
+
+    def value_and_grad(self, loss: Callable[..., Any]) -> Callable[..., Any]:
+        raise TypeError("this library has no autodiff")
+
+    def requires_grad(self, x: Any) -> Any:
+        return x
+
+
+class _NumPy(_Adapter):
+    dtypes = ("float16", "float32", "float64")
+
+    def asarray(self, a: np.ndarray, dtype: str | None, device: str) -> Any:
+        return a.astype(dtype) if dtype else a.copy()
+
+    def copier(self, x: Any, device: str) -> Callable[[], Any]:
+        buf = np.empty_like(x)
+
+        def copy() -> Any:
+            np.copyto(buf, x)
+            return buf
+
+        return copy
+
+
+class _Strict(_Adapter):
+    dtype_module = "array_api_strict"
+
+    def asarray(self, a: np.ndarray, dtype: str | None, device: str) -> Any:
+        import array_api_strict as s
+
+        out = s.asarray(a)
+        return s.astype(out, self.dtype(dtype)) if dtype else out
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.from_dlpack(x)
+
+    def nbytes(self, x: Any) -> int:
+        return int(np.from_dlpack(x).nbytes)  # a view: its arrays have no nbytes
+
+
+class _Dask(_Adapter):
+    dtypes = ("float16", "float32", "float64")
+    lazy = True
+
+    def asarray(self, a: np.ndarray, dtype: str | None, device: str) -> Any:
+        import dask.array as da
+
+        a = a.astype(dtype) if dtype else a
+        chunks = tuple(max(1, (n + 1) // 2) for n in a.shape)  # several chunks per axis
+        return da.from_array(a, chunks=chunks)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(self.sync(x, "cpu"))  # a result of sync too
+
+    def sync(self, x: Any, device: str) -> Any:
+        import dask
+
+        # dask.compute passes computed (NumPy) values through: syncing twice is harmless.
+        if isinstance(x, (tuple, list)):
+            return tuple(dask.compute(*x))  # one pass over the shared graph
+        return dask.compute(x)[0]
+
+
+class _Torch(_Adapter):
+    dtypes = ("float16", "bfloat16", "float32", "float64")
+    autodiff = True
+    dtype_module = "torch"
+
+    def device_reason(self, device: str) -> str | None:
+        import torch
+
+        if device == "cuda":
+            return None if torch.cuda.is_available() else "no CUDA device"
+        return super().device_reason(device)
+
+    def asarray(self, a: np.ndarray, dtype: str | None, device: str) -> Any:
+        import torch
+
+        # A copy: torch.as_tensor would share the caller's NumPy memory.
+        t = torch.as_tensor(a.copy(), device=device)
+        return t.to(self.dtype(dtype)) if dtype else t
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        import torch
+
+        x = x.detach().cpu()
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.to(torch.float64)
+        return x.numpy()
+
+    def sync(self, x: Any, device: str) -> Any:
+        if device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()  # the whole queue: every array of a tuple at once
+        return x
+
+    def copier(self, x: Any, device: str) -> Callable[[], Any]:
+        import torch
+
+        buf = torch.empty_like(x)
+        return lambda: self.sync(buf.copy_(x), device)
+
+    def nbytes(self, x: Any) -> int:
+        return int(x.element_size() * x.numel())
+
+    def value_and_grad(self, loss: Callable[..., Any]) -> Callable[..., Any]:
+        import torch
+
+        def loss_and_grad(x: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            value = loss(x, *args, **kwargs)
+            return value, torch.autograd.grad(value, x)[0]
+
+        return loss_and_grad
+
+    def requires_grad(self, x: Any) -> Any:
+        return x.detach().requires_grad_(True)
+
+
+class _Jax(_Adapter):
+    dtypes = ("float16", "bfloat16", "float32", "float64")
+    autodiff = True
+    dtype_module = "jax.numpy"
+    # int64 needs JAX's 64-bit mode, which is off by default.
+    index_dtype = "int32"
+
+    def device_reason(self, device: str) -> str | None:
+        import jax
+
+        try:
+            jax.devices(device)
+        except RuntimeError:
+            return f"no {device.upper()} for JAX"
+        return None
+
+    def has_dtype(self, name: str) -> bool:
+        import jax
+
+        return name not in ("float64", "int64") or bool(jax.config.read("jax_enable_x64"))
+
+    def asarray(self, a: np.ndarray, dtype: str | None, device: str) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        out = jax.device_put(jnp.asarray(a), jax.devices(device)[0])
+        return out.astype(self.dtype(dtype)) if dtype else out
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        import jax.numpy as jnp
+
+        if x.dtype in (jnp.bfloat16,):
+            x = x.astype(jnp.float32)
+        return np.asarray(x)
+
+    def sync(self, x: Any, device: str) -> Any:
+        import jax
+
+        return jax.block_until_ready(x)  # arrays, or tuples of them
+
+    def copier(self, x: Any, device: str) -> Callable[[], Any]:
+        import jax
+
+        copy = jax.jit(lambda a: a.copy())
+        return lambda: self.sync(copy(x), device)
+
+    def jit(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        import jax
+
+        return jax.jit(f)
+
+    def value_and_grad(self, loss: Callable[..., Any]) -> Callable[..., Any]:
+        import jax
+
+        return jax.value_and_grad(loss)
+
+
+class _CuPy(_Adapter):
+    dtypes = ("float16", "float32", "float64")
+    dtype_module = "cupy"
+
+    def device_reason(self, device: str) -> str | None:
+        try:
+            import cupy
+
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # no driver, no device
+            return f"CuPy has no device: {exc}"
+        return None
+
+    def asarray(self, a: np.ndarray, dtype: str | None, device: str) -> Any:
+        import cupy
+
+        return cupy.asarray(a.astype(dtype) if dtype else a)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return x.get()
+
+    def sync(self, x: Any, device: str) -> Any:
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+        return x
+
+    def copier(self, x: Any, device: str) -> Callable[[], Any]:
+        import cupy
+
+        buf = cupy.empty_like(x)
+
+        def copy() -> Any:
+            cupy.copyto(buf, x)
+            return self.sync(buf, device)
+
+        return copy
+
+
+#: The adapter of each library of :data:`xpsoftmax._libraries.LIBRARIES`, by name.
+_ADAPTERS: dict[str, _Adapter] = {
+    "numpy": _NumPy(),
+    "torch": _Torch(),
+    "jax": _Jax(),
+    "cupy": _CuPy(),
+    "dask": _Dask(),
+    "array_api_strict": _Strict(),
+}
+
+
+def _adapter(library: str) -> _Adapter:
+    return _ADAPTERS.get(library) or _Adapter()
+
+
+# --- the public adapter ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Backend:
     """One array library on one device."""
@@ -36,11 +329,32 @@ class Backend:
     @property
     def lazy(self) -> bool:
         """Whether arrays of this backend hold a graph that runs only when computed (Dask)."""
-        return self.library == "dask"
+        return _adapter(self.library).lazy
+
+    @property
+    def index_dtype(self) -> str:
+        """The integer dtype for class labels that the library holds without configuration:
+        ``"int32"`` for JAX (int64 needs its 64-bit mode), ``"int64"`` elsewhere."""
+        return _adapter(self.library).index_dtype
 
     def usable(self) -> bool:
         """Whether the library is installed and the device present."""
         return self.probe() is None
+
+    def available_dtypes(self) -> tuple[str, ...]:
+        """The ``dtypes`` this backend can make arrays of now (imports the library).
+
+        JAX has float64 only in its 64-bit mode (``jax_enable_x64``; the kit's fixtures turn
+        it on); elsewhere this is ``dtypes``.
+
+        Examples
+        --------
+        >>> from xpsoftmax.testing import BY_ID
+        >>> BY_ID["numpy"].available_dtypes()
+        ('float16', 'float32', 'float64')
+        """
+        adapter = _adapter(self.library)
+        return tuple(d for d in self.dtypes if adapter.has_dtype(d))
 
     def param(self) -> Any:
         """This backend as a ``pytest.param`` (id ``"torch:cpu"``...) that skips when unusable,
@@ -70,168 +384,153 @@ class Backend:
             if (b.autodiff or not autodiff) and (library is None or b.library == library)
         ]
 
+    # -- running ------------------------------------------------------------------------------
     def sync(self, x: Any) -> Any:
         """Wait until ``x`` is computed (GPU queues, JAX dispatch, a Dask graph); returns the
-        computed array (for Dask, the NumPy result), for timing and for reading it."""
-        if self.library == "torch" and self.device == "cuda":
-            import torch
+        computed array (for Dask, the NumPy result), for timing and for reading it.
 
-            torch.cuda.synchronize()
-        elif self.library == "jax":
-            x.block_until_ready()
-        elif self.library == "cupy":
-            import cupy
+        ``x`` may also be a tuple of arrays (a loss and its gradient): all of them are waited
+        for (for Dask, computed in one pass, as a tuple).
+        """
+        return _adapter(self.library).sync(x, self.device)
 
-            cupy.cuda.get_current_stream().synchronize()
-        elif self.library == "dask":
-            return x.compute()
-        return x
+    def copier(self, x: Any) -> Callable[[], Any]:
+        """A zero-argument callable that copies ``x`` into a buffer allocated here, once, waits
+        for the copy and returns it: the baseline of a memory-bound operation (it reads and
+        writes :meth:`nbytes` of ``x`` each). Dask and array-api-strict, which cannot copy into
+        an existing array, allocate a fresh copy each time.
 
-    # -- conversion -------------------------------------------------------------------------
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from xpsoftmax.testing import BY_ID
+        >>> copy = BY_ID["numpy"].copier(np.ones(3))
+        >>> copy()
+        array([1., 1., 1.])
+        """
+        return _adapter(self.library).copier(x, self.device)
+
+    def jit(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        """``f`` compiled where the library compiles array functions (``jax.jit``); ``f``
+        itself elsewhere."""
+        return _adapter(self.library).jit(f)
+
+    def nbytes(self, x: Any) -> int:
+        """Bytes held by an array of this backend, or by all arrays of a tuple or list."""
+        if isinstance(x, (tuple, list)):
+            return sum(self.nbytes(a) for a in x)
+        return _adapter(self.library).nbytes(x)
+
+    def value_and_grad(self, loss: Callable[..., Any]) -> Callable[..., Any]:
+        """``loss(x, *args)`` (a scalar) as a function returning the loss and its gradient
+        with respect to ``x``, by the library's autodiff (torch autograd, on an ``x`` from
+        :meth:`requires_grad`; ``jax.value_and_grad``).
+
+        Raises
+        ------
+        TypeError
+            For a library without autodiff (``autodiff`` is False).
+        """
+        return _adapter(self.library).value_and_grad(loss)
+
+    def requires_grad(self, x: Any) -> Any:
+        """``x`` as an input that :meth:`value_and_grad` can differentiate with respect to:
+        for torch a detached leaf that requires grad; ``x`` itself elsewhere."""
+        return _adapter(self.library).requires_grad(x)
+
+    # -- conversion ---------------------------------------------------------------------------
     @property
     def xp(self) -> Any:
+        """The array-API namespace of this backend's arrays (array-api-compat's)."""
         import array_api_compat
 
         return array_api_compat.array_namespace(self.asarray(np.zeros(1)))
 
     def dtype(self, name: str) -> Any:
-        if self.library == "torch":
-            import torch
-
-            return getattr(torch, name)
-        if self.library == "jax":
-            import jax.numpy as jnp
-
-            return getattr(jnp, name)
-        if self.library == "array_api_strict":
-            import array_api_strict
-
-            return getattr(array_api_strict, name)
-        if self.library == "cupy":
-            import cupy
-
-            return getattr(cupy, name)
-        return np.dtype(name)
+        """The library's dtype object called ``name`` (``"float32"``...)."""
+        return _adapter(self.library).dtype(name)
 
     def asarray(self, a: Any, dtype: str | None = None) -> Any:
-        """NumPy data -> this backend's array (``dtype`` by name; None keeps NumPy's)."""
-        a = np.asarray(a)
-        if self.library == "numpy":
-            return a.astype(dtype) if dtype else a.copy()
-        if self.library == "torch":
-            import torch
-
-            t = torch.as_tensor(a.copy(), device=self.device)
-            return t.to(self.dtype(dtype)) if dtype else t
-        if self.library == "jax":
-            import jax
-            import jax.numpy as jnp
-
-            dev = jax.devices(self.device)[0]
-            out = jax.device_put(jnp.asarray(a), dev)
-            return out.astype(self.dtype(dtype)) if dtype else out
-        if self.library == "array_api_strict":
-            import array_api_strict as s
-
-            out = s.asarray(a)
-            return s.astype(out, self.dtype(dtype)) if dtype else out
-        if self.library == "dask":
-            import dask.array as da
-
-            a = a.astype(dtype) if dtype else a
-            chunks = tuple(max(1, (n + 1) // 2) for n in a.shape)  # several chunks per axis
-            return da.from_array(a, chunks=chunks)
-        if self.library == "cupy":
-            import cupy
-
-            return cupy.asarray(a.astype(dtype) if dtype else a)
-        raise AssertionError(self.library)
+        """NumPy data or nested lists -> a new array of this backend, on its device
+        (``dtype`` by name; None keeps NumPy's)."""
+        return _adapter(self.library).asarray(np.asarray(a), dtype, self.device)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """This backend's array -> NumPy float64 (or the integer/bool dtype it holds)."""
-        if self.library == "torch":
-            import torch
-
-            x = x.detach().cpu()
-            if x.dtype in (torch.bfloat16, torch.float16):
-                x = x.to(torch.float64)
-            return x.numpy()
-        if self.library == "jax":
-            import jax.numpy as jnp
-
-            if x.dtype in (jnp.bfloat16,):
-                x = x.astype(jnp.float32)
-            return np.asarray(x)
-        if self.library == "array_api_strict":
-            return np.from_dlpack(x)
-        if self.library == "dask":
-            return np.asarray(x.compute())
-        if self.library == "cupy":
-            return x.get()
-        return np.asarray(x)
+        return _adapter(self.library).to_numpy(x)
 
     def numpy_float(self, x: Any) -> np.ndarray:
+        """:meth:`to_numpy`, with floating results in float64."""
         out = self.to_numpy(x)
         return out.astype(np.float64) if out.dtype.kind == "f" else out
 
 
-def _torch_cuda() -> str | None:
-    import torch
-
-    return None if torch.cuda.is_available() else "no CUDA device"
-
-
-def _jax_gpu() -> str | None:
-    import jax
-
-    try:
-        jax.devices("gpu")
-    except RuntimeError:
-        return "no GPU for JAX"
-    return None
-
-
-def _cupy() -> str | None:
-    try:
-        import cupy
-
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # no driver, no device
-        return f"CuPy has no device: {exc}"
-    return None
-
-
-_ALL = [
-    ("numpy", "numpy", "cpu", ("float16", "float32", "float64"), False, None),
-    ("array_api_strict", "array_api_strict", "cpu", ("float32", "float64"), False, None),
-    ("torch:cpu", "torch", "cpu", ("float16", "bfloat16", "float32", "float64"), True, None),
-    (
-        "torch:cuda",
-        "torch",
-        "cuda",
-        ("float16", "bfloat16", "float32", "float64"),
-        True,
-        _torch_cuda,
-    ),
-    ("jax:cpu", "jax", "cpu", ("float16", "bfloat16", "float32", "float64"), True, None),
-    ("jax:gpu", "jax", "gpu", ("float16", "bfloat16", "float32", "float64"), True, _jax_gpu),
-    ("dask", "dask", "cpu", ("float16", "float32", "float64"), False, None),
-    ("cupy", "cupy", "cuda", ("float16", "float32", "float64"), False, _cupy),
-]
-
-
-def _make(entry: tuple[Any, ...]) -> Backend:
-    id_, lib, dev, dtypes, autodiff, probe = entry
-    module = "dask" if lib == "dask" else lib
+def _backend(lib: _libraries.Library, device: str) -> Backend:
+    """The adapter of ``lib`` on ``device``: id ``"torch:cuda"``, or the library's name alone
+    when it has one device."""
+    adapter = _adapter(lib.name)
+    id_ = lib.name if len(lib.devices) == 1 else f"{lib.name}:{device}"
 
     def reason() -> str | None:
-        if not _installed(module):
-            return f"{module} is not installed"
-        return probe() if probe is not None else None
+        if not lib.installed():
+            return f"{lib.module} is not installed"
+        return None if device == "cpu" else adapter.device_reason(device)
 
-    return Backend(id_, lib, dev, dtypes, autodiff, reason)
+    return Backend(id_, lib.name, device, adapter.dtypes, adapter.autodiff, reason)
 
 
 #: Every backend the suite knows; use the ``backend`` fixture to get the usable ones.
-BACKENDS = [_make(e) for e in _ALL]
+BACKENDS = [_backend(lib, device) for lib in _libraries.LIBRARIES for device in lib.devices]
 BY_ID = {b.id: b for b in BACKENDS}
+
+
+def usable_backends(libraries: Iterable[str]) -> tuple[list[Backend], dict[str, str]]:
+    """The backends of ``libraries`` that are usable here, and why each library with none is
+    not (imports the libraries).
+
+    Parameters
+    ----------
+    libraries : iterable of str
+        Library names (``"numpy"``, ``"torch"``...).
+
+    Returns
+    -------
+    backends : list of Backend
+        The usable ones, library by library in the order given, devices in the order of
+        ``BACKENDS``.
+    reasons : dict
+        For each library without a usable backend, why: not installed, its import failing
+        (a broken install is reported here, not raised), or no device.
+
+    Examples
+    --------
+    >>> from xpsoftmax.testing.backends import usable_backends
+    >>> found, reasons = usable_backends(["numpy", "not_a_library"])
+    >>> [b.id for b in found], reasons
+    (['numpy'], {'not_a_library': 'unknown library'})
+    """
+    found: list[Backend] = []
+    reasons: dict[str, str] = {}
+    for name in libraries:
+        try:
+            usable, reason = _usable_of(name)
+        except Exception as exc:  # a broken install must not stop the others
+            usable, reason = [], f"{type(exc).__name__}: {exc}"
+        found += usable
+        if not usable:
+            reasons[name] = reason or "no device"
+    return found, reasons
+
+
+def _usable_of(name: str) -> tuple[list[Backend], str | None]:
+    """The usable backends of one library and the first reason one is not (may raise)."""
+    lib = _libraries.by_name(name)
+    if lib is None:
+        return [], "unknown library"
+    if not lib.installed():
+        return [], f"{lib.module} is not installed"
+    importlib.import_module(lib.module)  # a library that fails to import says how here
+    backends = [b for b in BACKENDS if b.library == name]
+    reasons = [b.probe() for b in backends]
+    usable = [b for b, r in zip(backends, reasons) if r is None]
+    return usable, next((r for r in reasons if r is not None), None)

@@ -299,3 +299,23 @@ def test_call_pieces_on_a_sharded_jax_array() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert found == {"class_axis": [2], "row_axis": [1], "unsharded": [1], "traced": [1]}
+
+
+def test_the_listing_says_why_an_entry_cannot_run_here(fake_library: dict[str, Any]) -> None:
+    _registry.register(
+        "softmax",
+        FAKE,
+        "fakelib.kernel",
+        supports=lambda c: True,
+        priority=100,
+        available=lambda: "no fakelib device",
+    )(lambda *a, **k: "kernel")
+    rows = [r for r in xs.implementations(FAKE) if r.op == "softmax"]
+    assert [r.implementation for r in rows] == [
+        "fakelib.kernel",
+        "fakelib.high",
+        "fakelib.low",
+        "generic",
+    ]
+    assert rows[0].conditions == "unavailable here: no fakelib device"
+    assert rows[1].conditions == ""

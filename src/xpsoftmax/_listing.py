@@ -74,7 +74,10 @@ def implementations(library: str | None = None) -> ImplementationTable:
     """Which implementation serves each (operation, library, device).
 
     Fast paths serve the calls their ``supports`` predicate accepts (the ``conditions``
-    column); every other call runs the generic array-API implementation. Only installed
+    column), highest priority first; every other call runs the generic array-API
+    implementation. A fast path that cannot run on this machine (its availability check
+    failed: no GPU, an optional dependency missing) says why in ``conditions``; a module of
+    fast paths that failed to import is listed by ``xpsoftmax._registry.broken_modules()``. Only installed
     libraries are listed; their backend modules are imported to read their registrations.
 
     Parameters
@@ -113,7 +116,9 @@ def implementations(library: str | None = None) -> ImplementationTable:
             for device in _devices(lib):
                 found = [e for e in entries if e.op == op and device in e.devices]
                 for e in found:
-                    rows.append(Implementation(op, lib, device, e.name, e.dtypes, e.description))
+                    why = e.unavailable()
+                    conditions = e.description if why is None else f"unavailable here: {why}"
+                    rows.append(Implementation(op, lib, device, e.name, e.dtypes, conditions))
                 rows.append(
                     Implementation(
                         op,

@@ -1,7 +1,7 @@
 """The fast-path registry: the implementations each (operation, array library) may use.
 
 A library's backend package (``xpsoftmax.backends.<library>``, named in
-:data:`xpsoftmax._libraries.LIBRARIES`) is imported the first time an array of that library
+``xpsoftmax._libraries.LIBRARIES``) is imported the first time an array of that library
 reaches a public function, then each of its modules of fast paths, which register their
 entries. An entry carries a priority, an availability check (run once, lazily) and a
 ``supports(call)`` predicate that reads only the call's metadata (:class:`Call`), never array
@@ -98,7 +98,7 @@ class Call:
     op : str
         One of :data:`OPS`.
     library : str
-        A name of :data:`xpsoftmax._libraries.LIBRARIES` (or another library's short name).
+        A name of ``xpsoftmax._libraries.LIBRARIES`` (or another library's short name).
     device : str
         The device kind: ``"cpu"``, ``"cuda"``, ``"gpu"``, ``"tpu"``...
     dtype : str

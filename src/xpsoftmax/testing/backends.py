@@ -9,7 +9,7 @@ Entries whose library is not installed, or whose device is absent, report why
 (:meth:`Backend.probe`); :meth:`Backend.pytest_params` turns them into pytest parameters that
 skip with that reason.
 
-:data:`BACKENDS` holds one entry per library and device of :data:`xpsoftmax._libraries.LIBRARIES`
+:data:`BACKENDS` holds one entry per library and device of ``xpsoftmax._libraries.LIBRARIES``
 (the one list of libraries); what differs between libraries is in one small adapter class per
 library below. The kit's tests, ``python -m xpsoftmax`` (its self-check and ``bench``) and the
 asv suite all use these adapters. The asv suite loads this file from the checkout by path, so
@@ -298,7 +298,7 @@ class _CuPy(_Adapter):
         return copy
 
 
-#: The adapter of each library of :data:`xpsoftmax._libraries.LIBRARIES`, by name.
+#: The adapter of each library of ``xpsoftmax._libraries.LIBRARIES``, by name.
 _ADAPTERS: dict[str, _Adapter] = {
     "numpy": _NumPy(),
     "torch": _Torch(),
@@ -356,13 +356,24 @@ class Backend:
         adapter = _adapter(self.library)
         return tuple(d for d in self.dtypes if adapter.has_dtype(d))
 
+    @property
+    def gpu(self) -> bool:
+        """Whether the device is a GPU (its tests carry the ``gpu`` mark)."""
+        return self.device in ("cuda", "gpu")
+
+    def marks(self) -> list[Any]:
+        """The pytest marks of this backend's tests: ``gpu`` on a GPU device."""
+        import pytest
+
+        return [pytest.mark.gpu] if self.gpu else []
+
     def param(self) -> Any:
         """This backend as a ``pytest.param`` (id ``"torch:cpu"``...) that skips when unusable,
         marked ``gpu`` on a GPU device."""
         import pytest
 
         reason = self.probe()
-        marks = [pytest.mark.gpu] if self.device in ("cuda", "gpu") else []
+        marks = self.marks()
         if reason is not None:
             marks.append(pytest.mark.skip(reason=f"{self.id}: {reason}"))
         return pytest.param(self, id=self.id, marks=marks)

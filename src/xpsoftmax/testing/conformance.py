@@ -377,7 +377,7 @@ def fast_path_params() -> list[Any]:
         for b in BACKENDS:
             if b.library != entry.library or b.device not in entry.devices:
                 continue
-            marks = [pytest.mark.gpu] if b.device in ("cuda", "gpu") else []
+            marks = b.marks()
             for dtype in entry.dtypes:
                 if dtype in b.dtypes:
                     name = f"{entry.op}-{entry.name}-{b.id}-{dtype}"

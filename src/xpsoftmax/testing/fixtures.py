@@ -20,8 +20,7 @@ except ImportError:  # pragma: no cover
 
 
 def _param(b: Backend) -> object:
-    marks = [pytest.mark.gpu] if b.device in ("cuda", "gpu") else []
-    return pytest.param(b, id=b.id, marks=marks)
+    return pytest.param(b, id=b.id, marks=b.marks())
 
 
 def _usable(b: Backend) -> Backend:

@@ -6,8 +6,7 @@ misuse (a reduction that does not exist, ``float`` of the ``return_sign=True`` p
 result assigned to a ``torch.Tensor``, ...) must be rejected, one error on each marked line:
 that also shows the results are typed (an ``Any`` result would let every line through).
 
-mypy runs with the project's configuration (``pyproject.toml``: ``mypy_path = "src"`` is how it
-finds xpsoftmax, whose editable install it cannot follow) and ``--follow-imports=silent``: the
+mypy runs with the project's configuration and ``--follow-imports=silent``: the
 errors of the script are reported, not those of the modules it imports, as for an installed
 package. Its cache lives apart from the project's (``.mypy_cache/user-script``): the strict
 options would otherwise invalidate the project's cache, and the project's run this one's.
@@ -96,3 +95,34 @@ def test_user_script_runs() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("ok"), result.stdout
+
+
+def test_mypy_follows_the_installed_package(tmp_path: Path) -> None:
+    """From outside the project (no configuration, no ``mypy_path``), mypy finds xpsoftmax and
+    its backends through the installed package: an editable install is a plain path entry
+    (``src/``, where ``xpsoftmax/backends`` links to ``backends/``), not an import hook. The
+    deliberate error proves the module was read: an unresolved import would be ``Any``."""
+    import importlib.metadata
+
+    _needs("mypy", "numpy")
+    try:
+        importlib.metadata.distribution("xpsoftmax")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("xpsoftmax is not installed (run from the source tree)")
+    snippet = tmp_path / "outside.py"
+    snippet.write_text(
+        "import numpy as np\n"
+        "from xpsoftmax.backends.numpy import contiguous\n"
+        "from xpsoftmax.backends.numpy.blocks import BLOCK_BYTES\n"
+        "flag: str = contiguous(np.ones(3))\n"
+        "size: str = BLOCK_BYTES\n",
+        encoding="utf-8",
+    )
+    command = [sys.executable, "-m", "mypy", "--no-color-output", "--no-error-summary"]
+    command += ["--cache-dir", str(tmp_path / "cache"), str(snippet)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    out = result.stdout + result.stderr
+    assert "outside.py:4: error: Incompatible types in assignment" in out, out
+    assert '(expression has type "bool", variable has type "str")' in out, out
+    assert "outside.py:5: error: Incompatible types in assignment" in out, out
+    assert "Cannot find implementation" not in out, out

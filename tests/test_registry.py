@@ -319,3 +319,35 @@ def test_the_listing_says_why_an_entry_cannot_run_here(fake_library: dict[str, A
     ]
     assert rows[0].conditions == "unavailable here: no fakelib device"
     assert rows[1].conditions == ""
+
+
+@pytest.mark.skipif(not BY_ID["torch:cpu"].usable(), reason="torch is not installed")
+def test_triton_availability_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import torch
+
+    from xpsoftmax.backends.torch import triton as home
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    reason = home.available()
+    if importlib.util.find_spec("triton") is None:
+        assert reason == "triton is not installed"
+    else:
+        assert (reason is None) == torch.cuda.is_available()
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert home.available() is None
+
+
+@pytest.mark.skipif(not BY_ID["jax:cpu"].usable(), reason="jax is not installed")
+def test_pallas_availability_check() -> None:
+    import jax
+
+    from xpsoftmax.backends.jax import pallas as home
+
+    try:
+        jax.devices("gpu")
+        has_gpu = True
+    except RuntimeError:
+        has_gpu = False
+    assert (home.available() is None) == has_gpu

@@ -3,8 +3,9 @@
 ``rules``
     The contract's formulas in ``jax.numpy`` with hand-written derivative rules
     (``custom_jvp``), on every platform.
-``pallas`` (not yet written)
-    Home of the Pallas kernels for GPU (the GPU issue).
+``pallas/``
+    Home of the Pallas kernels for GPU (the GPU issue; none yet), with their availability
+    check ``pallas.available``.
 ``sharding`` (not yet written)
     Home of the vocab-parallel rules for sharded arrays (the scale-out issue).
 

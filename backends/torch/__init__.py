@@ -3,9 +3,10 @@
 ``native``
     torch's own kernels with the cases where their semantics differ from the contract fixed
     around them (CPU and CUDA).
-``triton`` (not yet written)
-    Home of the Triton kernels for CUDA tensors (the GPU issue), registered with an
-    availability check so that a machine without triton or a GPU keeps ``native``.
+``triton/``
+    Home of the Triton kernels for CUDA tensors (the GPU issue; none yet), registered with
+    its availability check ``triton.available`` so that a machine without triton or a GPU
+    keeps ``native``.
 
 The registry imports the modules of :data:`FAST_PATH_MODULES` one by one when the first
 tensor arrives; one that fails to import is listed as unavailable and leaves the others

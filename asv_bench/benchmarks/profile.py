@@ -1,0 +1,213 @@
+"""The recorded profile: what ``asv_bench/record`` measures on every commit of main.
+
+The full suite (the other modules) takes half an hour on a 2-core machine; this profile takes
+a few minutes, so that every commit can have results. It covers the shapes that matter (a
+language-model row shape, an attention shape, and a tiny call that shows the per-call
+overhead), float32 and bfloat16, and for every operation the fast path, the generic
+implementation and the library's own function ("peer") on the CPU backends.
+
+Everything is measured in one process, in :meth:`Profile.setup_cache`, **side by side**: each
+round times the fast path, the generic implementation and the peer once each, in turn, so that
+a slow moment of the machine slows all three alike. The ``track_`` benchmarks then only read
+those numbers (asv runs each of them in a process of its own, which costs milliseconds with
+``--launch-method forkserver``):
+
+* ``track_ms``: the median milliseconds per call, per implementation;
+* ``track_spread``: the interquartile range of the rounds over their median (run-to-run
+  noise within one process);
+* ``track_speedup``: the median over rounds of ``peer time / fast time``, the ratio taken
+  within each round: the machine's noise cancels, and it is what regression thresholds are
+  set on (the peer's code never changes, so it is the control);
+* ``track_limit_fraction``: the effective bandwidth (inputs read once, output written once)
+  over that of a plain copy of the same bytes, measured once per device (here the CPU, with
+  NumPy) and used for every library on it.
+
+Only xpsoftmax's public functions are used, so old commits run too; a function a commit does
+not have yet (``cross_entropy_with_grad``, ``force_generic``) is recorded as skipped there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import sys
+import time
+from typing import ClassVar
+
+import numpy as np
+
+import xpsoftmax as xs
+
+from .common import XPBenchmark
+
+OPS = ["softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad"]
+BACKENDS = ["numpy", "torch:cpu", "jax:cpu"]
+IMPLEMENTATIONS = ["fast", "generic", "peer"]
+#: Language-model rows (a 32K vocabulary), attention rows (1024 keys), and the overhead shape.
+SHAPES = ["512x32000", "4096x1024", "32x10"]
+DTYPES = ["float32", "bfloat16"]
+#: Rounds of (fast, generic, peer) per configuration; each sample lasts at least MIN_SAMPLE s.
+ROUNDS = 7
+MIN_SAMPLE = 0.004
+
+
+class _Case(XPBenchmark):
+    """One implementation of one operation on one input, as the full suite builds it."""
+
+    def __init__(self, op):
+        self.op = "cross_entropy" if op == "cross_entropy_with_grad" else op
+        self.backward = op == "cross_entropy_with_grad"
+
+    def build(self, backend, impl, shape, dtype):
+        self.setup(backend, impl, shape, dtype)
+        forward = {
+            "softmax": lambda x, t: xs.softmax(x),
+            "log_softmax": lambda x, t: xs.log_softmax(x),
+            "logsumexp": lambda x, t: xs.logsumexp(x, axis=-1),
+            "cross_entropy": xs.cross_entropy,
+        }[self.op]
+        if impl == "generic" and not hasattr(xs, "force_generic"):
+            raise NotImplementedError("force_generic does not exist at this commit")
+        if self.backward and self.backend.library not in ("torch", "jax"):
+            if not hasattr(xs, "cross_entropy_with_grad"):
+                raise NotImplementedError("cross_entropy_with_grad does not exist at this commit")
+        self.prepare(forward, backward=self.backward)
+        if self.op == "cross_entropy":
+            self.in_bytes += self.backend.nbytes(self.target)
+        return self
+
+
+def _key(*parts):
+    return "|".join(parts)
+
+
+def _calls_per_sample(run):
+    """How many calls make a sample of at least MIN_SAMPLE seconds (tiny calls repeat)."""
+    start = time.perf_counter()
+    run()
+    once = time.perf_counter() - start
+    return max(1, math.ceil(MIN_SAMPLE / max(once, 1e-7)))
+
+
+def _time(run, number):
+    start = time.perf_counter()
+    for _ in range(number):
+        run()
+    return (time.perf_counter() - start) / number
+
+
+def _copy_seconds(nbytes, cache):
+    """Seconds of one plain copy of ``nbytes`` on the CPU (NumPy), measured once per size."""
+    if nbytes not in cache:
+        src = np.ones(max(1, nbytes // 4), dtype=np.float32)
+        dst = np.empty_like(src)
+        number = _calls_per_sample(lambda: np.copyto(dst, src))
+        cache[nbytes] = statistics.median(
+            _time(lambda: np.copyto(dst, src), number) for _ in range(ROUNDS)
+        )
+    return cache[nbytes]
+
+
+def _measure(op, backend, shape, dtype, copies, out):
+    cases, reasons = {}, {}
+    for impl in IMPLEMENTATIONS:
+        try:
+            cases[impl] = _Case(op).build(backend, impl, shape, dtype)
+        except NotImplementedError as exc:
+            reasons[impl] = str(exc) or type(exc).__name__
+        except Exception as exc:  # an old commit without this option, a library too old
+            reasons[impl] = f"{type(exc).__name__}: {exc}"
+    for impl, reason in reasons.items():
+        out["skip"][_key(op, backend, impl, shape, dtype)] = reason
+    if not cases:
+        return
+    numbers = {impl: _calls_per_sample(case.run) for impl, case in cases.items()}
+    samples = {impl: [] for impl in cases}
+    for _ in range(ROUNDS):
+        for impl, case in cases.items():
+            samples[impl].append(_time(case.run, numbers[impl]))
+    for impl, times in samples.items():
+        median = statistics.median(times)
+        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+        out["ms"][_key(op, backend, impl, shape, dtype)] = median * 1e3
+        out["spread"][_key(op, backend, impl, shape, dtype)] = (q3 - q1) / median
+    key = _key(op, backend, shape, dtype)
+    if "fast" in samples and "peer" in samples:
+        ratios = [p / f for p, f in zip(samples["peer"], samples["fast"])]
+        out["speedup"][key] = statistics.median(ratios)
+    if "fast" in samples:
+        fast = cases["fast"]
+        gbps = (fast.in_bytes + fast.out_bytes) / statistics.median(samples["fast"])
+        copy_gbps = 2 * fast.x_bytes / _copy_seconds(fast.x_bytes, copies)
+        out["limit"][key] = gbps / copy_gbps
+    for case in cases.values():
+        case.teardown()
+
+
+def measure_all():
+    """Every configuration of the profile: ``{"ms", "spread", "speedup", "limit", "skip"}``,
+    each a dict keyed by ``"op|backend|impl|shape|dtype"`` (no ``impl`` for ``speedup`` and
+    ``limit``); ``skip`` holds the reason of each configuration that could not run."""
+    out = {"ms": {}, "spread": {}, "speedup": {}, "limit": {}, "skip": {}}
+    copies = {}
+    started = time.perf_counter()
+    for op, backend, shape, dtype in itertools.product(OPS, BACKENDS, SHAPES, DTYPES):
+        _measure(op, backend, shape, dtype, copies, out)
+    print(f"profile measured in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return out
+
+
+def _params(*names):
+    table = {
+        "op": OPS,
+        "backend": BACKENDS,
+        "impl": IMPLEMENTATIONS,
+        "shape": SHAPES,
+        "dtype": DTYPES,
+    }
+    return [table[n] for n in names], list(names)
+
+
+def _read(method, table, *names):
+    """A ``track_`` method returning ``cache[table][key]`` (skipped where there is none)."""
+    params, param_names = _params(*names)
+
+    def track(self, cache, *values):
+        key = _key(*values)
+        if key not in cache[table]:
+            raise NotImplementedError(cache["skip"].get(key, "not measured"))
+        return cache[table][key]
+
+    track.__name__ = method
+    track.params = params
+    track.param_names = param_names
+    # NumPy has no bfloat16: left out without a process.
+    track.skip_params = [
+        p
+        for p in itertools.product(*params)
+        if p[names.index("backend")] == "numpy" and p[names.index("dtype")] == "bfloat16"
+    ]
+    return track
+
+
+class Profile:
+    """The profile's numbers (see the module's docstring); one ``setup_cache`` per commit."""
+
+    timeout = 60
+
+    def setup_cache(self):
+        return measure_all()
+
+    setup_cache.timeout = 1200
+
+    track_ms = _read("track_ms", "ms", "op", "backend", "impl", "shape", "dtype")
+    track_ms.unit = "ms"
+    track_spread = _read("track_spread", "spread", "op", "backend", "impl", "shape", "dtype")
+    track_spread.unit = "interquartile range / median"
+    track_speedup = _read("track_speedup", "speedup", "op", "backend", "shape", "dtype")
+    track_speedup.unit = "x the library's own (peer time / fast time)"
+    track_limit_fraction = _read("track_limit_fraction", "limit", "op", "backend", "shape", "dtype")
+    track_limit_fraction.unit = "fraction of copy bandwidth"
+
+    params: ClassVar[list] = []

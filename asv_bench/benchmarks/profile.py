@@ -45,10 +45,10 @@ OPS = ["softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_wi
 BACKENDS = ["numpy", "torch:cpu", "jax:cpu"]
 IMPLEMENTATIONS = ["fast", "generic", "peer"]
 #: Language-model rows (a 32K vocabulary), attention rows (1024 keys), and the overhead shape.
-SHAPES = ["512x32000", "4096x1024", "32x10"]
+SHAPES = ["256x32000", "4096x1024", "32x10"]
 DTYPES = ["float32", "bfloat16"]
 #: Rounds of (fast, generic, peer) per configuration; each sample lasts at least MIN_SAMPLE s.
-ROUNDS = 7
+ROUNDS = 5
 MIN_SAMPLE = 0.004
 
 

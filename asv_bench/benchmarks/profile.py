@@ -15,9 +15,11 @@ those numbers (asv runs each of them in a process of its own, which costs millis
 * ``track_ms``: the median milliseconds per call, per implementation;
 * ``track_spread``: the interquartile range of the rounds over their median (run-to-run
   noise within one process);
-* ``track_speedup``: the median over rounds of ``peer time / fast time``, the ratio taken
-  within each round: the machine's noise cancels, and it is what regression thresholds are
-  set on (the peer's code never changes, so it is the control);
+* ``track_time_vs_peer``: the median over rounds of ``fast time / peer time``, the ratio
+  taken within each round: the machine's noise cancels. Below 1 the fast path is faster than
+  the library's own function (the speed-up is its inverse). Lower is better, as asv assumes,
+  and it is what the regression thresholds are set on (the peer's code never changes: it is
+  the control);
 * ``track_limit_fraction``: the effective bandwidth (inputs read once, output written once)
   over that of a plain copy of the same bytes, measured once per device (here the CPU, with
   NumPy) and used for every library on it.
@@ -134,8 +136,8 @@ def _measure(op, backend, shape, dtype, copies, out):
         out["spread"][_key(op, backend, impl, shape, dtype)] = (q3 - q1) / median
     key = _key(op, backend, shape, dtype)
     if "fast" in samples and "peer" in samples:
-        ratios = [p / f for p, f in zip(samples["peer"], samples["fast"])]
-        out["speedup"][key] = statistics.median(ratios)
+        ratios = [f / p for f, p in zip(samples["fast"], samples["peer"])]
+        out["vs_peer"][key] = statistics.median(ratios)
     if "fast" in samples:
         fast = cases["fast"]
         gbps = (fast.in_bytes + fast.out_bytes) / statistics.median(samples["fast"])
@@ -146,10 +148,10 @@ def _measure(op, backend, shape, dtype, copies, out):
 
 
 def measure_all():
-    """Every configuration of the profile: ``{"ms", "spread", "speedup", "limit", "skip"}``,
-    each a dict keyed by ``"op|backend|impl|shape|dtype"`` (no ``impl`` for ``speedup`` and
+    """Every configuration of the profile: ``{"ms", "spread", "vs_peer", "limit", "skip"}``,
+    each a dict keyed by ``"op|backend|impl|shape|dtype"`` (no ``impl`` for ``vs_peer`` and
     ``limit``); ``skip`` holds the reason of each configuration that could not run."""
-    out = {"ms": {}, "spread": {}, "speedup": {}, "limit": {}, "skip": {}}
+    out = {"ms": {}, "spread": {}, "vs_peer": {}, "limit": {}, "skip": {}}
     copies = {}
     started = time.perf_counter()
     for op, backend, shape, dtype in itertools.product(OPS, BACKENDS, SHAPES, DTYPES):
@@ -205,8 +207,8 @@ class Profile:
     track_ms.unit = "ms"
     track_spread = _read("track_spread", "spread", "op", "backend", "impl", "shape", "dtype")
     track_spread.unit = "interquartile range / median"
-    track_speedup = _read("track_speedup", "speedup", "op", "backend", "shape", "dtype")
-    track_speedup.unit = "x the library's own (peer time / fast time)"
+    track_time_vs_peer = _read("track_time_vs_peer", "vs_peer", "op", "backend", "shape", "dtype")
+    track_time_vs_peer.unit = "fast time / the library's own time"
     track_limit_fraction = _read("track_limit_fraction", "limit", "op", "backend", "shape", "dtype")
     track_limit_fraction.unit = "fraction of copy bandwidth"
 

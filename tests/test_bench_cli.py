@@ -77,9 +77,16 @@ def test_bench_quick_numpy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert r["missing"] is None, r
         assert r["seconds_min"] <= r["seconds"] <= r["seconds_max"], r
         assert r["seconds"] == float(np.median(r["samples"])) and len(r["samples"]) == 3
+        assert (r["seconds_min"], r["seconds_max"]) == (min(r["samples"]), max(r["samples"]))
         assert r["gbps"] > 0 and r["copy_fraction"] == pytest.approx(r["gbps"] / copy_gbps)
     if HAS_MATPLOTLIB:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_timing_median_and_spread() -> None:
+    timing = _bench.Timing((0.003, 0.001, 0.002))
+    assert (timing.median, timing.low, timing.high) == (0.002, 0.001, 0.003)
+    assert timing.cell() == "2.000 (1.000-3.000)"
 
 
 def test_bench_speedup_is_own_over_ours(tmp_path: Path) -> None:
@@ -256,8 +263,16 @@ def test_bench_float64_in_jax_outside_x64() -> None:
         jax.config.update("jax_enable_x64", before)
 
 
-def test_bench_threads(tmp_path: Path) -> None:
-    """``--threads 1`` holds during the run (read back from each library) and is undone."""
+@pytest.mark.parametrize("threadpoolctl", [True, False], ids=["threadpoolctl", "alone"])
+def test_bench_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threadpoolctl: bool
+) -> None:
+    """``--threads 1`` holds during the run (read back from each library) and is undone;
+    xpsoftmax and torch are set also where threadpoolctl (which limits both) is absent."""
+    if threadpoolctl and importlib.util.find_spec("threadpoolctl") is None:
+        pytest.skip("threadpoolctl is not installed")
+    if not threadpoolctl:
+        _hide(monkeypatch, "threadpoolctl")
     before = _threads.get_num_threads()
     torch = importlib.util.find_spec("torch") is not None
     libraries = ["--library", "numpy"] + (["--library", "torch"] if torch else [])
@@ -269,11 +284,11 @@ def test_bench_threads(tmp_path: Path) -> None:
     threads = data["threads"]
     assert threads["requested"] == 1 and threads["xpsoftmax"] == 1
     assert "xpsoftmax.set_num_threads(1)" in threads["set"]
+    assert ("threadpool_limits(1)" in threads["set"]) == threadpoolctl
     if torch:
         assert threads["torch"] == 1 and "torch.set_num_threads(1)" in threads["set"]
         assert t.get_num_threads() == torch_before
-    if importlib.util.find_spec("threadpoolctl") is not None:
-        assert "threadpool_limits(1)" in threads["set"]
+    if threadpoolctl:
         assert all(p.endswith(" 1") for p in threads["pools"].split(", ") if p)
     assert _threads.get_num_threads() == before
 

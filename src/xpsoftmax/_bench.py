@@ -955,11 +955,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"a small input {QUICK_SHAPE}")
     parser.add_argument("--shape", type=_shape, help="input shape ROWSxCOLS")
     parser.add_argument(
-        "--dtype", choices=DTYPES, default="float32", help="input dtype (default float32)"
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="input dtype (default float32); a library without it is skipped, saying so",
     )
     parser.add_argument(
         "--threads",
         type=_positive,
+        metavar="N",
         help="CPU threads for the run: xpsoftmax's, torch's, and BLAS/OpenMP pools "
         "through threadpoolctl (JAX's are fixed when it starts)",
     )

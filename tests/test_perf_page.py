@@ -164,9 +164,18 @@ def test_agrees_with_asvs_own_reader(results: Path) -> None:
 
 def test_no_results_directory_or_no_profile(tmp_path: Path) -> None:
     assert perf_page.load_profile(str(tmp_path / "absent")) == {}
-    other = tmp_path / "results" / MACHINE
-    write_results(tmp_path / "results", commits=[])
-    assert perf_page.load_profile(str(other.parent)) == {}
+    results = write_results(tmp_path / "results", commits=[])
+    assert perf_page.load_profile(str(results)) == {}
+
+
+def test_a_run_that_failed_throughout_is_left_out(results: Path) -> None:
+    newest = next((results / MACHINE).glob("2222*.json"))
+    data = json.loads(newest.read_text())
+    for row in data["results"].values():
+        row[0] = [math.nan] * len(row[0])
+    newest.write_text(json.dumps(data))
+    runs = perf_page.load_profile(str(results))[MACHINE]
+    assert [r.commit for r in runs] == [COMMITS[0], COMMITS[2]]
 
 
 # --- the profile's section -----------------------------------------------------------------

@@ -211,7 +211,8 @@ def _param_names(results_dir: str) -> dict[str, tuple[str, ...]]:
 
 
 def read_run(path: str, machine: str, names: Mapping[str, tuple[str, ...]]) -> Run | None:
-    """The profile's numbers in one asv results file; None when it has none (or is not one)."""
+    """The profile's numbers in one asv results file; None when it has none (no profile, or
+    every entry skipped or failed) or is not a results file."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -245,7 +246,7 @@ def read_run(path: str, machine: str, names: Mapping[str, tuple[str, ...]]) -> R
         if len(keys) != len(result):
             continue
         run.benchmarks[bench] = (tuple(bench_names), lists, dict(zip(keys, result)))
-    return run if run.benchmarks else None
+    return run if _count(run) else None  # a run whose every entry failed has no numbers
 
 
 def _machine_info(machine_dir: str) -> dict[str, Any]:

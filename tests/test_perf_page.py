@@ -49,16 +49,18 @@ def _value(
         return None  # skip_params: NumPy has no bfloat16
     if op == "logsumexp" and backend == "torch:cpu" and impl == "peer":
         return None  # skipped at run time (NotImplementedError)
-    if kind == "speedup" and op == "logsumexp" and backend == "torch:cpu":
+    if kind in ("speedup", "vs_peer") and op == "logsumexp" and backend == "torch:cpu":
         return None  # no peer: no speed-up
     if kind == "limit" and shape == "32x10" and dtype == "bfloat16":
         return math.nan  # failed
     base = {"fast": 10.0, "generic": 20.0, "peer": 15.0}.get(impl, 1.0)
     scale = 100.0 if shape == "512x32000" else 0.01
+    speedup = 1.5 + commit / 10 if shape == "512x32000" else 0.8
     return {
         "ms": base * scale * (1 + commit / 10),
         "spread": 0.04,
-        "speedup": 1.5 + commit / 10 if shape == "512x32000" else 0.8,
+        "speedup": speedup,
+        "vs_peer": 1 / speedup,
         "limit": 0.25,
     }[kind]
 
@@ -78,7 +80,8 @@ def _bench(kind: str, commit: int, with_impl: bool) -> list[Any]:
 
 def write_results(root: Path, commits: list[str] = COMMITS) -> Path:
     """A results directory of asv's layout: one machine, one file per commit, plus a file of
-    the old suite (no profile benchmarks) that must be ignored."""
+    the old suite (no profile benchmarks) that must be ignored. The first commit records the
+    speed-up (``track_speedup``), as the first results did; the others its inverse."""
     machine = root / MACHINE
     machine.mkdir(parents=True)
     (machine / "machine.json").write_text(
@@ -88,7 +91,11 @@ def write_results(root: Path, commits: list[str] = COMMITS) -> Path:
         results = {
             "profile.Profile.track_ms": _bench("ms", i, True),
             "profile.Profile.track_spread": _bench("spread", i, True),
-            "profile.Profile.track_speedup": _bench("speedup", i, False),
+            **(
+                {"profile.Profile.track_speedup": _bench("speedup", i, False)}
+                if i == 0
+                else {"profile.Profile.track_time_vs_peer": _bench("vs_peer", i, False)}
+            ),
             "profile.Profile.track_limit_fraction": _bench("limit", i, False),
         }
         data = {
@@ -137,7 +144,9 @@ def test_reads_the_profile_runs_in_commit_date_order(results: Path) -> None:
     newest = runs[MACHINE][-1]
     at = {"op": "softmax", "backend": "numpy", "shape": "512x32000", "dtype": "float32"}
     assert newest.get(perf_page.MS, impl="fast", **at) == pytest.approx(1100.0)
-    assert newest.get(perf_page.SPEEDUP, **at) == pytest.approx(1.6)
+    assert newest.get(perf_page.TIME_VS_PEER, **at) == pytest.approx(1 / 1.6)
+    assert newest.speedup(**at) == pytest.approx(1.6)
+    assert runs[MACHINE][0].speedup(**at) == pytest.approx(1.5)  # track_speedup
     # skipped (null) and failed (NaN) entries read as None
     assert newest.get(perf_page.MS, impl="fast", **{**at, "dtype": "bfloat16"}) is None
     tiny = {**at, "backend": "torch:cpu", "shape": "32x10", "dtype": "bfloat16"}

@@ -332,6 +332,11 @@ LATER_SHAPE = {
         _row("cross_entropy", "fast", 0.02, speedup_missing="optax is not installed"),
         _row("cross_entropy", "generic", 0.03),
         _row("cross_entropy", "own", None, missing="optax is not installed"),
+        *(
+            {**_row(op, impl, None, missing="no CUDA device"), "library": "torch", "device": "cuda"}
+            for op in ("softmax", "cross_entropy")
+            for impl in ("fast", "generic", "own")
+        ),
     ],
 }
 
@@ -364,7 +369,10 @@ def test_quick_run_later_shape_with_provenance() -> None:
     assert "40.0 (36.0–48.0)" in softmax and "1.25×" in softmax and "30%" in softmax
     (ce,) = [r for r in _table_lines(text) if "`cross_entropy`" in r]
     assert ce.count("–") >= 2 and "–" in ce.split("|")[5]  # no own time, no speed-up
-    assert "jax (cpu) `cross_entropy` library's own: optax is not installed" in text
+    assert "- jax (cpu): `cross_entropy` library's own: optax is not installed" in text
+    # a device that did not run: one note, no rows of dashes
+    assert "- torch (cuda): not run: no CUDA device" in text
+    assert not any("torch" in line for line in _table_lines(text))
 
 
 def test_quick_run_unknown_shapes_do_not_crash() -> None:

@@ -134,6 +134,14 @@ def fmt_percent(fraction: float | None) -> str:
     return f"{percent:.0f}%" if percent >= 9.5 else f"{percent:.2g}%"
 
 
+def fmt_bytes(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{size:.3g} GiB"
+
+
 def fmt_date(ms: Any) -> str:
     """asv's dates are milliseconds since the epoch (UTC)."""
     number = _number(ms)
@@ -631,7 +639,7 @@ def _add_speedups(rows: list[dict[str, Any]]) -> None:
 
 
 def _scalar(key: str, value: Any) -> str:
-    if value is None or (isinstance(value, (list, dict)) and not value):
+    if value is None or (isinstance(value, (list, dict, str)) and not value):
         return NONE
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -674,7 +682,7 @@ def _baselines_table(baselines: Mapping[str, Any]) -> str:
                 device,
                 b.get("library", NONE),
                 b.get("dtype", NONE),
-                NONE if size is None else f"{size / 2**20:.0f} MiB",
+                NONE if size is None else fmt_bytes(size),
                 fmt_ms(None if seconds is None else seconds * 1e3),
                 NONE if gbps is None else f"{gbps:.1f}",
             ]
@@ -715,10 +723,25 @@ def quick_markdown(data: Any, source: str) -> str:
     for r in rows:
         cell = by_cell.setdefault((r["library"], str(r.get("device", "")), r["op"]), {})
         cell["own" if r["impl"] in ("own", "peer") else r["impl"]] = r
-    table_rows, notes = [], []
+    table_rows = []
+    #: (library label, reason) -> the cells without a time for that reason
+    missing: dict[tuple[str, str], list[str]] = {}
+    cells_of: dict[str, int] = {}
+    timed: set[str] = set()
+    for (library, device, op), impls in by_cell.items():
+        label = f"{library} ({device})" if device else library
+        for impl, r in impls.items():
+            cells_of[label] = cells_of.get(label, 0) + 1
+            if _number(r.get("seconds")) is not None:
+                timed.add(label)
+            elif r.get("missing"):
+                cell = f"`{op}` {QUICK_IMPLS.get(impl, impl)}"
+                missing.setdefault((label, str(r["missing"])), []).append(cell)
     last = None
     for (library, device, op), impls in by_cell.items():
         label = f"{library} ({device})" if device else library
+        if label not in timed:
+            continue  # a library or device that did not run: one note below, no empty rows
         fast = impls.get("fast")
         table_rows.append(
             [
@@ -732,10 +755,10 @@ def quick_markdown(data: Any, source: str) -> str:
             ]
         )
         last = label
-        for impl, r in impls.items():
-            reason = r.get("missing")
-            if reason and _number(r.get("seconds")) is None:
-                notes.append(f"- {label} `{op}` {QUICK_IMPLS.get(impl, impl)}: {reason}")
+    notes = []
+    for (label, reason), cells in missing.items():
+        which = "not run" if len(cells) == cells_of[label] else ", ".join(cells)
+        notes.append(f"- {label}: {which}: {reason}")
     header = [
         "library",
         "operation",
@@ -752,7 +775,7 @@ def quick_markdown(data: Any, source: str) -> str:
     )
     out.append("")
     if notes:
-        out += ["Not measured:", "", *sorted(set(notes)), ""]
+        out += ["Not measured:", "", *notes, ""]
     return "\n".join(out)
 
 

@@ -735,8 +735,8 @@ def quick_markdown(data: Any, source: str) -> str:
             if _number(r.get("seconds")) is not None:
                 timed.add(label)
             elif r.get("missing"):
-                cell = f"`{op}` {QUICK_IMPLS.get(impl, impl)}"
-                missing.setdefault((label, str(r["missing"])), []).append(cell)
+                what = f"`{op}` {QUICK_IMPLS.get(impl, impl)}"
+                missing.setdefault((label, str(r["missing"])), []).append(what)
     last = None
     for (library, device, op), impls in by_cell.items():
         label = f"{library} ({device})" if device else library

@@ -4,8 +4,9 @@
   ``_generated/api_table.md``: the summary table of the API reference page.
 * ``_generated/fast_paths.md``: the op x library x device matrix and the table of registered
   fast paths, read from the registry (``xpsoftmax.implementations()``, ``fast_paths()``).
-* ``_generated/bench_cpu.md`` / ``bench_gpu.md``: ``_static/bench/{cpu,gpu}.json`` as tables,
-  or a note that no results are committed.
+* the performance page's parts (``perf_page.py``): ``_generated/perf_profile.md`` and its
+  charts from the asv results of the recorded profile, and ``_generated/bench_cpu.md`` /
+  ``bench_gpu.md`` from ``_static/bench/{cpu,gpu}.json``.
 
 Every generated path is gitignored (``docs/.gitignore``). Files are rewritten only when their
 text changes, so incremental builds stay incremental.
@@ -15,32 +16,18 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
-import json
 import os
 from typing import Any
+
+import perf_page  # docs/_ext is on sys.path (conf.py)
 
 GENERATED = "_generated"
 API = "api"
 
 
-def _write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                return
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+# The writer (a file is rewritten only when its contents change) and the Markdown tables.
+_write = perf_page.write
+_table = perf_page.table
 
 
 # --- API reference -------------------------------------------------------------------------
@@ -188,71 +175,13 @@ def fast_path_pages(srcdir: str) -> None:
     _write(os.path.join(srcdir, GENERATED, "fast_paths.md"), "\n".join(out))
 
 
-# --- Benchmark results ---------------------------------------------------------------------
-
-
-def _records(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows (a list of flat dicts) and metadata (scalars) from a bench JSON of any shape."""
-    meta: dict[str, Any] = {}
-    if isinstance(data, list):
-        return [r if isinstance(r, dict) else {"value": r} for r in data], meta
-    if isinstance(data, dict):
-        lists = {k: v for k, v in data.items() if isinstance(v, list)}
-        meta = {k: v for k, v in data.items() if not isinstance(v, (list, dict))}
-        for k, v in data.items():
-            if isinstance(v, dict) and all(not isinstance(x, (list, dict)) for x in v.values()):
-                meta.update({f"{k}.{kk}": vv for kk, vv in v.items()})
-        if lists:
-            key = "results" if "results" in lists else next(iter(lists))
-            return [r if isinstance(r, dict) else {"value": r} for r in lists[key]], meta
-        return [], meta
-    return [], {"value": data}
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def bench_page(srcdir: str, which: str) -> None:
-    path = os.path.join(srcdir, "_static", "bench", f"{which}.json")
-    target = os.path.join(srcdir, GENERATED, f"bench_{which}.md")
-    if not os.path.exists(path):
-        _write(
-            target,
-            f"```{{note}}\nNo {which.upper()} results are committed yet: "
-            f"`docs/_static/bench/{which}.json` is absent.\n```\n",
-        )
-        return
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        rows, meta = _records(data)
-    except (OSError, ValueError) as exc:
-        _write(target, f"```{{warning}}\n`{which}.json` could not be read: {exc}\n```\n")
-        return
-    out = [f"Results from `docs/_static/bench/{which}.json`.", ""]
-    if meta:
-        out.append(_table(["key", "value"], [[k, _fmt(v)] for k, v in meta.items()]))
-    if rows:
-        header: list[str] = []
-        for r in rows:
-            header += [k for k in r if k not in header]
-        out.append(_table(header, [[_fmt(r.get(k, "")) for k in header] for r in rows]))
-    if not rows and not meta:
-        out += ["```json", json.dumps(data, indent=2)[:20000], "```", ""]
-    _write(target, "\n".join(out))
-
-
 def generate(app: Any, config: Any) -> None:
     srcdir = str(app.srcdir)
     api_pages(srcdir)
     fast_path_pages(srcdir)
+    perf_page.profile_page(srcdir)
     for which in ("cpu", "gpu"):
-        bench_page(srcdir, which)
+        perf_page.bench_page(srcdir, which)
 
 
 def setup(app: Any) -> dict[str, Any]:

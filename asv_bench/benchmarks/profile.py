@@ -24,6 +24,13 @@ those numbers (asv runs each of them in a process of its own, which costs millis
   over that of a plain copy of the same bytes, measured once per device (here the CPU, with
   NumPy) and used for every library on it.
 
+Every library runs on **one thread** here (xpsoftmax's NumPy pool, torch's intra-op pool,
+XLA's CPU runtime). On the project's shared 2-core machine a second thread makes every threaded
+timing bimodal: torch's and JAX's own softmax took 1.8 or 7.9 ms (2.4 or 10.4 ms) from one
+commit to the next, depending on whether the other core was free, which no threshold can tell
+from a regression. One thread measures the code, not the neighbours; the quick run
+(``python -m xpsoftmax bench``) measures multi-threaded speed.
+
 Only xpsoftmax's public functions are used, so old commits run too; a function a commit does
 not have yet (``cross_entropy_with_grad``, ``force_generic``) is recorded as skipped there.
 """
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import statistics
 import sys
 import time
@@ -147,10 +155,32 @@ def _measure(op, backend, shape, dtype, copies, out):
         case.teardown()
 
 
+def one_thread():
+    """Every library on one thread (see the module's docstring). Called before torch and JAX
+    are imported in this process: XLA reads its flags when it starts."""
+    os.environ["XPSOFTMAX_NUM_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["XLA_FLAGS"] = " ".join(
+        [
+            os.environ.get("XLA_FLAGS", ""),
+            "--xla_cpu_multi_thread_eigen=false",
+            "intra_op_parallelism_threads=1",
+        ]
+    ).strip()
+    if hasattr(xs, "set_num_threads"):  # commits before the thread pool have none to set
+        xs.set_num_threads(1)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
 def measure_all():
     """Every configuration of the profile: ``{"ms", "spread", "vs_peer", "limit", "skip"}``,
     each a dict keyed by ``"op|backend|impl|shape|dtype"`` (no ``impl`` for ``vs_peer`` and
     ``limit``); ``skip`` holds the reason of each configuration that could not run."""
+    one_thread()
     out = {"ms": {}, "spread": {}, "vs_peer": {}, "limit": {}, "skip": {}}
     copies = {}
     started = time.perf_counter()

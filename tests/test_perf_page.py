@@ -49,7 +49,7 @@ def _value(
         return None  # skip_params: NumPy has no bfloat16
     if op == "logsumexp" and backend == "torch:cpu" and impl == "peer":
         return None  # skipped at run time (NotImplementedError)
-    if kind in ("speedup", "vs_peer") and op == "logsumexp" and backend == "torch:cpu":
+    if kind == "vs_peer" and op == "logsumexp" and backend == "torch:cpu":
         return None  # no peer: no speed-up
     if kind == "limit" and shape == "32x10" and dtype == "bfloat16":
         return math.nan  # failed
@@ -59,7 +59,6 @@ def _value(
     return {
         "ms": base * scale * (1 + commit / 10),
         "spread": 0.04,
-        "speedup": speedup,
         "vs_peer": 1 / speedup,
         "limit": 0.25,
     }[kind]
@@ -80,8 +79,7 @@ def _bench(kind: str, commit: int, with_impl: bool) -> list[Any]:
 
 def write_results(root: Path, commits: list[str] = COMMITS) -> Path:
     """A results directory of asv's layout: one machine, one file per commit, plus a file of
-    the old suite (no profile benchmarks) that must be ignored. The first commit records the
-    speed-up (``track_speedup``), as the first results did; the others its inverse."""
+    the old suite (no profile benchmarks) that must be ignored."""
     machine = root / MACHINE
     machine.mkdir(parents=True)
     (machine / "machine.json").write_text(
@@ -91,11 +89,7 @@ def write_results(root: Path, commits: list[str] = COMMITS) -> Path:
         results = {
             "profile.Profile.track_ms": _bench("ms", i, True),
             "profile.Profile.track_spread": _bench("spread", i, True),
-            **(
-                {"profile.Profile.track_speedup": _bench("speedup", i, False)}
-                if i == 0
-                else {"profile.Profile.track_time_vs_peer": _bench("vs_peer", i, False)}
-            ),
+            "profile.Profile.track_time_vs_peer": _bench("vs_peer", i, False),
             "profile.Profile.track_limit_fraction": _bench("limit", i, False),
         }
         data = {
@@ -146,7 +140,7 @@ def test_reads_the_profile_runs_in_commit_date_order(results: Path) -> None:
     assert newest.get(perf_page.MS, impl="fast", **at) == pytest.approx(1100.0)
     assert newest.get(perf_page.TIME_VS_PEER, **at) == pytest.approx(1 / 1.6)
     assert newest.speedup(**at) == pytest.approx(1.6)
-    assert runs[MACHINE][0].speedup(**at) == pytest.approx(1.5)  # track_speedup
+    assert runs[MACHINE][0].speedup(**at) == pytest.approx(1.5)
     # skipped (null) and failed (NaN) entries read as None
     assert newest.get(perf_page.MS, impl="fast", **{**at, "dtype": "bfloat16"}) is None
     tiny = {**at, "backend": "torch:cpu", "shape": "32x10", "dtype": "bfloat16"}

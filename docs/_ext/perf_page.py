@@ -35,8 +35,6 @@ SPREAD = PROFILE + "track_spread"
 #: fast time / the library's own time, the median of the rounds' ratios (lower is better, as
 #: asv's regression detection assumes); the speed-up shown is its inverse.
 TIME_VS_PEER = PROFILE + "track_time_vs_peer"
-#: The first results recorded the speed-up itself (the library's own time / fast time).
-SPEEDUP = PROFILE + "track_speedup"
 LIMIT = PROFILE + "track_limit_fraction"
 #: Parameter names of the profile's benchmarks (``benchmarks.json`` says them too; these are
 #: the fallback when it is absent or describes another version of the suite).
@@ -44,7 +42,6 @@ PARAM_NAMES = {
     MS: ("op", "backend", "impl", "shape", "dtype"),
     SPREAD: ("op", "backend", "impl", "shape", "dtype"),
     TIME_VS_PEER: ("op", "backend", "shape", "dtype"),
-    SPEEDUP: ("op", "backend", "shape", "dtype"),
     LIMIT: ("op", "backend", "shape", "dtype"),
 }
 #: What a missing number shows.
@@ -202,11 +199,9 @@ class Run:
         """The library's own time over the fast path's at ``params`` (op, backend, shape,
         dtype): above 1 the fast path is faster. The inverse of ``track_time_vs_peer``, the
         median of the rounds' ratios (with an odd number of rounds, exactly the median of the
-        inverse ratios), or ``track_speedup`` where the first results recorded that."""
+        inverse ratios)."""
         ratio = self.get(TIME_VS_PEER, **params)
-        if ratio is not None:
-            return 1 / ratio if ratio > 0 else None
-        return self.get(SPEEDUP, **params)
+        return 1 / ratio if ratio is not None and ratio > 0 else None
 
     def values_of(self, name: str) -> list[str]:
         """Every value of parameter ``name`` in the profile's benchmarks, in their order."""

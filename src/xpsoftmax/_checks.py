@@ -104,12 +104,6 @@ def _trait(library: str, name: str) -> Any:
     return getattr(_backend(library), name, None)
 
 
-def device_kind(x: Array, library: str) -> str:
-    """The kind of device ``x`` lives on: "cpu", "cuda", "gpu", "tpu"..."""
-    kind = _trait(library, "device_kind")
-    return "cpu" if kind is None else str(kind(x))
-
-
 def values_visible(x: Array, library: str) -> bool:
     """True when ``x``'s values can be read on the host without a device synchronisation or
     breaking a trace: eager arrays in host memory."""

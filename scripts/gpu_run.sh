@@ -4,14 +4,16 @@
 #   device.txt   nvidia-smi and the library versions
 #   tests.txt    the pytest run of every GPU backend (torch:cuda, jax:gpu, cupy)
 #   junit.xml    the same, machine-readable
-#   bench.json   python -m xpsoftmax bench on the GPU libraries (fast, generic, own)
+#   bench.json   python -m xpsoftmax bench on the GPU libraries (fast, generic, own), float32
 #   bench.png    its chart
+#   bench-bf16.json  the same in bfloat16 on longer rows (BF16_SHAPE, default 4096x32768)
 #
 # The GPU image has torch, jax and cupy but not this package's other dependencies: carry them
 # as wheels in .whl/ (see README, "GPU"); they are installed into /tmp/site first.
 #
 #   bash scripts/gpu_run.sh            # everything
 #   QUICK=1 bash scripts/gpu_run.sh    # the benchmarks on small shapes only
+#   JOBS=8 TEST_LIMIT=300 ...           # pytest workers (default 8), seconds for the tests
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
@@ -41,8 +43,11 @@ PY
 } > "$OUT/device.txt" 2>&1
 
 # Every test on the GPU backends: their ids contain cuda, gpu or cupy.
-python3 -m pytest -p no:cacheprovider -q -k "cuda or gpu or cupy" \
-  --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/tests.txt"
+# A time limit keeps the benchmarks' turn on a lent machine; -n runs the workers side by side.
+# Several test workers share the GPU: JAX must not take 75% of its memory in each (the
+# benchmarks below keep JAX's default allocator).
+XLA_PYTHON_CLIENT_PREALLOCATE=false timeout "${TEST_LIMIT:-600}" python3 -m pytest -p no:cacheprovider -q -n "${JOBS:-8}" \
+  -k "cuda or gpu or cupy" --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/tests.txt"
 tests=${PIPESTATUS[0]}
 
 shape=()
@@ -50,6 +55,11 @@ shape=()
 python3 -m xpsoftmax bench "${shape[@]}" --library torch --library jax --library cupy \
   --json "$OUT/bench.json" --plot "$OUT/bench.png" 2>&1 | tee "$OUT/bench.txt"
 bench=${PIPESTATUS[0]}
+bf16=(--shape "${BF16_SHAPE:-4096x32768}")
+[ -n "${QUICK:-}" ] && bf16=(--quick)
+python3 -m xpsoftmax bench "${bf16[@]}" --dtype bfloat16 --library torch --library jax \
+  --library cupy --json "$OUT/bench-bf16.json" 2>&1 | tee -a "$OUT/bench.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || bench=1
 
 echo "tests exit $tests, bench exit $bench" | tee -a "$OUT/device.txt"
 [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]

@@ -553,7 +553,7 @@ def test_temperature_gradient_zero_at_t_zero(ad_backend, op, generic):
             Xg = X.clone().requires_grad_(True)
             Tg = Tm.clone().requires_grad_(True)
             out = fn(Xg, Tg)
-            cot = torch.tensor(cot_np if op != "cross_entropy" else np.ones(3))
+            cot = backend.asarray(cot_np if op != "cross_entropy" else np.ones(3), "float64")
             if op == "log_softmax":
                 cot = torch.where(torch.isfinite(out), cot, 0.0)
             gx, gt = torch.autograd.grad(out, (Xg, Tg), grad_outputs=cot)
@@ -926,10 +926,10 @@ def test_scalar_limit_temperature_gradient_is_zero(ad_backend, op, temperature, 
         elif backend.library == "torch":
             Xg = X.clone().requires_grad_(True)
             out = fn(Xg)
-            cot = torch.tensor(cot_np if op != "cross_entropy" else np.ones(3))
+            cot = backend.asarray(cot_np if op != "cross_entropy" else np.ones(3), "float64")
             if out.requires_grad:
                 (g,) = torch.autograd.grad(out, Xg, grad_outputs=cot)
-                g = g.numpy()
+                g = backend.numpy_float(g)
             else:
                 g = np.zeros_like(x)
         else:

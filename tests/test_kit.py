@@ -109,8 +109,8 @@ def test_backend_adapter(backend: Backend) -> None:
 
     # sync waits for (and, for Dask, computes) every array of a tuple.
     first, second = b.sync((b.jit(lambda a: a * 2)(x), x))
-    assert np.asarray(first).tolist() == [[2.0, 4.0], [6.0, 8.0]]
-    assert np.asarray(second).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert b.to_numpy(first).tolist() == [[2.0, 4.0], [6.0, 8.0]]
+    assert b.to_numpy(second).tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
     assert "float32" in b.available_dtypes()
     assert set(b.available_dtypes()) <= set(b.dtypes)

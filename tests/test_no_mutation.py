@@ -209,6 +209,9 @@ def snapshot(a: Any) -> tuple[Any, ...]:
         return ("jax", str(a.dtype), a.shape, v.tobytes())
     if c.is_numpy_array(a):
         return ("numpy", a.dtype.str, a.shape, a.strides, a.flags.writeable, a.tobytes())
+    if c.is_cupy_array(a):
+        v = a.get()  # NumPy cannot import device memory through DLPack
+        return ("cupy", a.dtype.str, a.shape, a.strides, v.tobytes())
     v = np.from_dlpack(a)
     return (type(a).__module__, str(a.dtype), tuple(a.shape), v.tobytes())
 

@@ -11,8 +11,9 @@ libraries run, and shared by every library on that device, so that their fractio
 
 - the host (``cpu``: NumPy, ``torch:cpu``, ``jax:cpu``) is measured with NumPy's copier
   (``np.copyto`` into an array allocated once: one thread), whatever libraries run;
-- any other device (``cuda``: ``torch:cuda`` and CuPy; ``gpu``: ``jax:gpu``) with the copier
-  of the first library on it in the one list of libraries (``xpsoftmax._libraries``).
+- the GPU (``gpu``: ``torch:cuda``, CuPy and ``jax:gpu``, one card whatever each library
+  calls it) with the copier of the first library on it in the one list of libraries
+  (``xpsoftmax._libraries``): torch's where it runs.
 
 The copied array has the input's shape and byte size: the input's dtype where the copying
 library has it, else a float of the same width (float16 for bfloat16 on NumPy). A library
@@ -389,16 +390,31 @@ class Baseline:
         }
 
 
+#: The physical device behind a backend's device name where libraries name it differently:
+#: torch and CuPy say "cuda", JAX "gpu", for the same card. One copy measures it, torch's (the
+#: first in the list of libraries): JAX's jitted copy ran at 7-50% of torch's on an H200.
+_PHYSICAL = {"cuda": "gpu"}
+
+
+def physical_device(device: str) -> str:
+    """The name of the physical device behind ``device``, which its copy baseline is keyed by."""
+    return _PHYSICAL.get(device, device)
+
+
 def _copiers(backends: list[Backend]) -> dict[str, Backend]:
-    """The backend whose copier measures each device of ``backends``: NumPy's for the host,
-    whatever runs (so that host runs of different libraries compare), else the first one on
-    that device in the one list of libraries."""
+    """The backend whose copier measures each physical device of ``backends``: NumPy's for the
+    host, whatever runs (so that host runs of different libraries compare), else the first one
+    on that device in the one list of libraries."""
     from .testing.backends import BY_ID
 
     chosen: dict[str, Backend] = {}
-    for b in [BY_ID["numpy"], *backends]:
-        chosen.setdefault(b.device, b)
-    return {b.device: chosen[b.device] for b in backends}
+    for b in [BY_ID["numpy"], *sorted(backends, key=_library_rank)]:
+        chosen.setdefault(physical_device(b.device), b)
+    return {physical_device(b.device): chosen[physical_device(b.device)] for b in backends}
+
+
+def _library_rank(b: Backend) -> int:
+    return [lib.name for lib in _libraries.LIBRARIES].index(b.library)
 
 
 def _copy_dtype(b: Backend, dtype: str) -> str:
@@ -991,7 +1007,7 @@ def _run(plan: _Plan, args: argparse.Namespace, threads: dict[str, Any]) -> dict
         baselines = _measure_baselines(plan.runnable, shape, dtype, repeats, progress)
         for b, reason in plan.entries:
             if reason is None:
-                results += _bench_backend(b, shape, dtype, repeats, baselines[b.device], progress)
+                results += _bench_backend(b, shape, dtype, repeats, baselines[physical_device(b.device)], progress)
             else:
                 results += _skipped_rows(b, reason)
     finally:

@@ -1007,7 +1007,9 @@ def _run(plan: _Plan, args: argparse.Namespace, threads: dict[str, Any]) -> dict
         baselines = _measure_baselines(plan.runnable, shape, dtype, repeats, progress)
         for b, reason in plan.entries:
             if reason is None:
-                results += _bench_backend(b, shape, dtype, repeats, baselines[physical_device(b.device)], progress)
+                results += _bench_backend(
+                    b, shape, dtype, repeats, baselines[physical_device(b.device)], progress
+                )
             else:
                 results += _skipped_rows(b, reason)
     finally:

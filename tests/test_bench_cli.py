@@ -443,3 +443,15 @@ def test_copiers_one_per_physical_device() -> None:
     assert {_bench.physical_device(b.device) for b in gpus} == {"gpu"}
     # Without torch the first GPU library of the list measures it.
     assert _bench._copiers([BY_ID["jax:gpu"], BY_ID["cupy"]])["gpu"].id == "jax:gpu"
+
+
+def test_bench_device_filter(tmp_path: Path) -> None:
+    """--device keeps the backends on that device only; the others are not listed at all."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        data = _bench_json(tmp_path, "--library", "torch", "--device", "cuda")
+        assert {r["device"] for r in data["results"]} == {"cuda"}
+    else:
+        assert main(["bench", *TINY, "--library", "torch", "--device", "cuda"]) == 1
+    data = _bench_json(tmp_path, "--library", "torch", "--device", "cpu")
+    assert {r["device"] for r in data["results"]} == {"cpu"}

@@ -4,9 +4,9 @@
     torch's own kernels with the cases where their semantics differ from the contract fixed
     around them (CPU and CUDA).
 ``triton/``
-    Home of the Triton kernels for CUDA tensors (the GPU issue; none yet), registered with
-    its availability check ``triton.available`` so that a machine without triton or a GPU
-    keeps ``native``.
+    Triton kernels for CUDA tensors (softmax, log_softmax, logsumexp), registered above
+    ``native`` with the availability check ``triton.available``, so that a machine without
+    triton or a GPU keeps ``native``.
 
 The registry imports the modules of :data:`FAST_PATH_MODULES` one by one when the first
 tensor arrives; one that fails to import is listed as unavailable and leaves the others
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 #: The modules under this package that register fast paths, in order.
-FAST_PATH_MODULES = ("native",)
+FAST_PATH_MODULES = ("native", "triton.entries")
 
 _wrapped: Any
 try:  # vmap and grad transforms wrap tensors; their values cannot be read

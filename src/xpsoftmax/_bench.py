@@ -344,15 +344,16 @@ def _dtype_missing(b: Backend, dtype: str) -> str | None:
     return None
 
 
-def _plan(libraries: list[str] | None, dtype: str) -> _Plan:
-    """Every backend of ``libraries`` (default: all the benchmark knows), runnable or not."""
+def _plan(libraries: list[str] | None, dtype: str, devices: list[str] | None = None) -> _Plan:
+    """Every backend of ``libraries`` (default: all the benchmark knows) on ``devices``
+    (default: all), runnable or not."""
     from .testing.backends import BACKENDS, usable_backends
 
     wanted = libraries or list(LIBRARIES)
     usable, library_reasons = usable_backends(wanted)  # a broken install is a reason here
     plan = _Plan([])
     for b in BACKENDS:
-        if b.library not in wanted:
+        if b.library not in wanted or (devices and b.device not in devices):
             continue
         if b in usable:
             reason = _dtype_missing(b, dtype)
@@ -968,6 +969,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--library", action="append", choices=LIBRARIES, help="only this library (repeatable)"
     )
+    parser.add_argument(
+        "--device",
+        action="append",
+        help="only backends on this device (repeatable): cpu, cuda (torch, CuPy), gpu (JAX)",
+    )
     parser.add_argument("--quick", action="store_true", help=f"a small input {QUICK_SHAPE}")
     parser.add_argument("--shape", type=_shape, help="input shape ROWSxCOLS")
     parser.add_argument(
@@ -1021,11 +1027,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark (``python -m xpsoftmax bench [options]``); returns the exit status:
     1 when nothing could run or an xpsoftmax implementation failed."""
     args = _parse(argv)
-    plan = _plan(args.library, args.dtype)
+    plan = _plan(args.library, args.dtype, args.device)
     if not plan.runnable:
         for b, reason in plan.skipped:
             print(f"{_label(b)}: not run ({reason})")
-        print("No array library to benchmark: install one, e.g. pip install numpy.")
+        if plan.skipped:
+            print("Nothing to benchmark: none of the backends asked for can run here.")
+        else:
+            print("No array library to benchmark: install one, e.g. pip install numpy.")
         return 1
     with _thread_settings(args.threads) as threads:
         data = _run(plan, args, threads)

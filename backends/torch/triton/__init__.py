@@ -1,9 +1,14 @@
-"""Home of the Triton kernels for CUDA tensors (the GPU issue): none is registered yet.
+"""Triton kernels for CUDA tensors, in three layers (after Liger-Kernel's ``ops/``):
 
-What is here already is the check every Triton entry will register as its ``available``:
-nothing in this package imports triton at module level, so that a machine without triton or
-without a GPU keeps the ``native`` fast paths (see ``FAST_PATH_MODULES`` in the parent
-package, which will list the kernel modules once they exist).
+``kernels``
+    the ``@triton.jit`` kernels (imports triton);
+``ops``
+    their launchers, wrapped as ``torch.library.custom_op`` operators with fake versions and
+    autograd rules (imports triton and the kernels);
+``entries``
+    the registry entries, which import neither: an entry loads ``ops`` at its first call,
+    after :func:`available` has passed, so that a machine without triton or without a GPU
+    keeps the ``native`` fast paths.
 """
 
 from __future__ import annotations
@@ -12,12 +17,18 @@ import importlib.util
 import os
 
 
+def interpreting() -> bool:
+    """Whether Triton's interpreter runs the kernels (``TRITON_INTERPRET=1``, which must be
+    set before triton is imported): then they run on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def available() -> str | None:
     """None when Triton kernels can run here, else the reason: triton installed, a CUDA device
     present, or ``TRITON_INTERPRET=1`` (the interpreter runs kernels on CPU tensors)."""
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed"
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if interpreting():
         return None
     import torch
 

@@ -1,0 +1,132 @@
+"""Every Triton fast path against the generic implementation, interpreted on CPU tensors:
+the kit's edge-case catalogue (values) in each dtype, once with rows read in one pass and once
+read in small chunks (the online maximum), and the gradients through autograd."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import xpsoftmax as xs
+from xpsoftmax.backends.torch.triton import ops
+from xpsoftmax.testing import BY_ID, check_implementation
+from xpsoftmax.testing.conformance import _plan
+
+TRITON = "torch.triton"
+ENTRIES = {e.op: e for e in xs.fast_paths(library="torch") if e.name == TRITON}
+CPU = BY_ID["torch:cpu"]
+
+
+@pytest.fixture(params=["one_pass", "online"])
+def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """One pass over rows held on chip, or chunks of 4 (so that the catalogue's rows span
+    several chunks and end in a partial one)."""
+    if request.param == "online":
+        monkeypatch.setattr(ops, "ONE_PASS_MAX", 0)
+        monkeypatch.setattr(ops, "CHUNK", 4)
+    yield request.param
+
+
+def test_entries_registered() -> None:
+    assert set(ENTRIES) == {"softmax", "log_softmax", "logsumexp"}
+    assert all(e.unavailable() is None and "cpu" in e.devices for e in ENTRIES.values())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+def test_kernel_conforms(op: str, dtype: str, layout: str) -> None:
+    entry = ENTRIES[op]
+
+    def fast(*args: Any, **kw: Any) -> Any:
+        plan = _plan(op, args, kw)
+        return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
+
+    fast.__name__ = f"{entry.name}[{layout}]"
+    check_implementation(op, fast, CPU, dtype, accepts=entry.accepts)
+
+
+def test_dispatch_reaches_the_kernels() -> None:
+    x = torch.zeros(2, 3)
+    for op in ("softmax", "log_softmax", "logsumexp"):
+        assert xs.which(op, x, axis=-1) == TRITON
+    assert xs.which("softmax", x, axis=0) != TRITON  # not a trailing axis
+    assert xs.which("softmax", x.T, axis=-1) != TRITON  # not contiguous
+    assert xs.which("softmax", x.double()) != TRITON  # float64 stays native
+
+
+def _rows(rng: np.random.Generator) -> np.ndarray:
+    """Random rows plus the edges a gradient can meet: masked entries, an all -inf row, huge
+    logits, ties at the maximum."""
+    x = rng.normal(size=(6, 9)) * 3
+    x[1, [0, 4, 5]] = -math.inf
+    x[2] = -math.inf
+    x[3] = x[3] * 1e30
+    x[4, :3] = x[4].max() + 1.0
+    return x
+
+
+def _grad(op: str, x: torch.Tensor, cot: torch.Tensor, generic: bool, **kw: Any) -> Any:
+    xg = x.clone().requires_grad_(True)
+    with xs.force_generic() if generic else xs.use(TRITON):
+        out = getattr(xs, op)(xg, axis=-1, **kw)
+    cot = torch.where(torch.isfinite(out), cot.to(out.dtype), 0.0)
+    (g,) = torch.autograd.grad(out, xg, grad_outputs=cot)
+    return out, g
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.3, 1e4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+def test_gradient_equals_generic(
+    op: str, dtype: torch.dtype, temperature: float, layout: str
+) -> None:
+    if op == "logsumexp" and temperature != 1.0:
+        pytest.skip("logsumexp has no temperature")
+    rng = np.random.default_rng(7)
+    x = torch.tensor(_rows(rng), dtype=dtype)
+    kw = {} if op == "logsumexp" else {"temperature": temperature}
+    cot = torch.tensor(rng.normal(size=(6,) if op == "logsumexp" else (6, 9)), dtype=torch.float32)
+    out, g = _grad(op, x, cot, generic=False, **kw)
+    out_ref, g_ref = _grad(op, x, cot, generic=True, **kw)
+    # bfloat16 keeps 8 bits: 2**-8 relative, amplified by cancellation in ``dy - sum(dy * y)``.
+    tol = 1e-5 if dtype == torch.float32 else 6e-2
+    torch.testing.assert_close(out.float(), out_ref.float(), rtol=tol, atol=tol, equal_nan=True)
+    # A 16-bit gradient is computed from the rounded output, as torch's own is: absolute
+    # errors of the output's rounding, relative to the largest entry.
+    scale = float(g_ref.float().abs().max())
+    torch.testing.assert_close(g.float(), g_ref.float(), rtol=tol, atol=tol * scale, equal_nan=True)
+    assert torch.all(g[2] == 0)  # the all -inf row: a zero gradient, not NaN
+
+
+def test_long_row_is_accurate() -> None:
+    """A float32 row of 2**20 entries (the longest served), read in chunks: the sum of 2**20
+    terms stays within a few units of rounding of float64's."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 2**20)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    assert xs.which("logsumexp", xt, axis=-1) == TRITON
+    want = np.log(np.exp(x.astype(np.float64)).sum())
+    got = float(xs.logsumexp(xt, axis=-1)[0])
+    assert abs(got - want) <= 8 * np.spacing(np.float32(want))
+    p = xs.softmax(xt).double().numpy()
+    np.testing.assert_allclose(p, np.exp(x - want), rtol=16 * 2**-24 * (1 + np.abs(x).max()))
+
+
+def test_under_torch_compile() -> None:
+    """The kernels are opaque custom operators: the whole function compiles as one graph."""
+    x = torch.tensor(_rows(np.random.default_rng(1)), dtype=torch.float32)
+
+    def f(a: torch.Tensor) -> torch.Tensor:
+        return xs.log_softmax(a, temperature=0.5) + xs.logsumexp(a, axis=-1, keepdims=True)
+
+    with xs.use(TRITON):
+        got = torch.compile(f, fullgraph=True, backend="aot_eager")(x)
+    with xs.force_generic():
+        want = f(x)
+    torch.testing.assert_close(got, want, equal_nan=True)

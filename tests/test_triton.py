@@ -26,28 +26,39 @@ _PTR = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}
 def _signature(kernel: str, dtype: str) -> dict[str, str]:
     p = _PTR[dtype]
     return {
-        "normalize_kernel": {"X": p, "Y": p, "n": "i32", "t": "fp32", "x_row_stride": "i64",
+        "normalize_kernel": {"X": p, "Y": p, "n": "i32", "inv_t": "fp32", "x_row_stride": "i64",
                              "y_row_stride": "i64"},
-        "normalize_backward_kernel": {"DY": p, "Y": p, "DX": p, "n": "i32", "t": "fp32",
+        "normalize_backward_kernel": {"DY": p, "Y": p, "DX": p, "n": "i32", "inv_t": "fp32",
                                       "row_stride": "i64"},
         "logsumexp_kernel": {"X": p, "OUT": "*fp32", "n": "i32", "x_row_stride": "i64"},
+        "ce_rows_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "BIG": "*fp32",
+                           "LSE": "*fp32", "ZT": "*fp32", "WZ": "*fp32", "n": "i32",
+                           "inv_t": "fp32", "x_row_stride": "i64"},
+        "ce_grad_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "BIG": "*fp32",
+                           "LSE": "*fp32", "G_LSE": "*fp32", "G_ZT": "*fp32", "G_WZ": "*fp32",
+                           "DX": p, "n": "i32", "inv_t": "fp32", "x_row_stride": "i64"},
     }[kernel]  # fmt: skip
 
 
+_FLAGS = {
+    "normalize_kernel": ({"LOG": False}, {"LOG": True}),
+    "normalize_backward_kernel": ({"LOG": False}, {"LOG": True}),
+    "logsumexp_kernel": ({},),
+    "ce_rows_kernel": ({"HAS_W": False, "WITH_WZ": False}, {"HAS_W": True, "WITH_WZ": True}),
+    "ce_grad_kernel": ({"HAS_W": False, "WITH_WZ": False}, {"HAS_W": True, "WITH_WZ": True}),
+}
 _CONFIGS = [
-    (kernel, dtype, one_pass, log)
-    for kernel in ("normalize_kernel", "normalize_backward_kernel", "logsumexp_kernel")
+    (kernel, dtype, one_pass, flags)
+    for kernel, variants in _FLAGS.items()
     for dtype in ("float32", "bfloat16")
-    for one_pass in (True, False)
-    for log in ((False, True) if kernel != "logsumexp_kernel" else (None,))
+    for one_pass in ((True, False) if kernel != "ce_grad_kernel" else (False,))
+    for flags in variants
 ]
 
 
 @NEEDS_TRITON
-@pytest.mark.parametrize(("kernel", "dtype", "one_pass", "log"), _CONFIGS)
-def test_kernel_compiles_for_sm90(
-    kernel: str, dtype: str, one_pass: bool, log: bool | None
-) -> None:
+@pytest.mark.parametrize(("kernel", "dtype", "one_pass", "flags"), _CONFIGS)
+def test_kernel_compiles_for_sm90(kernel: str, dtype: str, one_pass: bool, flags: dict) -> None:
     """The compiler catches what the interpreter accepts wrongly (plain Python helpers inside a
     kernel, unsupported ops): each kernel, at the largest one-pass block and the online chunk,
     compiled to PTX and an sm_90 cubin (the wheel's ptxas), no GPU needed."""
@@ -62,9 +73,9 @@ def test_kernel_compiles_for_sm90(
     n = ops.ONE_PASS_MAX if one_pass else ops.ONE_PASS_MAX + 1
     block, chosen_one_pass, warps = ops.config(n)
     assert chosen_one_pass == one_pass
-    constexprs = {"BLOCK": block, "ONE_PASS": one_pass}
-    if log is not None:
-        constexprs["LOG"] = log
+    constexprs = {"BLOCK": block, **flags}
+    if kernel != "ce_grad_kernel":  # which reads its rows in chunks always
+        constexprs["ONE_PASS"] = one_pass
     signature = {**_signature(kernel, dtype), **dict.fromkeys(constexprs, "constexpr")}
     source = ASTSource(fn=getattr(kernels, kernel), signature=signature, constexprs=constexprs)
     compiled = triton.compile(
@@ -106,7 +117,9 @@ def test_without_a_gpu_native_serves_and_the_reason_is_given() -> None:
     if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("the Triton entries can run here")
     entries = [e for e in xs.fast_paths(library="torch") if e.name == "torch.triton"]
-    assert {e.op for e in entries} == {"softmax", "log_softmax", "logsumexp"}
+    assert {e.op for e in entries} == {
+        "softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad"
+    }  # fmt: skip
     assert all(e.devices == ("cuda",) for e in entries)
     assert {e.unavailable() for e in entries} <= {"no CUDA device", "triton is not installed"}
     assert xs.which("softmax", torch.zeros(2, 3)) == "torch.native"

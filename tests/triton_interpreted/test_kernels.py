@@ -21,6 +21,7 @@ from xpsoftmax.testing.conformance import _plan
 TRITON = "torch.triton"
 ENTRIES = {e.op: e for e in xs.fast_paths(library="torch") if e.name == TRITON}
 CPU = BY_ID["torch:cpu"]
+OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
 
 
 @pytest.fixture(params=["one_pass", "online"])
@@ -34,12 +35,12 @@ def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 def test_entries_registered() -> None:
-    assert set(ENTRIES) == {"softmax", "log_softmax", "logsumexp"}
+    assert set(ENTRIES) == set(OPS)
     assert all(e.unavailable() is None and "cpu" in e.devices for e in ENTRIES.values())
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("op", OPS)
 def test_kernel_conforms(op: str, dtype: str, layout: str) -> None:
     entry = ENTRIES[op]
 
@@ -55,6 +56,8 @@ def test_dispatch_reaches_the_kernels() -> None:
     x = torch.zeros(2, 3)
     for op in ("softmax", "log_softmax", "logsumexp"):
         assert xs.which(op, x, axis=-1) == TRITON
+    assert xs.which("cross_entropy", x, torch.tensor([0, 2])) == TRITON
+    assert xs.which("cross_entropy", x, torch.zeros(2, 3)) != TRITON  # probabilities
     assert xs.which("softmax", x, axis=0) != TRITON  # not a trailing axis
     assert xs.which("softmax", x.T, axis=-1) != TRITON  # not contiguous
     assert xs.which("softmax", x.double()) != TRITON  # float64 stays native
@@ -130,3 +133,54 @@ def test_under_torch_compile() -> None:
     with xs.force_generic():
         want = f(x)
     torch.testing.assert_close(got, want, equal_nan=True)
+
+
+_CE_OPTIONS = [
+    {},
+    {"reduction": "none"},
+    {"reduction": "sum", "weight": "w"},
+    {"label_smoothing": 0.2},
+    {"weight": "w", "label_smoothing": 0.1, "z_loss": 1e-2, "temperature": 0.7},
+    {"z_loss": 1e-3, "ignore_index": 2, "temperature": 3.0},
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("options", _CE_OPTIONS, ids=lambda o: ",".join(o) or "default")
+def test_cross_entropy_gradient_equals_generic(
+    options: dict, dtype: torch.dtype, layout: str
+) -> None:
+    """Autograd through the two kernels, and cross_entropy_with_grad, against the generic
+    path's autograd: rows with masked entries, all -inf, huge logits, ignored targets."""
+    rng = np.random.default_rng(11)
+    x = torch.tensor(_rows(rng), dtype=dtype)
+    x[5, 0] = math.nan  # an ignored row with a NaN logit: a zero gradient all the same
+    ignore = options.get("ignore_index", -100)
+    target = torch.tensor([1, 3, 0, 8, ignore, ignore])
+    kw = {k: (torch.tensor(rng.uniform(0.2, 2.0, 9), dtype=torch.float32) if v == "w" else v)
+          for k, v in options.items()}  # fmt: skip
+    grads, losses = [], []
+    for generic in (False, True):
+        xg = x.clone().requires_grad_(True)
+        with xs.force_generic() if generic else xs.use(TRITON):
+            loss = xs.cross_entropy(xg, target, **kw)
+            (g,) = torch.autograd.grad(loss.sum(), xg)
+            losses.append(loss)
+            grads.append(g)
+            if kw.get("reduction", "mean") != "none":
+                with_loss, with_grad = xs.cross_entropy_with_grad(x, target, **kw)
+                losses.append(with_loss)
+                grads.append(with_grad)
+    tol = 1e-5 if dtype == torch.float32 else 6e-2
+    rows = [0, 1, 2, 3, 4]  # row 5: see below
+    ref = grads[-1][rows].float()
+    scale = float(ref.abs().max())
+    for loss, g in zip(losses, grads):
+        torch.testing.assert_close(loss, losses[-1], rtol=tol, atol=tol, equal_nan=True)
+        torch.testing.assert_close(g[rows].float(), ref, rtol=tol, atol=tol * scale)
+    assert torch.all(grads[0][2] == 0)  # all -inf: no gradient
+    # The ignored row with a NaN logit takes no part: a zero gradient from the kernels and
+    # from the generic cross_entropy_with_grad. (Autodiff of the generic formula gives NaN
+    # there, 0 * NaN through the row's logsumexp: left as found, see the GPU issue's note.)
+    kernels = grads[:1] if kw.get("reduction") == "none" else grads[:2]
+    assert all(torch.all(g[5] == 0) for g in kernels)

@@ -1,5 +1,6 @@
-"""The Triton fast paths of torch on CUDA: softmax, log_softmax (forward and backward) and
-logsumexp (one pass: online maximum and sum), registered above ``native``.
+"""The Triton fast paths of torch on CUDA: softmax, log_softmax (forward and backward),
+logsumexp (one pass: online maximum and sum) and cross-entropy with class indices (forward
+and gradient), registered above ``native``.
 
 This module imports neither triton nor the kernels: an entry loads :mod:`.ops` at its first
 call, after its ``available`` check (:func:`xpsoftmax.backends.torch.triton.available`) has
@@ -10,7 +11,16 @@ Accepted calls: the reduced axes are the trailing ones of a contiguous tensor (s
 slices are the rows of a row-major view), 16-bit or float32 input (float64 stays ``native``:
 the kernels compute in float32), at most :data:`LONG_ROW` entries per slice, no ``where``, a
 scalar temperature that is 1 or positive and finite; logsumexp without ``b`` or
-``return_sign``.
+``return_sign``; cross-entropy with class-index targets along the last axis (any weight,
+ignore_index, reduction, label smoothing and z-loss).
+
+Cross-entropy reads the logits once in the forward pass: one kernel computes what the loss
+formula reads of each row (``xpsoftmax._generic.IndexStats``: the logsumexp, the target's
+logit, the weighted sum for label smoothing) and the formula itself is the generic one,
+:func:`xpsoftmax._generic.index_loss`, on those per-row numbers. Autograd's backward is one
+more kernel that reads the logits once and writes the gradient: three passes over
+logits-sized memory in all and no logits-sized buffer kept between them.
+``cross_entropy_with_grad`` runs the same two kernels with the gradient's coefficients.
 """
 
 from __future__ import annotations
@@ -20,7 +30,8 @@ from typing import Any
 
 import torch
 
-from xpsoftmax._checks import Temperature
+from xpsoftmax import _generic
+from xpsoftmax._checks import CrossEntropySettings, Temperature, target_masks
 from xpsoftmax._registry import Call, register
 from xpsoftmax.backends.torch.triton import available, interpreting
 
@@ -124,3 +135,104 @@ def logsumexp(
     from xpsoftmax.backends.torch.triton import ops
 
     return ops.logsumexp_rows(_view(x, axes)).reshape(shape)
+
+
+# --- cross-entropy -----------------------------------------------------------------------------
+def _ce_ok(call: Call) -> bool:
+    return (
+        call.opt("target") == "index"
+        and call.axes == (call.ndim - 1,)
+        and call.contiguous
+        and call.opt("temperature") in ("one", "positive")
+        and 0 <= call.length <= LONG_ROW
+    )
+
+
+def _index_loss(
+    xp: Any, logits: torch.Tensor, target: torch.Tensor, o: CrossEntropySettings
+) -> tuple[Any, Any, Any, Any, Any]:
+    """``(per, denominator, coef, w_t, keep)`` over the flattened entries, plus what the
+    gradient kernel needs, from one pass of :func:`ops.ce_rows`."""
+    from xpsoftmax.backends.torch.triton import ops
+
+    n_classes = logits.shape[-1]
+    x = logits.reshape(-1, n_classes)
+    flat = target.reshape(-1)
+    ignored, valid = target_masks(xp, flat, n_classes, o.ignore_index)
+    t_safe = torch.where(valid, flat.to(torch.int64), 0)
+    t = _t(o.temperature)
+    eps = o.label_smoothing
+    big, lse, z_t, wz = ops.ce_rows(x, t_safe, o.weight, t, bool(eps))
+    # Rows that take no part (ignored, out of range) are masked out of the loss; zeroing their
+    # statistics keeps a NaN there (NaN logits) out of autograd's products: their gradient
+    # is 0, as cross_entropy_with_grad gives.
+    big, lse, z_t, wz = (torch.where(valid, v, 0.0) for v in (big, lse, z_t, wz))
+    empty = big == -math.inf
+    lse_abs = None
+    if o.z_loss:
+        lse_abs = torch.where(empty, 0.0, big) / t + lse
+    stats = _generic.IndexStats(lse, z_t, wz if eps else None, empty, lse_abs)
+    per, denominator, coef, w_t = _generic.index_loss(
+        xp, stats, t_safe, valid, ignored, o.weight, n_classes, eps, o.z_loss
+    )
+    return per, denominator, (x, t_safe, big, lse, coef, w_t, valid & ~empty), t, eps
+
+
+def _weight_trains(o: CrossEntropySettings) -> bool:
+    """A weight that requires a gradient: the kernels give none for it; the generic path does."""
+    return o.weight is not None and o.weight.requires_grad
+
+
+@register(
+    "cross_entropy",
+    "torch",
+    "torch.triton",
+    priority=100,
+    supports=_ce_ok,
+    devices=_DEVICES,
+    dtypes=_DTYPES,
+    available=available,
+    description="class indices along the last axis of a contiguous tensor, scalar temperature > 0",
+)
+def cross_entropy(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> Any:
+    if logits.numel() == 0 or _weight_trains(options):
+        return _generic.cross_entropy(xp, logits, target, axis, options)
+    per, denominator, _, _, _ = _index_loss(xp, logits, target, options)
+    loss, _ = _generic.reduce_loss(xp, per.reshape(target.shape), options.reduction, denominator)
+    return loss
+
+
+@register(
+    "cross_entropy_with_grad",
+    "torch",
+    "torch.triton",
+    priority=100,
+    supports=_ce_ok,
+    devices=_DEVICES,
+    dtypes=_DTYPES,
+    available=available,
+    description="class indices along the last axis of a contiguous tensor, scalar temperature > 0",
+)
+def cross_entropy_with_grad(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> Any:
+    if logits.numel() == 0 or _weight_trains(options):
+        return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)
+    from xpsoftmax.backends.torch.triton import ops
+
+    with torch.no_grad():
+        per, denominator, rows, t, eps = _index_loss(xp, logits, target, options)
+        x, t_safe, big, lse, coef, w_t, keep = rows
+        loss, scale = _generic.reduce_loss(
+            xp, per.reshape(target.shape), options.reduction, denominator
+        )
+        # d loss / d logits = scale / T * (coef * p - w_t (1 - eps) onehot - eps / C * w),
+        # zero on rows that are ignored, out of range or all -inf.
+        zero = torch.zeros((), dtype=torch.float32, device=x.device)
+        g_lse = torch.where(keep, coef * scale, zero)
+        g_zt = torch.where(keep, -w_t * (1.0 - eps) * scale, zero)
+        g_wz = torch.where(keep, (-eps / x.shape[-1]) * scale * torch.ones_like(lse), zero)
+        grad = ops.ce_grad(x, t_safe, options.weight, big, lse, g_lse, g_zt, g_wz, t, bool(eps))
+    return loss, grad.reshape(logits.shape)

@@ -7,10 +7,13 @@ Every kernel reads its row in the input dtype and computes in float32. A row of 
 The row statistics follow the generic implementation (``xpsoftmax._generic``):
 
 * the shift is the row maximum, 0 for an all -inf row (which then stays -inf, not NaN);
-* ``z = (x - shift) / t`` (the shift before the division: no finite input overflows);
-* the sum of ``exp(z)`` is kept as ``K + R``: ``K`` counts the entries at the maximum (each
-  contributes exactly 1) and ``R`` sums the others, so that ``log(sum) = log1p(K - 1 + R)``
-  keeps its relative accuracy near 0 (``logsumexp([0, -40])`` is 4.2e-18, not 0);
+* ``z = (x - shift) * inv_t`` (the shift before the scaling: no finite input overflows; a
+  multiplication by ``1 / t``, since a division per entry would make the kernels compute-bound
+  on a Hopper GPU; ``SCALED=False`` for ``t = 1`` skips it);
+* for the logarithms (log_softmax, logsumexp, cross-entropy) the sum of ``exp(z)`` is kept
+  as ``K + R``: ``K`` counts the entries at the maximum (each contributes exactly 1) and ``R``
+  sums the others, so that ``log(sum) = log1p(K - 1 + R)`` keeps its relative accuracy near 0
+  (``logsumexp([0, -40])`` is 4.2e-18, not 0); softmax of a row on chip needs the plain sum;
 * a NaN entry makes ``R`` NaN, so NaN reaches the whole row; a +inf maximum makes
   softmax/log_softmax NaN (the launcher's ``INF_IS_NAN``) and logsumexp +inf.
 
@@ -28,20 +31,20 @@ NEG_INF = float("-inf")
 
 
 @triton.jit
-def _merge_lanes(m, k, r, t):
+def _merge_lanes(m, k, r, inv_t):
     """The row's ``(shift, K, R)`` from the lanes' ``(m, k, r)``."""
     big = tl.max(m, axis=0)
     shift = tl.where(big == float("-inf"), 0.0, big)
     top = (m == big) & (m != float("-inf"))
     # A lane below the maximum: its k ones and its r are rescaled to the row's maximum.
-    scale = tl.exp(tl.where(m == float("-inf"), float("-inf"), (m - shift) / t))
+    scale = tl.exp(tl.where(m == float("-inf"), float("-inf"), (m - shift) * inv_t))
     count = tl.sum(tl.where(top, k, 0.0), axis=0)
     rest = tl.sum(tl.where(top, r, (k + r) * scale), axis=0)
     return shift, count, rest
 
 
 @triton.jit
-def _online_stats(x_ptr, n, t, BLOCK: tl.constexpr):
+def _online_stats(x_ptr, n, inv_t, BLOCK: tl.constexpr):
     """``(shift, K, R)`` of a row read in chunks (see the module docstring)."""
     m = tl.full([BLOCK], float("-inf"), tl.float32)
     k = tl.zeros([BLOCK], tl.float32)
@@ -54,23 +57,24 @@ def _online_stats(x_ptr, n, t, BLOCK: tl.constexpr):
         low = tl.where(gt, m, x)
         high = tl.where(gt, x, m)
         # low == -inf: a term (or a scale) of 0. A NaN entry is neither gt nor eq: NaN term.
-        e = tl.exp(tl.where(low == float("-inf"), float("-inf"), (low - high) / t))
+        e = tl.exp(tl.where(low == float("-inf"), float("-inf"), (low - high) * inv_t))
         r = tl.where(gt, (r + k) * e, tl.where(eq, r, r + e))
         k = tl.where(gt, 1.0, tl.where(eq, k + 1.0, k))
         m = tl.where(gt, x, m)
-    return _merge_lanes(m, k, r, t)
+    return _merge_lanes(m, k, r, inv_t)
 
 
 @triton.jit
-def _block_stats(x, t):
-    """``(shift, K, R, z)`` of a row held on chip (padding is -inf)."""
+def _block_stats(x, inv_t):
+    """``(shift, K, R, z, e)`` of a row held on chip (padding is -inf), ``e = exp(z)``."""
     big = tl.max(x, axis=0)
     shift = tl.where(big == float("-inf"), 0.0, big)
-    z = (x - shift) / t
+    z = (x - shift) * inv_t
+    e = tl.exp(z)
     top = (x == big) & (x != float("-inf"))
     count = tl.sum(tl.where(top, 1.0, 0.0), axis=0)
-    rest = tl.sum(tl.where(top, 0.0, tl.exp(z)), axis=0)
-    return shift, count, rest, z
+    rest = tl.sum(tl.where(top, 0.0, e), axis=0)
+    return shift, count, rest, z, e
 
 
 @triton.jit
@@ -92,7 +96,7 @@ def normalize_kernel(
     X,
     Y,
     n,
-    t,
+    inv_t,
     x_row_stride,
     y_row_stride,
     LOG: tl.constexpr,
@@ -106,26 +110,39 @@ def normalize_kernel(
     if ONE_PASS:
         cols = tl.arange(0, BLOCK)
         x = tl.load(x_ptr + cols, mask=cols < n, other=float("-inf")).to(tl.float32)
-        shift, count, rest, z = _block_stats(x, t)
-        _write_normalized(y_ptr, cols, n, z, shift, count, rest, LOG)
+        if LOG:
+            shift, count, rest, z, _ = _block_stats(x, inv_t)
+            y = _log_normalized(z, shift, count, rest)
+        else:
+            # softmax needs the plain sum (as the generic path takes it), and one division.
+            big = tl.max(x, axis=0)
+            shift = tl.where(big == float("-inf"), 0.0, big)
+            e = tl.exp((x - shift) * inv_t)
+            total = tl.sum(e, axis=0)
+            y = tl.where(total == 0.0, 0.0, e * (1.0 / total))
+            y = tl.where(shift == float("inf"), float("nan"), y)
+        tl.store(y_ptr + cols, y.to(Y.dtype.element_ty), mask=cols < n)
     else:
-        shift, count, rest = _online_stats(x_ptr, n, t, BLOCK)
+        shift, count, rest = _online_stats(x_ptr, n, inv_t, BLOCK)
+        scale = 1.0 / (count + rest)
         for start in range(0, n, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             x = tl.load(x_ptr + cols, mask=cols < n, other=float("-inf")).to(tl.float32)
-            _write_normalized(y_ptr, cols, n, (x - shift) / t, shift, count, rest, LOG)
+            z = (x - shift) * inv_t
+            if LOG:
+                y = _log_normalized(z, shift, count, rest)
+            else:
+                y = tl.where(count + rest == 0.0, 0.0, tl.exp(z) * scale)
+                y = tl.where(shift == float("inf"), float("nan"), y)
+            tl.store(y_ptr + cols, y.to(Y.dtype.element_ty), mask=cols < n)
 
 
 @triton.jit
-def _write_normalized(y_ptr, cols, n, z, shift, count, rest, LOG: tl.constexpr):
-    empty = count + rest == 0.0  # all -inf: zeros / -inf, not NaN
-    nan = shift == float("inf")  # a +inf entry makes its whole row NaN
-    if LOG:
-        y = tl.where(empty, float("-inf"), z - _log_total(count, rest))
-    else:
-        y = tl.where(empty, 0.0, tl.exp(z) / (count + rest))
-    y = tl.where(nan, float("nan"), y)
-    tl.store(y_ptr + cols, y.to(y_ptr.dtype.element_ty), mask=cols < n)
+def _log_normalized(z, shift, count, rest):
+    """log_softmax from the row's statistics: -inf on an all -inf row (not NaN), NaN on a row
+    with a +inf entry."""
+    y = tl.where(count + rest == 0.0, float("-inf"), z - _log_total(count, rest))
+    return tl.where(shift == float("inf"), float("nan"), y)
 
 
 @triton.jit
@@ -136,7 +153,7 @@ def logsumexp_kernel(X, OUT, n, x_row_stride, BLOCK: tl.constexpr, ONE_PASS: tl.
     if ONE_PASS:
         cols = tl.arange(0, BLOCK)
         x = tl.load(x_ptr + cols, mask=cols < n, other=float("-inf")).to(tl.float32)
-        shift, count, rest, _ = _block_stats(x, 1.0)
+        shift, count, rest, _, _ = _block_stats(x, 1.0)
     else:
         shift, count, rest = _online_stats(x_ptr, n, 1.0, BLOCK)
     # An empty row: -inf. A +inf maximum: +inf (its shift) + a finite log.
@@ -150,7 +167,7 @@ def normalize_backward_kernel(
     Y,
     DX,
     n,
-    t,
+    inv_t,
     row_stride,
     LOG: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -169,7 +186,7 @@ def normalize_backward_kernel(
         cols = tl.arange(0, BLOCK)
         dy, y = _load_pair(dy_ptr, y_ptr, cols, n, LOG)
         total, mass = _backward_terms(dy, y, LOG)
-        dx = _backward_value(dy, y, tl.sum(total, axis=0), tl.sum(mass, axis=0), t, LOG)
+        dx = _backward_value(dy, y, tl.sum(total, axis=0), tl.sum(mass, axis=0), inv_t, LOG)
         tl.store(dx_ptr + cols, dx.to(DX.dtype.element_ty), mask=cols < n)
     else:
         total = tl.zeros([BLOCK], tl.float32)
@@ -185,7 +202,7 @@ def normalize_backward_kernel(
         for start in range(0, n, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             dy, y = _load_pair(dy_ptr, y_ptr, cols, n, LOG)
-            dx = _backward_value(dy, y, total_row, mass_row, t, LOG)
+            dx = _backward_value(dy, y, total_row, mass_row, inv_t, LOG)
             tl.store(dx_ptr + cols, dx.to(DX.dtype.element_ty), mask=cols < n)
 
 
@@ -211,8 +228,118 @@ def _backward_terms(dy, y, LOG: tl.constexpr):
 
 
 @triton.jit
-def _backward_value(dy, y, total, mass, t, LOG: tl.constexpr):
+def _backward_value(dy, y, total, mass, inv_t, LOG: tl.constexpr):
     if LOG:
-        return tl.where(mass != 0.0, (dy - tl.exp(y) * total) / t, 0.0)
+        return tl.where(mass != 0.0, (dy - tl.exp(y) * total) * inv_t, 0.0)
     else:
-        return y * (dy - total) / t
+        return y * (dy - total) * inv_t
+
+
+# --- cross-entropy with class-index targets -----------------------------------------------------
+@triton.jit
+def ce_rows_kernel(
+    X,
+    TARGET,
+    W,
+    BIG,
+    LSE,
+    ZT,
+    WZ,
+    n,
+    inv_t,
+    x_row_stride,
+    HAS_W: tl.constexpr,
+    WITH_WZ: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+):
+    """What the class-index loss reads of each row (``xpsoftmax._generic.IndexStats``):
+    ``BIG`` the row maximum (-inf for an all -inf row), ``LSE`` ``log(sum(exp z))`` (NaN for a
+    +inf maximum, as the generic path gives), ``ZT`` z at the row's (safe) target and ``WZ``
+    ``sum(w * z)`` (with ``WITH_WZ``), for ``z = (x - shift) * inv_t``."""
+    row = tl.program_id(0).to(tl.int64)
+    x_ptr = X + row * x_row_stride
+    if ONE_PASS:
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n
+        x = tl.load(x_ptr + cols, mask=mask, other=float("-inf")).to(tl.float32)
+        shift, count, rest, z, _ = _block_stats(x, inv_t)
+        big = tl.max(x, axis=0)
+        if WITH_WZ:
+            wz = tl.sum(tl.where(mask, _class_weight(W, cols, mask, HAS_W) * z, 0.0), axis=0)
+    else:
+        shift, count, rest = _online_stats(x_ptr, n, inv_t, BLOCK)
+        big = tl.where(count + rest == 0.0, float("-inf"), shift)
+        if WITH_WZ:  # a second pass: sum(w * z) needs the final shift
+            acc = tl.zeros([BLOCK], tl.float32)
+            for start in range(0, n, BLOCK):
+                cols = start + tl.arange(0, BLOCK)
+                mask = cols < n
+                x = tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                w = _class_weight(W, cols, mask, HAS_W)
+                acc += tl.where(mask, w * ((x - shift) * inv_t), 0.0)
+            wz = tl.sum(acc, axis=0)
+    lse = tl.where(shift == float("inf"), float("nan"), _log_total(count, rest))
+    target = tl.load(TARGET + row)
+    z_t = (tl.load(x_ptr + target).to(tl.float32) - shift) * inv_t
+    tl.store(BIG + row, big)
+    tl.store(LSE + row, lse)
+    tl.store(ZT + row, z_t)
+    if WITH_WZ:
+        tl.store(WZ + row, wz)
+
+
+@triton.jit
+def _class_weight(W, cols, mask, HAS_W: tl.constexpr):
+    if HAS_W:
+        return tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+    else:
+        return tl.where(mask, 1.0, 0.0)
+
+
+@triton.jit
+def ce_grad_kernel(
+    X,
+    TARGET,
+    W,
+    BIG,
+    LSE,
+    G_LSE,
+    G_ZT,
+    G_WZ,
+    DX,
+    n,
+    inv_t,
+    x_row_stride,
+    HAS_W: tl.constexpr,
+    WITH_WZ: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """``DX = (g_lse * p + g_zt * onehot(target) + g_wz * w) / t`` for ``p = softmax(x / t)``
+    (0 on an all -inf row): the chain rule through the statistics of :func:`ce_rows_kernel`
+    given their gradients (the shift cancels from every formula that reads them). A row
+    whose three coefficients are 0 takes no part in the loss: a zero gradient, also where its
+    logits are NaN."""
+    row = tl.program_id(0).to(tl.int64)
+    x_ptr = X + row * x_row_stride
+    dx_ptr = DX + row * x_row_stride
+    big = tl.load(BIG + row)
+    shift = tl.where(big == float("-inf"), 0.0, big)
+    lse = tl.load(LSE + row)
+    g_lse = tl.load(G_LSE + row)
+    g_zt = tl.load(G_ZT + row)
+    g_wz = 0.0
+    if WITH_WZ:
+        g_wz = tl.load(G_WZ + row)
+    target = tl.load(TARGET + row)
+    idle = (g_lse == 0.0) & (g_zt == 0.0) & (g_wz == 0.0)
+    for start in range(0, n, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < n
+        x = tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        p = tl.where(big == float("-inf"), 0.0, tl.exp((x - shift) * inv_t - lse))
+        dx = g_lse * p + tl.where(cols == target, g_zt, 0.0)
+        if WITH_WZ:
+            dx += g_wz * _class_weight(W, cols, mask, HAS_W)
+        dx = tl.where(idle, 0.0, dx * inv_t)
+        tl.store(dx_ptr + cols, dx.to(DX.dtype.element_ty), mask=mask)

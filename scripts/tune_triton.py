@@ -1,0 +1,145 @@
+"""Sweep the launch settings of the Triton kernels on a CUDA device, beside torch's own kernels
+and a plain copy, and print the effective bandwidth of each as a fraction of the copy's.
+
+    python scripts/tune_triton.py [--json PATH] [--quick]
+
+Settings swept (``xpsoftmax.backends.torch.triton.ops``): ``ENTRIES_PER_WARP`` for rows held on
+chip, and ``CHUNK`` for rows read in chunks (``ONE_PASS_MAX = 0`` forces chunks on short rows
+too). Bytes counted: softmax reads and writes the logits, logsumexp reads them,
+cross-entropy forward + backward reads them and writes the gradient (the issue's minimal
+traffic; the kernels read them twice). Times: median of CUDA-event timings after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+import xpsoftmax as xs
+from xpsoftmax.backends.torch.triton import ops
+
+SHAPES = [
+    ((16384, 1024), torch.float32),
+    ((4096, 8192), torch.float32),
+    ((4096, 32768), torch.bfloat16),
+    ((512, 131072), torch.float32),
+    ((512, 131072), torch.bfloat16),
+]
+
+
+def median_ms(fn: Callable[[], Any], reps: int = 15) -> float:
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _ce_step(x: torch.Tensor, t: torch.Tensor, ours: bool) -> Callable[[], Any]:
+    def step() -> Any:
+        xg = x.detach().requires_grad_(True)
+        if ours:
+            with xs.use("torch.triton"):
+                loss = xs.cross_entropy(xg, t)
+        else:
+            loss = F.cross_entropy(xg.float() if x.dtype != torch.float32 else xg, t)
+        (g,) = torch.autograd.grad(loss, xg)
+        return g
+
+    return step
+
+
+def _ops(x: torch.Tensor, t: torch.Tensor, ours: bool) -> dict[str, tuple[Callable[[], Any], int]]:
+    nbytes = x.numel() * x.element_size()
+    if ours:
+        with xs.use("torch.triton"):
+            assert xs.which("softmax", x) == "torch.triton"
+
+        def softmax() -> Any:
+            with xs.use("torch.triton"):
+                return xs.softmax(x)
+
+        def logsumexp() -> Any:
+            with xs.use("torch.triton"):
+                return xs.logsumexp(x, axis=-1)
+    else:
+
+        def softmax() -> Any:
+            return torch.softmax(x, -1)
+
+        def logsumexp() -> Any:
+            return torch.logsumexp(x.float() if x.dtype != torch.float32 else x, -1)
+
+    return {
+        "softmax": (softmax, 2 * nbytes),
+        "logsumexp": (logsumexp, nbytes),
+        "ce_fwd_bwd": (_ce_step(x, t, ours), 2 * nbytes),
+    }
+
+
+def _variants(n: int) -> list[dict[str, int]]:
+    if n <= 32768:
+        return [
+            {"ONE_PASS_MAX": 32768, "CHUNK": 4096, "ENTRIES_PER_WARP": e} for e in (256, 512, 1024)
+        ] + [{"ONE_PASS_MAX": 0, "CHUNK": 4096, "ENTRIES_PER_WARP": 512}]
+    return [
+        {"ONE_PASS_MAX": 32768, "CHUNK": c, "ENTRIES_PER_WARP": 512} for c in (2048, 4096, 8192)
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the rows as JSON")
+    parser.add_argument("--quick", action="store_true", help="the first two shapes only")
+    args = parser.parse_args()
+    print(torch.cuda.get_device_name(), "torch", torch.__version__)
+    rows = []
+    defaults = {k: getattr(ops, k) for k in ("ONE_PASS_MAX", "CHUNK", "ENTRIES_PER_WARP")}
+    for shape, dtype in SHAPES[:2] if args.quick else SHAPES:
+        x = torch.randn(shape, device="cuda", dtype=dtype)
+        t = torch.randint(0, shape[1], (shape[0],), device="cuda")
+        buf = torch.empty_like(x)
+        copy_ms = median_ms(lambda buf=buf, x=x: buf.copy_(x))
+        copy_gbps = 2 * x.numel() * x.element_size() / copy_ms / 1e6
+        label = f"{shape[0]}x{shape[1]} {str(dtype).removeprefix('torch.')}"
+        print(f"\n{label}: copy {copy_gbps:.0f} GB/s")
+        for op, (fn, nbytes) in _ops(x, t, ours=False).items():
+            ms = median_ms(fn)
+            rows.append(
+                dict(
+                    shape=label, op=op, impl="torch", ms=ms, fraction=nbytes / ms / 1e6 / copy_gbps
+                )
+            )
+            print(f"  {op:12s} torch                    {ms:8.3f} ms {rows[-1]['fraction']:6.1%}")
+        for v in _variants(shape[1]):
+            for k, value in v.items():
+                setattr(ops, k, value)
+            for op, (fn, nbytes) in _ops(x, t, ours=True).items():
+                ms = median_ms(fn)
+                frac = nbytes / ms / 1e6 / copy_gbps
+                rows.append(dict(shape=label, op=op, impl="triton", **v, ms=ms, fraction=frac))
+                print(f"  {op:12s} {v}  {ms:8.3f} ms {frac:6.1%}")
+        for k, value in defaults.items():
+            setattr(ops, k, value)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,12 +31,15 @@ def _signature(kernel: str, dtype: str) -> dict[str, str]:
         "normalize_backward_kernel": {"DY": p, "Y": p, "DX": p, "n": "i32", "inv_t": "fp32",
                                       "row_stride": "i64"},
         "logsumexp_kernel": {"X": p, "OUT": "*fp32", "n": "i32", "x_row_stride": "i64"},
-        "ce_rows_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "BIG": "*fp32",
-                           "LSE": "*fp32", "ZT": "*fp32", "WZ": "*fp32", "n": "i32",
-                           "inv_t": "fp32", "x_row_stride": "i64"},
+        "ce_forward_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "PER": "*fp32",
+                              "DEN": "*fp32", "BIG": "*fp32", "LSE": "*fp32", "CL": "*fp32",
+                              "CT": "*fp32", "CW": "*fp32", "n": "i32", "inv_t": "fp32",
+                              "ignore_index": "i64", "W_TOTAL": "*fp32", "eps": "fp32",
+                              "z_loss": "fp32", "x_row_stride": "i64"},
         "ce_grad_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "BIG": "*fp32",
-                           "LSE": "*fp32", "G_LSE": "*fp32", "G_ZT": "*fp32", "G_WZ": "*fp32",
-                           "DX": p, "n": "i32", "inv_t": "fp32", "x_row_stride": "i64"},
+                           "LSE": "*fp32", "CL": "*fp32", "CT": "*fp32", "CW": "*fp32",
+                           "SCALE": "*fp32", "scale_stride": "i32", "DX": p, "n": "i32",
+                           "inv_t": "fp32", "x_row_stride": "i64"},
     }[kernel]  # fmt: skip
 
 
@@ -44,8 +47,11 @@ _FLAGS = {
     "normalize_kernel": ({"LOG": False}, {"LOG": True}),
     "normalize_backward_kernel": ({"LOG": False}, {"LOG": True}),
     "logsumexp_kernel": ({},),
-    "ce_rows_kernel": ({"HAS_W": False, "WITH_WZ": False}, {"HAS_W": True, "WITH_WZ": True}),
-    "ce_grad_kernel": ({"HAS_W": False, "WITH_WZ": False}, {"HAS_W": True, "WITH_WZ": True}),
+    "ce_forward_kernel": (
+        {"HAS_W": False, "HAS_IGNORE": True, "SMOOTH": False, "Z_LOSS": False},
+        {"HAS_W": True, "HAS_IGNORE": False, "SMOOTH": True, "Z_LOSS": True},
+    ),
+    "ce_grad_kernel": ({"HAS_W": False, "SMOOTH": False}, {"HAS_W": True, "SMOOTH": True}),
 }
 _CONFIGS = [
     (kernel, dtype, one_pass, flags)

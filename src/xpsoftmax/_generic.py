@@ -407,54 +407,6 @@ class _Terms:
     keep: Array | None = None
 
 
-@dataclass(frozen=True)
-class IndexStats:
-    """What the class-index loss reads of each entry's logits: ``lse`` (``log(sum(exp z))``,
-    0 on an empty row), ``z_t`` (z at the target), ``wz`` (``sum(w * z)``, only with label
-    smoothing), ``empty`` (the all -inf rows) and ``lse_abs`` (the true logsumexp, only with
-    the z-loss). The generic path takes them from the whole logits; a kernel may compute them
-    in one pass and hand them to :func:`index_loss`, which holds the formula."""
-
-    lse: Array
-    z_t: Array
-    wz: Array | None
-    empty: Array
-    lse_abs: Array | None
-
-
-def index_loss(
-    xp: Any,
-    s: IndexStats,
-    t_safe: Array,
-    valid: Array,
-    ignored: Array,
-    weight: Array | None,
-    n_classes: int,
-    eps: float,
-    z_loss: float,
-) -> tuple[Array, Array, Array, Array | float]:
-    """``(per, denominator, coef, w_t)``: the per-entry loss
-    ``w_t * ((1 - eps) * (lse - z_t) + eps / C * (W lse - <w, z>))`` plus the z-loss
-    ``z_loss * w_t * lse_abs**2`` (ignored entries 0, out-of-range NaN), the denominator of
-    its mean (the target classes' weights of the entries not ignored), the gradient's
-    coefficient of ``p`` and the target classes' weights."""
-    w_t = _class_weights(xp, weight, t_safe) * xp.ones_like(s.lse)
-    nll = xp.where(s.empty, INF, s.lse - s.z_t)
-    per = nll * w_t if eps == 0 else nll * ((1.0 - eps) * w_t)
-    coef = w_t * (1.0 - eps)
-    if eps:
-        w_total = float(n_classes) if weight is None else xp.sum(weight)
-        smooth = xp.where(s.empty, INF, w_total * s.lse - s.wz)
-        per = per + (eps / n_classes) * smooth
-        coef = coef + eps * w_total / n_classes
-    if s.lse_abs is not None:
-        per = per + xp.where(s.empty, INF, (z_loss * w_t) * (s.lse_abs * s.lse_abs))
-        coef = coef + (2.0 * z_loss) * w_t * s.lse_abs
-    per = xp.where(valid, per, xp.where(ignored, 0.0, xp.full_like(per, NAN)))
-    denominator = xp.sum(xp.where(ignored, 0.0, w_t))
-    return per, denominator, coef, w_t
-
-
 def _index_terms(
     xp: Any,
     r: _Rows,
@@ -465,17 +417,26 @@ def _index_terms(
     z_loss: float,
     with_grad: bool,
 ) -> _Terms:
-    """Class-index targets: the statistics of :class:`IndexStats` from the whole logits, the
-    loss of :func:`index_loss`, and the gradient's target term where asked for."""
+    """Class-index targets: ``w_t * ((1 - eps) * (lse - z_t) + eps / C * (W lse - <w, z>))``
+    plus the z-loss ``z_loss * w_t * lse_abs**2``; ignored entries 0, out-of-range NaN; the
+    mean divides by the target classes' weights of the entries not ignored."""
     ignored, valid = target_masks(xp, target, r.n_classes, ignore_index)
     t_safe = xp.where(valid, xp.astype(target, index_dtype(xp, target), copy=False), 0)
-    wz = None
+    w_t = _class_weights(xp, weight, t_safe) * xp.ones_like(r.lse)
+    nll = xp.where(r.empty_sq, INF, r.lse - _gather(xp, r.z, t_safe, r.axis))
+    per = nll * w_t if eps == 0 else nll * ((1.0 - eps) * w_t)
+    coef = w_t * (1.0 - eps)
     if eps:
-        wz = xp.sum(r.z if r.w_along is None else r.w_along * r.z, axis=r.axis)
-    stats = IndexStats(r.lse, _gather(xp, r.z, t_safe, r.axis), wz, r.empty_sq, r.lse_abs)
-    per, denominator, coef, w_t = index_loss(
-        xp, stats, t_safe, valid, ignored, weight, r.n_classes, eps, z_loss
-    )
+        w_total = float(r.n_classes) if weight is None else xp.sum(weight)
+        wz = r.z if r.w_along is None else r.w_along * r.z
+        smooth = xp.where(r.empty_sq, INF, w_total * r.lse - xp.sum(wz, axis=r.axis))
+        per = per + (eps / r.n_classes) * smooth
+        coef = coef + eps * w_total / r.n_classes
+    if r.lse_abs is not None:
+        per = per + xp.where(r.empty_sq, INF, (z_loss * w_t) * (r.lse_abs * r.lse_abs))
+        coef = coef + (2.0 * z_loss) * w_t * r.lse_abs
+    per = xp.where(valid, per, xp.where(ignored, 0.0, xp.full_like(per, NAN)))
+    denominator = xp.sum(xp.where(ignored, 0.0, w_t))
     if not with_grad:
         return _Terms(per, denominator, coef)
     onehot = _class_ids(xp, r.z, r.axis) == _unsqueeze(xp, t_safe, r.axis)

@@ -14,13 +14,14 @@ scalar temperature that is 1 or positive and finite; logsumexp without ``b`` or
 ``return_sign``; cross-entropy with class-index targets along the last axis (any weight,
 ignore_index, reduction, label smoothing and z-loss).
 
-Cross-entropy reads the logits once in the forward pass: one kernel computes what the loss
-formula reads of each row (``xpsoftmax._generic.IndexStats``: the logsumexp, the target's
-logit, the weighted sum for label smoothing) and the formula itself is the generic one,
-:func:`xpsoftmax._generic.index_loss`, on those per-row numbers. Autograd's backward is one
-more kernel that reads the logits once and writes the gradient: three passes over
-logits-sized memory in all and no logits-sized buffer kept between them.
-``cross_entropy_with_grad`` runs the same two kernels with the gradient's coefficients.
+Cross-entropy reads the logits once in the forward pass: one kernel computes each entry's
+loss (the generic path's formula, ``xpsoftmax._generic._index_terms``, on the row's
+statistics) and the gradient's per-row coefficients; the reduction is torch's, on the
+per-entry losses. Autograd's backward is one more kernel that reads the logits once and
+writes the gradient: three passes over logits-sized memory in all and no logits-sized buffer
+kept between them (a forward that wrote the gradient would make four in training: its write,
+and backward's read and write to scale it). ``cross_entropy_with_grad`` runs the same two
+kernels.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import CrossEntropySettings, Temperature, target_masks
+from xpsoftmax._checks import CrossEntropySettings, Temperature
 from xpsoftmax._registry import Call, register
 from xpsoftmax.backends.torch.triton import available, interpreting
 
@@ -148,34 +149,23 @@ def _ce_ok(call: Call) -> bool:
     )
 
 
-def _index_loss(
-    xp: Any, logits: torch.Tensor, target: torch.Tensor, o: CrossEntropySettings
-) -> tuple[Any, Any, Any, Any, Any]:
-    """``(per, denominator, coef, w_t, keep)`` over the flattened entries, plus what the
-    gradient kernel needs, from one pass of :func:`ops.ce_rows`."""
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _entries(xp: Any, logits: Any, target: Any, o: CrossEntropySettings) -> tuple[Any, ...]:
+    """``(per, denominator, rows, t, eps)``: the per-entry losses shaped like ``target``, the
+    mean's denominator, the flat inputs and statistics of the gradient kernel."""
     from xpsoftmax.backends.torch.triton import ops
 
     n_classes = logits.shape[-1]
-    x = logits.reshape(-1, n_classes)
-    flat = target.reshape(-1)
-    ignored, valid = target_masks(xp, flat, n_classes, o.ignore_index)
-    t_safe = torch.where(valid, flat.to(torch.int64), 0)
-    t = _t(o.temperature)
-    eps = o.label_smoothing
-    big, lse, z_t, wz = ops.ce_rows(x, t_safe, o.weight, t, bool(eps))
-    # Rows that take no part (ignored, out of range) are masked out of the loss; zeroing their
-    # statistics keeps a NaN there (NaN logits) out of autograd's products: their gradient
-    # is 0, as cross_entropy_with_grad gives.
-    big, lse, z_t, wz = (torch.where(valid, v, 0.0) for v in (big, lse, z_t, wz))
-    empty = big == -math.inf
-    lse_abs = None
-    if o.z_loss:
-        lse_abs = torch.where(empty, 0.0, big) / t + lse
-    stats = _generic.IndexStats(lse, z_t, wz if eps else None, empty, lse_abs)
-    per, denominator, coef, w_t = _generic.index_loss(
-        xp, stats, t_safe, valid, ignored, o.weight, n_classes, eps, o.z_loss
+    x, flat = logits.reshape(-1, n_classes), target.reshape(-1)
+    # An ignore_index no int64 holds matches no index (the targets are int64 at most).
+    has_ignore = _INT64[0] <= o.ignore_index <= _INT64[1]
+    t, eps = _t(o.temperature), o.label_smoothing
+    per, den, *stats = ops.cross_entropy_rows(
+        x, flat, o.weight, o.ignore_index if has_ignore else 0, has_ignore, t, eps, o.z_loss
     )
-    return per, denominator, (x, t_safe, big, lse, coef, w_t, valid & ~empty), t, eps
+    return per.reshape(target.shape), den.sum(), (x, flat, *stats), t, eps
 
 
 def _weight_trains(o: CrossEntropySettings) -> bool:
@@ -199,9 +189,12 @@ def cross_entropy(
 ) -> Any:
     if logits.numel() == 0 or _weight_trains(options):
         return _generic.cross_entropy(xp, logits, target, axis, options)
-    per, denominator, _, _, _ = _index_loss(xp, logits, target, options)
-    loss, _ = _generic.reduce_loss(xp, per.reshape(target.shape), options.reduction, denominator)
-    return loss
+    per, denominator, _, _, _ = _entries(xp, logits, target, options)
+    if options.reduction == "none":
+        return per
+    # The mean's rule (0 over nothing) is the generic one; its gradient factor is not needed.
+    total = per.sum()
+    return total if options.reduction == "sum" else _generic.mean_over(xp, total, denominator)
 
 
 @register(
@@ -223,16 +216,12 @@ def cross_entropy_with_grad(
     from xpsoftmax.backends.torch.triton import ops
 
     with torch.no_grad():
-        per, denominator, rows, t, eps = _index_loss(xp, logits, target, options)
-        x, t_safe, big, lse, coef, w_t, keep = rows
-        loss, scale = _generic.reduce_loss(
-            xp, per.reshape(target.shape), options.reduction, denominator
+        per, denominator, (x, flat, big, lse, cl, ct, cw), t, eps = _entries(
+            xp, logits, target, options
         )
-        # d loss / d logits = scale / T * (coef * p - w_t (1 - eps) onehot - eps / C * w),
-        # zero on rows that are ignored, out of range or all -inf.
-        zero = torch.zeros((), dtype=torch.float32, device=x.device)
-        g_lse = torch.where(keep, coef * scale, zero)
-        g_zt = torch.where(keep, -w_t * (1.0 - eps) * scale, zero)
-        g_wz = torch.where(keep, (-eps / x.shape[-1]) * scale * torch.ones_like(lse), zero)
-        grad = ops.ce_grad(x, t_safe, options.weight, big, lse, g_lse, g_zt, g_wz, t, bool(eps))
+        loss, scale = _generic.reduce_loss(xp, per, options.reduction, denominator)
+        scale = torch.as_tensor(scale, dtype=torch.float32, device=x.device)
+        grad = ops.cross_entropy_grad(
+            x, flat, options.weight, big, lse, cl, ct, cw, scale, t, bool(eps)
+        )
     return loss, grad.reshape(logits.shape)

@@ -237,40 +237,64 @@ def _backward_value(dy, y, total, mass, inv_t, LOG: tl.constexpr):
 
 # --- cross-entropy with class-index targets -----------------------------------------------------
 @triton.jit
-def ce_rows_kernel(
+def ce_forward_kernel(
     X,
     TARGET,
     W,
+    PER,
+    DEN,
     BIG,
     LSE,
-    ZT,
-    WZ,
+    CL,
+    CT,
+    CW,
     n,
     inv_t,
+    ignore_index,
+    W_TOTAL,
+    eps,
+    z_loss,
     x_row_stride,
     HAS_W: tl.constexpr,
-    WITH_WZ: tl.constexpr,
+    HAS_IGNORE: tl.constexpr,
+    SMOOTH: tl.constexpr,
+    Z_LOSS: tl.constexpr,
     BLOCK: tl.constexpr,
     ONE_PASS: tl.constexpr,
 ):
-    """What the class-index loss reads of each row (``xpsoftmax._generic.IndexStats``):
-    ``BIG`` the row maximum (-inf for an all -inf row), ``LSE`` ``log(sum(exp z))`` (NaN for a
-    +inf maximum, as the generic path gives), ``ZT`` z at the row's (safe) target and ``WZ``
-    ``sum(w * z)`` (with ``WITH_WZ``), for ``z = (x - shift) * inv_t``."""
+    """One entry (row) of cross-entropy with a class-index target, in one read of its logits:
+    the formula of ``xpsoftmax._generic._index_terms`` on the row's statistics.
+
+    ``PER``: ``w_t * ((1 - eps) * (lse - z_t) + eps / C * (W lse - <w, z>))`` plus the z-loss
+    ``z_loss * w_t * lse_abs**2``, +inf on an all -inf row, 0 where ignored, NaN for an index
+    out of range. ``DEN``: the entry's part of the mean's denominator (``w_t``, 0 where
+    ignored). ``BIG``, ``LSE``: the row's maximum (-inf on rows without a gradient) and
+    ``log(sum(exp z))`` for the gradient kernel; ``CL``, ``CT``, ``CW``: the gradient's coefficients of ``p``, of the target's
+    one-hot and of the class weights (0 on rows without a gradient: ignored, out of range,
+    all -inf), for ``z = (x - shift) * inv_t``."""
     row = tl.program_id(0).to(tl.int64)
     x_ptr = X + row * x_row_stride
+    target = tl.load(TARGET + row).to(tl.int64)
+    in_range = (target >= 0) & (target < n)
+    if HAS_IGNORE:
+        ignored = target == ignore_index
+        valid = in_range & (target != ignore_index)
+    else:
+        ignored = target != target  # False: no index is ignored
+        valid = in_range
+    t_safe = tl.where(valid, target, 0)
     if ONE_PASS:
         cols = tl.arange(0, BLOCK)
         mask = cols < n
         x = tl.load(x_ptr + cols, mask=mask, other=float("-inf")).to(tl.float32)
         shift, count, rest, z, _ = _block_stats(x, inv_t)
-        big = tl.max(x, axis=0)
-        if WITH_WZ:
+        wz = 0.0
+        if SMOOTH:
             wz = tl.sum(tl.where(mask, _class_weight(W, cols, mask, HAS_W) * z, 0.0), axis=0)
     else:
         shift, count, rest = _online_stats(x_ptr, n, inv_t, BLOCK)
-        big = tl.where(count + rest == 0.0, float("-inf"), shift)
-        if WITH_WZ:  # a second pass: sum(w * z) needs the final shift
+        wz = 0.0
+        if SMOOTH:  # a second pass: sum(w * z) needs the final shift
             acc = tl.zeros([BLOCK], tl.float32)
             for start in range(0, n, BLOCK):
                 cols = start + tl.arange(0, BLOCK)
@@ -279,14 +303,37 @@ def ce_rows_kernel(
                 w = _class_weight(W, cols, mask, HAS_W)
                 acc += tl.where(mask, w * ((x - shift) * inv_t), 0.0)
             wz = tl.sum(acc, axis=0)
+    empty = count + rest == 0.0
+    # A +inf maximum: NaN (inf - inf in the generic path's z), not a finite log.
     lse = tl.where(shift == float("inf"), float("nan"), _log_total(count, rest))
-    target = tl.load(TARGET + row)
-    z_t = (tl.load(x_ptr + target).to(tl.float32) - shift) * inv_t
-    tl.store(BIG + row, big)
+    z_t = (tl.load(x_ptr + t_safe).to(tl.float32) - shift) * inv_t
+    w_t = 1.0
+    if HAS_W:
+        w_t = tl.load(W + t_safe).to(tl.float32)
+    per = tl.where(empty, float("inf"), lse - z_t) * ((1.0 - eps) * w_t)
+    coef = w_t * (1.0 - eps)
+    if SMOOTH:
+        if HAS_W:
+            w_total = tl.load(W_TOTAL).to(tl.float32)
+        else:
+            w_total = n * 1.0
+        per += (eps / n) * tl.where(empty, float("inf"), w_total * lse - wz)
+        coef += eps * w_total / n
+    if Z_LOSS:
+        lse_abs = shift * inv_t + lse
+        per += tl.where(empty, float("inf"), (z_loss * w_t) * (lse_abs * lse_abs))
+        coef += 2.0 * z_loss * w_t * lse_abs
+    per = tl.where(valid, per, tl.where(ignored, 0.0, float("nan")))
+    keep = valid & (count + rest != 0.0)
+    tl.store(PER + row, per)
+    tl.store(DEN + row, tl.where(ignored, 0.0, w_t))
+    # -inf marks the rows without a gradient for the gradient kernel (p = 0 there, and all
+    # three coefficients are 0), so that NaN logits of an ignored row give 0, not NaN.
+    tl.store(BIG + row, tl.where(keep, shift, float("-inf")))
     tl.store(LSE + row, lse)
-    tl.store(ZT + row, z_t)
-    if WITH_WZ:
-        tl.store(WZ + row, wz)
+    tl.store(CL + row, tl.where(keep, coef, 0.0))
+    tl.store(CT + row, tl.where(keep, -w_t * (1.0 - eps), 0.0))
+    tl.store(CW + row, tl.where(keep, -eps / n, 0.0))
 
 
 @triton.jit
@@ -304,42 +351,40 @@ def ce_grad_kernel(
     W,
     BIG,
     LSE,
-    G_LSE,
-    G_ZT,
-    G_WZ,
+    CL,
+    CT,
+    CW,
+    SCALE,
+    scale_stride,
     DX,
     n,
     inv_t,
     x_row_stride,
     HAS_W: tl.constexpr,
-    WITH_WZ: tl.constexpr,
+    SMOOTH: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """``DX = (g_lse * p + g_zt * onehot(target) + g_wz * w) / t`` for ``p = softmax(x / t)``
-    (0 on an all -inf row): the chain rule through the statistics of :func:`ce_rows_kernel`
-    given their gradients (the shift cancels from every formula that reads them). A row
-    whose three coefficients are 0 takes no part in the loss: a zero gradient, also where its
-    logits are NaN."""
+    """``DX = g * (cl * p + ct * onehot(target) + cw * w) / t`` per row, for ``p = softmax(x /
+    t)`` and ``g = SCALE[row * scale_stride]`` (the incoming gradient of the entry's loss, or
+    one scale for all): the gradient of :func:`ce_forward_kernel`'s loss. A row whose ``BIG``
+    is -inf has none: zeros, also where its logits are NaN."""
     row = tl.program_id(0).to(tl.int64)
     x_ptr = X + row * x_row_stride
     dx_ptr = DX + row * x_row_stride
     big = tl.load(BIG + row)
     shift = tl.where(big == float("-inf"), 0.0, big)
     lse = tl.load(LSE + row)
-    g_lse = tl.load(G_LSE + row)
-    g_zt = tl.load(G_ZT + row)
-    g_wz = 0.0
-    if WITH_WZ:
-        g_wz = tl.load(G_WZ + row)
-    target = tl.load(TARGET + row)
-    idle = (g_lse == 0.0) & (g_zt == 0.0) & (g_wz == 0.0)
+    g = tl.load(SCALE + row * scale_stride).to(tl.float32) * inv_t
+    cl = tl.load(CL + row) * g
+    ct = tl.load(CT + row) * g
+    cw = tl.load(CW + row) * g
+    target = tl.load(TARGET + row).to(tl.int64)
     for start in range(0, n, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         mask = cols < n
         x = tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
         p = tl.where(big == float("-inf"), 0.0, tl.exp((x - shift) * inv_t - lse))
-        dx = g_lse * p + tl.where(cols == target, g_zt, 0.0)
-        if WITH_WZ:
-            dx += g_wz * _class_weight(W, cols, mask, HAS_W)
-        dx = tl.where(idle, 0.0, dx * inv_t)
+        dx = cl * p + tl.where(cols == target, ct, 0.0)
+        if SMOOTH:
+            dx += cw * _class_weight(W, cols, mask, HAS_W)
         tl.store(dx_ptr + cols, dx.to(DX.dtype.element_ty), mask=mask)

@@ -121,97 +121,121 @@ logsumexp_rows.register_autograd(_logsumexp_backward, setup_context=_logsumexp_s
 
 
 # --- cross-entropy with class-index targets ----------------------------------------------------
-def _weight_arg(weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """The kernels' ``W``: the class weights, or any pointer when there are none (unread)."""
-    return x if weight is None else weight.contiguous()
+# The schema of a custom op names each output: seven float32 tensors of one per row.
+_Seven = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]
 
 
-@torch.library.custom_op("xpsoftmax::ce_rows", mutates_args=())
-def ce_rows(
-    x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, t: float, with_wz: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per row of ``x`` (rows, C): the maximum, ``log(sum(exp z))``, ``z`` at ``target`` (safe
-    indices, int64) and ``sum(w * z)`` (zeros unless ``with_wz``), ``z = (x - shift) / t``;
-    float32. See ``kernels.ce_rows_kernel``."""
+def _pointer(weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """A kernel argument that may be unread: ``weight``, or any tensor in its place."""
+    return x if weight is None else weight
+
+
+@torch.library.custom_op("xpsoftmax::cross_entropy_rows", mutates_args=())
+def cross_entropy_rows(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    has_ignore: bool,
+    t: float,
+    eps: float,
+    z_loss: float,
+) -> _Seven:
+    """Per row of ``x`` (rows, C) and its class index in ``target`` (rows,): the entry's loss,
+    its part of the mean's denominator, and what the gradient kernel needs (the row's maximum
+    and log-sum, the gradient's three coefficients); float32. See
+    ``kernels.ce_forward_kernel``."""
     rows, n = x.shape
-    big, lse, z_t, wz = (x.new_empty(rows, dtype=torch.float32) for _ in range(4))
-    if not with_wz:
-        wz.zero_()
+    out = [x.new_empty(rows, dtype=torch.float32) for _ in range(7)]
     if rows:
         block, one_pass, warps = config(n)
-        kernels.ce_rows_kernel[(rows,)](
-            x, target, _weight_arg(weight, x), big, lse, z_t, wz, n, 1.0 / t, x.stride(0),
-            HAS_W=weight is not None, WITH_WZ=with_wz, BLOCK=block, ONE_PASS=one_pass,
+        w_total = x if weight is None else weight.sum()
+        kernels.ce_forward_kernel[(rows,)](
+            x, target, _pointer(weight, x), *out, n, 1.0 / t, ignore_index, w_total, eps,
+            z_loss, x.stride(0), HAS_W=weight is not None, HAS_IGNORE=has_ignore,
+            SMOOTH=eps != 0, Z_LOSS=z_loss != 0, BLOCK=block, ONE_PASS=one_pass,
             num_warps=warps,
         )  # fmt: skip
-    return big, lse, z_t, wz
+    return tuple(out)  # type: ignore[return-value]
 
 
-@ce_rows.register_fake
+@cross_entropy_rows.register_fake
 def _(
-    x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, t: float, with_wz: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    has_ignore: bool,
+    t: float,
+    eps: float,
+    z_loss: float,
+) -> _Seven:
     rows = x.shape[0]
-    return tuple(x.new_empty(rows, dtype=torch.float32) for _ in range(4))  # type: ignore[return-value]
+    return tuple(x.new_empty(rows, dtype=torch.float32) for _ in range(7))  # type: ignore[return-value]
 
 
-@torch.library.custom_op("xpsoftmax::ce_grad", mutates_args=())
-def ce_grad(
+@torch.library.custom_op("xpsoftmax::cross_entropy_grad", mutates_args=())
+def cross_entropy_grad(
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
     big: torch.Tensor,
     lse: torch.Tensor,
-    g_lse: torch.Tensor,
-    g_zt: torch.Tensor,
-    g_wz: torch.Tensor,
+    cl: torch.Tensor,
+    ct: torch.Tensor,
+    cw: torch.Tensor,
+    scale: torch.Tensor,
     t: float,
-    with_wz: bool,
+    smooth: bool,
 ) -> torch.Tensor:
-    """``(g_lse * p + g_zt * onehot + g_wz * w) / t`` per row, in ``x``'s dtype: the gradient
-    of a loss written with :func:`ce_rows`'s statistics. See ``kernels.ce_grad_kernel``."""
+    """The gradient of :func:`cross_entropy_rows`'s losses with respect to ``x``, each row's
+    scaled by ``scale`` (one per row, or a 0-d tensor for all). See
+    ``kernels.ce_grad_kernel``."""
     dx = torch.empty_like(x)
     rows, n = x.shape
     if rows and n:
         block, _, warps = config(min(n, CHUNK))
-        as_f32 = [g.to(torch.float32).contiguous() for g in (g_lse, g_zt, g_wz)]
+        scale = scale.to(torch.float32)
+        stride = scale.stride(0) if scale.dim() else 0
         kernels.ce_grad_kernel[(rows,)](
-            x, target, _weight_arg(weight, x), big, lse, *as_f32, dx, n, 1.0 / t, x.stride(0),
-            HAS_W=weight is not None, WITH_WZ=with_wz, BLOCK=block, num_warps=warps,
+            x, target, _pointer(weight, x), big, lse, cl, ct, cw, scale, stride, dx, n,
+            1.0 / t, x.stride(0), HAS_W=weight is not None, SMOOTH=smooth, BLOCK=block,
+            num_warps=warps,
         )  # fmt: skip
     return dx
 
 
-@ce_grad.register_fake
+@cross_entropy_grad.register_fake
 def _(
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
     big: torch.Tensor,
     lse: torch.Tensor,
-    g_lse: torch.Tensor,
-    g_zt: torch.Tensor,
-    g_wz: torch.Tensor,
+    cl: torch.Tensor,
+    ct: torch.Tensor,
+    cw: torch.Tensor,
+    scale: torch.Tensor,
     t: float,
-    with_wz: bool,
+    smooth: bool,
 ) -> torch.Tensor:
     return torch.empty_like(x)
 
 
-def _ce_rows_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    x, target, weight, ctx.t, ctx.with_wz = inputs
-    big, lse, _, _ = output
-    ctx.save_for_backward(x, target, weight, big, lse)
+def _ce_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    x, target, weight, _, _, ctx.t, eps, _ = inputs
+    ctx.smooth = eps != 0
+    _, _, big, lse, cl, ct, cw = output
+    ctx.save_for_backward(x, target, weight, big, lse, cl, ct, cw)
 
 
-def _ce_rows_backward(
-    ctx: Any, g_big: Any, g_lse: torch.Tensor, g_zt: torch.Tensor, g_wz: torch.Tensor
-) -> tuple[torch.Tensor, None, None, None, None]:
-    # The maximum's gradient is dropped: every loss formula reads the statistics through
-    # differences in which the shift cancels (see kernels.ce_grad_kernel).
-    x, target, weight, big, lse = ctx.saved_tensors
-    dx = ce_grad(x, target, weight, big, lse, g_lse, g_zt, g_wz, ctx.t, ctx.with_wz)
-    return dx, None, None, None, None
+def _ce_backward(ctx: Any, g_per: torch.Tensor, *unused: Any) -> tuple[Any, ...]:
+    # Only the losses have a gradient; the other outputs are the gradient's own inputs.
+    x, target, weight, big, lse, cl, ct, cw = ctx.saved_tensors
+    dx = cross_entropy_grad(x, target, weight, big, lse, cl, ct, cw, g_per, ctx.t, ctx.smooth)
+    return dx, None, None, None, None, None, None, None
 
 
-ce_rows.register_autograd(_ce_rows_backward, setup_context=_ce_rows_setup)
+cross_entropy_rows.register_autograd(_ce_backward, setup_context=_ce_setup)

@@ -102,10 +102,27 @@ def _variants(n: int) -> list[dict[str, int]]:
     ]
 
 
+def _profile(step: Callable[[], Any], label: str) -> None:
+    """Where one cross-entropy forward + backward spends its time, host and device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    print(f"\n{label}: cross-entropy forward + backward, one step")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=8))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the rows as JSON")
     parser.add_argument("--quick", action="store_true", help="the first two shapes only")
+    parser.add_argument(
+        "--profile", action="store_true", help="also a torch.profiler table of one step each"
+    )
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
     rows = []
@@ -136,6 +153,8 @@ def main() -> int:
                 print(f"  {op:12s} {v}  {ms:8.3f} ms {frac:6.1%}")
         for k, value in defaults.items():
             setattr(ops, k, value)
+        if args.profile:
+            _profile(_ops(x, t, ours=True)["ce_fwd_bwd"][0], label)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

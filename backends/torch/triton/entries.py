@@ -59,6 +59,26 @@ def _normalization_ok(call: Call) -> bool:
     return _rows(call) and not call.opt("where") and call.opt("temperature") in ("one", "positive")
 
 
+def _entry(op: str, supports: Any, description: str) -> Any:
+    """The registration of this module's entry for ``op``: every one shares its name, its
+    priority (a kernel written for the device), devices, dtypes and availability check."""
+    return register(
+        op,
+        "torch",
+        "torch.triton",
+        priority=100,
+        supports=supports,
+        devices=_DEVICES,
+        dtypes=_DTYPES,
+        available=available,
+        description=description,
+    )
+
+
+_ROWS = "trailing axes of a contiguous tensor"
+_CE = "class indices along the last axis of a contiguous tensor, scalar temperature > 0"
+
+
 def _view(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
     """``x`` as ``(rows, n)``, the slices along ``axes`` (trailing, contiguous) as rows."""
     return x.reshape(-1, math.prod([x.shape[a] for a in axes]))
@@ -76,48 +96,22 @@ def _normalize(x: torch.Tensor, axes: tuple[int, ...], temperature: Temperature,
     return ops.normalize(_view(x, axes), _t(temperature), log).reshape(x.shape)
 
 
-@register(
-    "softmax",
-    "torch",
-    "torch.triton",
-    priority=100,
-    supports=_normalization_ok,
-    devices=_DEVICES,
-    dtypes=_DTYPES,
-    available=available,
-    description="trailing axes of a contiguous tensor, where=None, scalar temperature > 0",
-)
+@_entry("softmax", _normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     return _normalize(x, axes, temperature, log=False)
 
 
-@register(
-    "log_softmax",
-    "torch",
-    "torch.triton",
-    priority=100,
-    supports=_normalization_ok,
-    devices=_DEVICES,
-    dtypes=_DTYPES,
-    available=available,
-    description="trailing axes of a contiguous tensor, where=None, scalar temperature > 0",
-)
+@_entry("log_softmax", _normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
     return _normalize(x, axes, temperature, log=True)
 
 
-@register(
+@_entry(
     "logsumexp",
-    "torch",
-    "torch.triton",
-    priority=100,
-    supports=lambda c: _rows(c) and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
-    devices=_DEVICES,
-    dtypes=_DTYPES,
-    available=available,
-    description="trailing axes of a contiguous tensor, b=None, where=None, return_sign=False",
+    lambda c: _rows(c) and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
+    _ROWS + ", b=None, where=None, return_sign=False",
 )
 def logsumexp(
     xp: Any,
@@ -173,17 +167,7 @@ def _weight_trains(o: CrossEntropySettings) -> bool:
     return o.weight is not None and o.weight.requires_grad
 
 
-@register(
-    "cross_entropy",
-    "torch",
-    "torch.triton",
-    priority=100,
-    supports=_ce_ok,
-    devices=_DEVICES,
-    dtypes=_DTYPES,
-    available=available,
-    description="class indices along the last axis of a contiguous tensor, scalar temperature > 0",
-)
+@_entry("cross_entropy", _ce_ok, _CE)
 def cross_entropy(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:
@@ -197,17 +181,7 @@ def cross_entropy(
     return total if options.reduction == "sum" else _generic.mean_over(xp, total, denominator)
 
 
-@register(
-    "cross_entropy_with_grad",
-    "torch",
-    "torch.triton",
-    priority=100,
-    supports=_ce_ok,
-    devices=_DEVICES,
-    dtypes=_DTYPES,
-    available=available,
-    description="class indices along the last axis of a contiguous tensor, scalar temperature > 0",
-)
+@_entry("cross_entropy_with_grad", _ce_ok, _CE)
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:

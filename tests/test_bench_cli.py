@@ -416,7 +416,7 @@ def test_bench_an_unusable_library(capsys: pytest.CaptureFixture[str]) -> None:
         pytest.skip("CuPy has a device here")
     assert main(["bench", "--quick", "--library", "cupy"]) == 1
     out = capsys.readouterr().out
-    assert "cupy:cuda: not run (" in out and "No array library to benchmark" in out
+    assert "cupy:cuda: not run (" in out and "Nothing to benchmark" in out
 
 
 def test_bench_a_broken_library(

@@ -185,3 +185,22 @@ def test_cross_entropy_gradient_equals_generic(
     # there, 0 * NaN through the row's logsumexp: left as found, see the GPU issue's note.)
     kernels = grads[:1] if kw.get("reduction") == "none" else grads[:2]
     assert all(torch.all(g[5] == 0) for g in kernels)
+
+
+def test_under_torch_func() -> None:
+    """torch.func's transforms reach the kernels through the custom operators (the eager
+    path uses autograd Functions): their gradients equal the generic path's."""
+    x = torch.tensor(_rows(np.random.default_rng(2)), dtype=torch.float32)
+    w = torch.linspace(-1.0, 1.0, x.shape[-1])
+
+    def loss(a: torch.Tensor) -> torch.Tensor:
+        out = xs.log_softmax(a, temperature=0.5)
+        return (torch.where(torch.isfinite(out), out, 0.0) * w).sum() + xs.cross_entropy(
+            a, torch.tensor([1, 3, 0, 8, 2, 5])
+        )
+
+    with xs.use(TRITON):
+        got = torch.func.grad(loss)(x)
+    with xs.force_generic():
+        want = torch.func.grad(loss)(x)
+    torch.testing.assert_close(got, want, equal_nan=True)

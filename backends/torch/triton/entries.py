@@ -36,6 +36,12 @@ from xpsoftmax._checks import CrossEntropySettings, Temperature
 from xpsoftmax._registry import Call, register
 from xpsoftmax.backends.torch.triton import available, interpreting
 
+_wrapped: Any
+try:  # torch.func's transforms wrap tensors
+    from torch._C._functorch import is_functorch_wrapped_tensor as _wrapped
+except ImportError:  # pragma: no cover - older torch
+    _wrapped = None
+
 _DTYPES = ("float16", "bfloat16", "float32")
 _DEVICES = ("cuda", "cpu") if interpreting() else ("cuda",)
 
@@ -79,6 +85,15 @@ _ROWS = "trailing axes of a contiguous tensor"
 _CE = "class indices along the last axis of a contiguous tensor, scalar temperature > 0"
 
 
+def _transformed(x: torch.Tensor) -> bool:
+    """Inside a ``torch.func`` transform (grad, vmap...): the kernels cannot serve it (a
+    custom operator's autograd rule does not support the transforms and a kernel cannot be
+    vmapped), the generic path can. Known only from the tensor, so it is decided here."""
+    if torch.compiler.is_compiling():  # Dynamo cannot trace the test (nor is it needed)
+        return False
+    return _wrapped is not None and bool(_wrapped(x))
+
+
 def _view(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
     """``x`` as ``(rows, n)``, the slices along ``axes`` (trailing, contiguous) as rows."""
     return x.reshape(-1, math.prod([x.shape[a] for a in axes]))
@@ -88,7 +103,12 @@ def _t(temperature: Temperature) -> float:
     return 1.0 if temperature.kind == "one" else float(temperature.value)
 
 
-def _normalize(x: torch.Tensor, axes: tuple[int, ...], temperature: Temperature, log: bool) -> Any:
+def _normalize(
+    xp: Any, x: torch.Tensor, axes: tuple[int, ...], temperature: Temperature, log: bool
+) -> Any:
+    if _transformed(x):
+        generic = _generic.log_softmax if log else _generic.softmax
+        return generic(xp, x, axes, temperature=temperature, where=None)
     if x.numel() == 0:
         return torch.zeros_like(x)
     from xpsoftmax.backends.torch.triton import ops
@@ -98,14 +118,14 @@ def _normalize(x: torch.Tensor, axes: tuple[int, ...], temperature: Temperature,
 
 @_entry("softmax", _normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
-    return _normalize(x, axes, temperature, log=False)
+    return _normalize(xp, x, axes, temperature, log=False)
 
 
 @_entry("log_softmax", _normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
-    return _normalize(x, axes, temperature, log=True)
+    return _normalize(xp, x, axes, temperature, log=True)
 
 
 @_entry(
@@ -125,6 +145,10 @@ def logsumexp(
 ) -> Any:
     kept = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
     shape = kept if keepdims else tuple(s for a, s in enumerate(x.shape) if a not in axes)
+    if _transformed(x):
+        return _generic.logsumexp(
+            xp, x, axes, keepdims=keepdims, b=b, return_sign=return_sign, where=where
+        )
     if math.prod([x.shape[a] for a in axes]) == 0:  # an empty sum: -inf
         return torch.full(shape, -math.inf, dtype=torch.float32, device=x.device)
     from xpsoftmax.backends.torch.triton import ops
@@ -171,7 +195,7 @@ def _weight_trains(o: CrossEntropySettings) -> bool:
 def cross_entropy(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:
-    if logits.numel() == 0 or _weight_trains(options):
+    if logits.numel() == 0 or _weight_trains(options) or _transformed(logits):
         return _generic.cross_entropy(xp, logits, target, axis, options)
     per, denominator, _, _, _ = _entries(xp, logits, target, options)
     if options.reduction == "none":
@@ -185,7 +209,7 @@ def cross_entropy(
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:
-    if logits.numel() == 0 or _weight_trains(options):
+    if logits.numel() == 0 or _weight_trains(options) or _transformed(logits):
         return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)
     from xpsoftmax.backends.torch.triton import ops
 

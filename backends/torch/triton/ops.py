@@ -1,10 +1,20 @@
 """The launchers of :mod:`.kernels` and the torch operators around them.
 
-Each kernel is wrapped in a ``torch.library.custom_op`` with a fake (shape-only) version and its
-autograd rule, so that ``torch.compile(fullgraph=True)`` treats it as one opaque operator and
-``torch.autograd`` differentiates through it. The operators take a row-major ``(rows, n)``
-tensor; :mod:`.entries` reshapes the caller's tensor into one (a view: only contiguous tensors
-along trailing axes are accepted there).
+Each launcher (``_launch_*``) is reached in one of three ways, chosen per call by the public
+function of its name:
+
+* eager, no gradient wanted: the launcher itself (the least host overhead);
+* eager with autograd: a ``torch.autograd.Function`` whose backward is the matching launcher
+  (``torch.library``'s Python dispatch costs about 70 us a forward + backward on this
+  project's CPU, the Function a few);
+* under ``torch.compile``: a ``torch.library.custom_op`` with a fake (shape-only) version and
+  the same autograd rule, which ``torch.compile(fullgraph=True)`` treats as one opaque
+  operator. (``torch.func``'s transforms reach neither: a custom operator's autograd rule does
+  not support them, and a kernel cannot be vmapped; :mod:`.entries` sends those calls to the
+  generic path.)
+
+The functions take a row-major ``(rows, n)`` tensor; :mod:`.entries` reshapes the caller's
+tensor into one (a view: only contiguous tensors along trailing axes are accepted there).
 """
 
 from __future__ import annotations
@@ -15,6 +25,16 @@ import torch
 import triton
 
 from xpsoftmax.backends.torch.triton import kernels
+
+
+def _as_operator(x: torch.Tensor) -> bool:
+    """Whether this call takes the custom operator: traced by torch.compile."""
+    return torch.compiler.is_compiling()
+
+
+def _differentiated(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
 
 #: Rows of at most this many entries are read once and kept on chip; longer rows are read in
 #: chunks of :data:`CHUNK` with an online maximum, then once more to write the result.
@@ -34,8 +54,7 @@ def config(n: int) -> tuple[int, bool, int]:
 
 
 # --- softmax and log_softmax -------------------------------------------------------------------
-@torch.library.custom_op("xpsoftmax::normalize", mutates_args=())
-def normalize(x: torch.Tensor, t: float, log: bool) -> torch.Tensor:
+def _launch_normalize(x: torch.Tensor, t: float, log: bool) -> torch.Tensor:
     """softmax (``log=False``) or log_softmax of each row of ``x`` divided by ``t``."""
     y = torch.empty_like(x)
     rows, n = x.shape
@@ -48,13 +67,17 @@ def normalize(x: torch.Tensor, t: float, log: bool) -> torch.Tensor:
     return y
 
 
-@normalize.register_fake
+_normalize_op = torch.library.custom_op("xpsoftmax::normalize", mutates_args=())(_launch_normalize)
+
+
+@_normalize_op.register_fake
 def _(x: torch.Tensor, t: float, log: bool) -> torch.Tensor:
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("xpsoftmax::normalize_backward", mutates_args=())
-def normalize_backward(dy: torch.Tensor, y: torch.Tensor, t: float, log: bool) -> torch.Tensor:
+def _launch_normalize_backward(
+    dy: torch.Tensor, y: torch.Tensor, t: float, log: bool
+) -> torch.Tensor:
     """The gradient of :func:`normalize` with respect to ``x``, from its output ``y``."""
     dy = dy.contiguous()
     dx = torch.empty_like(y)
@@ -68,7 +91,12 @@ def normalize_backward(dy: torch.Tensor, y: torch.Tensor, t: float, log: bool) -
     return dx
 
 
-@normalize_backward.register_fake
+_normalize_backward_op = torch.library.custom_op("xpsoftmax::normalize_backward", mutates_args=())(
+    _launch_normalize_backward
+)
+
+
+@_normalize_backward_op.register_fake
 def _(dy: torch.Tensor, y: torch.Tensor, t: float, log: bool) -> torch.Tensor:
     return torch.empty_like(y)
 
@@ -83,12 +111,11 @@ def _normalize_backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, None,
     return normalize_backward(dy, y, ctx.t, ctx.log), None, None
 
 
-normalize.register_autograd(_normalize_backward, setup_context=_normalize_setup)
+_normalize_op.register_autograd(_normalize_backward, setup_context=_normalize_setup)
 
 
 # --- logsumexp ---------------------------------------------------------------------------------
-@torch.library.custom_op("xpsoftmax::logsumexp_rows", mutates_args=())
-def logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
+def _launch_logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
     """logsumexp of each row of ``x``, in float32 (16-bit and float32 input alike)."""
     rows, n = x.shape
     out = torch.empty(rows, dtype=torch.float32, device=x.device)
@@ -100,7 +127,12 @@ def logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@logsumexp_rows.register_fake
+_logsumexp_rows_op = torch.library.custom_op("xpsoftmax::logsumexp_rows", mutates_args=())(
+    _launch_logsumexp_rows
+)
+
+
+@_logsumexp_rows_op.register_fake
 def _(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(x.shape[0], dtype=torch.float32)
 
@@ -117,7 +149,7 @@ def _logsumexp_backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
     return (torch.where(live, p, 0.0) * g[:, None]).to(x.dtype)
 
 
-logsumexp_rows.register_autograd(_logsumexp_backward, setup_context=_logsumexp_setup)
+_logsumexp_rows_op.register_autograd(_logsumexp_backward, setup_context=_logsumexp_setup)
 
 
 # --- cross-entropy with class-index targets ----------------------------------------------------
@@ -132,8 +164,7 @@ def _pointer(weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     return x if weight is None else weight
 
 
-@torch.library.custom_op("xpsoftmax::cross_entropy_rows", mutates_args=())
-def cross_entropy_rows(
+def _launch_cross_entropy_rows(
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
@@ -161,7 +192,12 @@ def cross_entropy_rows(
     return tuple(out)  # type: ignore[return-value]
 
 
-@cross_entropy_rows.register_fake
+_cross_entropy_rows_op = torch.library.custom_op("xpsoftmax::cross_entropy_rows", mutates_args=())(
+    _launch_cross_entropy_rows
+)
+
+
+@_cross_entropy_rows_op.register_fake
 def _(
     x: torch.Tensor,
     target: torch.Tensor,
@@ -176,8 +212,7 @@ def _(
     return tuple(x.new_empty(rows, dtype=torch.float32) for _ in range(7))  # type: ignore[return-value]
 
 
-@torch.library.custom_op("xpsoftmax::cross_entropy_grad", mutates_args=())
-def cross_entropy_grad(
+def _launch_cross_entropy_grad(
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
@@ -207,7 +242,12 @@ def cross_entropy_grad(
     return dx
 
 
-@cross_entropy_grad.register_fake
+_cross_entropy_grad_op = torch.library.custom_op("xpsoftmax::cross_entropy_grad", mutates_args=())(
+    _launch_cross_entropy_grad
+)
+
+
+@_cross_entropy_grad_op.register_fake
 def _(
     x: torch.Tensor,
     target: torch.Tensor,
@@ -238,4 +278,75 @@ def _ce_backward(ctx: Any, g_per: torch.Tensor, *unused: Any) -> tuple[Any, ...]
     return dx, None, None, None, None, None, None, None
 
 
-cross_entropy_rows.register_autograd(_ce_backward, setup_context=_ce_setup)
+_cross_entropy_rows_op.register_autograd(_ce_backward, setup_context=_ce_setup)
+
+
+# --- the public functions ------------------------------------------------------------------------
+def _function(launch: Any, setup: Any, backward: Any, name: str) -> Any:
+    """A ``torch.autograd.Function`` running ``launch`` forward with the custom operator's
+    ``setup`` and ``backward`` (old-style ``forward(ctx, ...)``: the new style binds the
+    signature with ``inspect`` on every call)."""
+
+    def forward(ctx: Any, *args: Any) -> Any:
+        output = launch(*args)
+        setup(ctx, args, output)
+        return output
+
+    methods = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    return type(name, (torch.autograd.Function,), methods)
+
+
+_Normalize = _function(_launch_normalize, _normalize_setup, _normalize_backward, "_Normalize")
+_Logsumexp = _function(_launch_logsumexp_rows, _logsumexp_setup, _logsumexp_backward, "_Logsumexp")
+_CrossEntropy = _function(_launch_cross_entropy_rows, _ce_setup, _ce_backward, "_CrossEntropy")
+
+
+def normalize(x: torch.Tensor, t: float, log: bool) -> torch.Tensor:
+    """softmax (``log=False``) or log_softmax of each row of ``x`` divided by ``t``."""
+    if _as_operator(x):
+        return _normalize_op(x, t, log)
+    if _differentiated(x):
+        return _Normalize.apply(x, t, log)
+    return _launch_normalize(x, t, log)
+
+
+def normalize_backward(dy: torch.Tensor, y: torch.Tensor, t: float, log: bool) -> torch.Tensor:
+    """The gradient of :func:`normalize` with respect to ``x``, from its output ``y``."""
+    if _as_operator(dy):
+        return _normalize_backward_op(dy, y, t, log)
+    return _launch_normalize_backward(dy, y, t, log)
+
+
+def logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
+    """logsumexp of each row of ``x``, in float32 (16-bit and float32 input alike)."""
+    if _as_operator(x):
+        return _logsumexp_rows_op(x)
+    if _differentiated(x):
+        return _Logsumexp.apply(x)
+    return _launch_logsumexp_rows(x)
+
+
+def cross_entropy_rows(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    has_ignore: bool,
+    t: float,
+    eps: float,
+    z_loss: float,
+) -> _Seven:
+    """See :func:`_launch_cross_entropy_rows`."""
+    args = (x, target, weight, ignore_index, has_ignore, t, eps, z_loss)
+    if _as_operator(x):
+        return _cross_entropy_rows_op(*args)
+    if _differentiated(x):
+        return _CrossEntropy.apply(*args)
+    return _launch_cross_entropy_rows(*args)
+
+
+def cross_entropy_grad(*args: Any) -> torch.Tensor:
+    """See :func:`_launch_cross_entropy_grad` (the same arguments)."""
+    if _as_operator(args[0]):
+        return _cross_entropy_grad_op(*args)
+    return _launch_cross_entropy_grad(*args)

@@ -5,8 +5,8 @@ function of its name:
 
 * eager, no gradient wanted: the launcher itself (the least host overhead);
 * eager with autograd: a ``torch.autograd.Function`` whose backward is the matching launcher
-  (``torch.library``'s Python dispatch costs about 70 us a forward + backward on this
-  project's CPU, the Function a few);
+  (``torch.library``'s dispatch cost 65 us more than the Function for a cross-entropy forward
+  + backward on this project's CPU, 35 us for softmax);
 * under ``torch.compile``: a ``torch.library.custom_op`` with a fake (shape-only) version and
   the same autograd rule, which ``torch.compile(fullgraph=True)`` treats as one opaque
   operator. (``torch.func``'s transforms reach neither: a custom operator's autograd rule does

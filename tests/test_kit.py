@@ -174,3 +174,15 @@ def test_a_missing_device_is_a_reason() -> None:
     if found:
         pytest.skip("CuPy has a device here")
     assert reasons["cupy"].startswith(("cupy is not installed", "CuPy has no device"))
+
+
+def test_backend_fast_paths_are_those_that_can_serve_it() -> None:
+    """Only entries of the backend's library and device, runnable here."""
+    from xpsoftmax.testing import BY_ID
+
+    numpy_paths = BY_ID["numpy"].fast_paths("softmax")
+    assert numpy_paths and all(e.library == "numpy" for e in numpy_paths)
+    for b in (BY_ID["torch:cpu"], BY_ID["torch:cuda"]):
+        assert all(
+            b.device in e.devices and e.unavailable() is None for e in b.fast_paths("softmax")
+        )

@@ -5,6 +5,7 @@ suite runs the same entries on ``torch:cuda`` (``test_fast_path_conforms``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import xpsoftmax as xs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NEEDS_TRITON = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("triton") is None, reason="triton is not installed"
+    importlib.util.find_spec("triton") is None, reason="triton is not installed"
 )
 _PTR = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16"}
 

@@ -39,6 +39,14 @@ def values_visible(x: Any) -> bool:
     return _wrapped is None or not _wrapped(x)
 
 
+def transformed(x: Any) -> bool:
+    """Whether ``x`` is inside a ``torch.func`` transform (grad, vmap...). Not asked while
+    torch.compile traces (Dynamo cannot trace the test)."""
+    if torch.compiler.is_compiling():
+        return False
+    return _wrapped is not None and bool(_wrapped(x))
+
+
 def contiguous(x: Any) -> bool:
     return bool(x.is_contiguous())
 

@@ -14,6 +14,9 @@ scalar temperature that is 1 or positive and finite; logsumexp without ``b`` or
 ``return_sign``; cross-entropy with class-index targets along the last axis (any weight,
 ignore_index, reduction, label smoothing and z-loss).
 
+Inside a ``torch.func`` transform the entries hand the call to the generic path: a custom
+operator's autograd rule does not support the transforms, and a kernel cannot be vmapped.
+
 Cross-entropy reads the logits once in the forward pass: one kernel computes each entry's
 loss (the generic path's formula, ``xpsoftmax._generic._index_terms``, on the row's
 statistics) and the gradient's per-row coefficients; the reduction is torch's, on the
@@ -34,13 +37,8 @@ import torch
 from xpsoftmax import _generic
 from xpsoftmax._checks import CrossEntropySettings, Temperature
 from xpsoftmax._registry import Call, register
+from xpsoftmax.backends.torch import transformed as _transformed
 from xpsoftmax.backends.torch.triton import available, interpreting
-
-_wrapped: Any
-try:  # torch.func's transforms wrap tensors
-    from torch._C._functorch import is_functorch_wrapped_tensor as _wrapped
-except ImportError:  # pragma: no cover - older torch
-    _wrapped = None
 
 _DTYPES = ("float16", "bfloat16", "float32")
 _DEVICES = ("cuda", "cpu") if interpreting() else ("cuda",)
@@ -83,15 +81,6 @@ def _entry(op: str, supports: Any, description: str) -> Any:
 
 _ROWS = "trailing axes of a contiguous tensor"
 _CE = "class indices along the last axis of a contiguous tensor, scalar temperature > 0"
-
-
-def _transformed(x: torch.Tensor) -> bool:
-    """Inside a ``torch.func`` transform (grad, vmap...): the kernels cannot serve it (a
-    custom operator's autograd rule does not support the transforms and a kernel cannot be
-    vmapped), the generic path can. Known only from the tensor, so it is decided here."""
-    if torch.compiler.is_compiling():  # Dynamo cannot trace the test (nor is it needed)
-        return False
-    return _wrapped is not None and bool(_wrapped(x))
 
 
 def _view(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
@@ -171,8 +160,8 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 
 def _entries(xp: Any, logits: Any, target: Any, o: CrossEntropySettings) -> tuple[Any, ...]:
-    """``(per, denominator, rows, t, eps)``: the per-entry losses shaped like ``target``, the
-    mean's denominator, the flat inputs and statistics of the gradient kernel."""
+    """``(per, den, rows, t, eps)``: the per-entry losses shaped like ``target``, each entry's
+    part of the mean's denominator, the flat inputs and statistics of the gradient kernel."""
     from xpsoftmax.backends.torch.triton import ops
 
     n_classes = logits.shape[-1]
@@ -183,7 +172,7 @@ def _entries(xp: Any, logits: Any, target: Any, o: CrossEntropySettings) -> tupl
     per, den, *stats = ops.cross_entropy_rows(
         x, flat, o.weight, o.ignore_index if has_ignore else 0, has_ignore, t, eps, o.z_loss
     )
-    return per.reshape(target.shape), den.sum(), (x, flat, *stats), t, eps
+    return per.reshape(target.shape), den, (x, flat, *stats), t, eps
 
 
 def _weight_trains(o: CrossEntropySettings) -> bool:
@@ -197,12 +186,12 @@ def cross_entropy(
 ) -> Any:
     if logits.numel() == 0 or _weight_trains(options) or _transformed(logits):
         return _generic.cross_entropy(xp, logits, target, axis, options)
-    per, denominator, _, _, _ = _entries(xp, logits, target, options)
+    per, den, _, _, _ = _entries(xp, logits, target, options)
     if options.reduction == "none":
         return per
     # The mean's rule (0 over nothing) is the generic one; its gradient factor is not needed.
     total = per.sum()
-    return total if options.reduction == "sum" else _generic.mean_over(xp, total, denominator)
+    return total if options.reduction == "sum" else _generic.mean_over(xp, total, den.sum())
 
 
 @_entry("cross_entropy_with_grad", _ce_ok, _CE)
@@ -214,11 +203,11 @@ def cross_entropy_with_grad(
     from xpsoftmax.backends.torch.triton import ops
 
     with torch.no_grad():
-        per, denominator, (x, flat, big, lse, cl, ct, cw), t, eps = _entries(
-            xp, logits, target, options
-        )
-        loss, scale = _generic.reduce_loss(xp, per, options.reduction, denominator)
-        scale = torch.as_tensor(scale, dtype=torch.float32, device=x.device)
+        per, den, (x, flat, big, lse, cl, ct, cw), t, eps = _entries(xp, logits, target, options)
+        mean = options.reduction == "mean"
+        loss, scale = _generic.reduce_loss(xp, per, options.reduction, den.sum() if mean else 0.0)
+        if not isinstance(scale, torch.Tensor):  # 1.0: filled on the device, not copied there
+            scale = torch.full((), scale, dtype=torch.float32, device=x.device)
         grad = ops.cross_entropy_grad(
             x, flat, options.weight, big, lse, cl, ct, cw, scale, t, bool(eps)
         )

@@ -27,8 +27,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-NEG_INF = float("-inf")
-
 
 @triton.jit
 def _merge_lanes(m, k, r, inv_t):

@@ -182,7 +182,8 @@ def _launch_cross_entropy_rows(
     out = [x.new_empty(rows, dtype=torch.float32) for _ in range(7)]
     if rows:
         block, one_pass, warps = config(n)
-        w_total = x if weight is None else weight.sum()
+        # The weights' total is read only with label smoothing.
+        w_total = weight.sum() if weight is not None and eps != 0 else x
         kernels.ce_forward_kernel[(rows,)](
             x, target, _pointer(weight, x), *out, n, 1.0 / t, ignore_index, w_total, eps,
             z_loss, x.stride(0), HAS_W=weight is not None, HAS_IGNORE=has_ignore,

@@ -341,6 +341,17 @@ class Backend:
         """Whether the library is installed and the device present."""
         return self.probe() is None
 
+    def fast_paths(self, op: str) -> list[Any]:
+        """The registered fast paths of ``op`` that can serve this backend: its library, its
+        device, and runnable here (a CUDA-only Triton entry does not count on a CPU)."""
+        import xpsoftmax
+
+        return [
+            e
+            for e in xpsoftmax.fast_paths(op, self.library)
+            if self.device in e.devices and e.unavailable() is None
+        ]
+
     def available_dtypes(self) -> tuple[str, ...]:
         """The ``dtypes`` this backend can make arrays of now (imports the library).
 

@@ -36,7 +36,7 @@ def device_kind(x: Any) -> str:
 def values_visible(x: Any) -> bool:
     if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
-    return _wrapped is None or not _wrapped(x)
+    return not transformed(x)
 
 
 def transformed(x: Any) -> bool:

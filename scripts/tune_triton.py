@@ -1,13 +1,19 @@
 """Sweep the launch settings of the Triton kernels on a CUDA device, beside torch's own kernels
 and a plain copy, and print the effective bandwidth of each as a fraction of the copy's.
 
-    python scripts/tune_triton.py [--json PATH] [--quick]
+    python scripts/tune_triton.py [--json PATH] [--quick] [--defaults] [--profile]
 
 Settings swept (``xpsoftmax.backends.torch.triton.ops``): ``ENTRIES_PER_WARP`` for rows held on
 chip, and ``CHUNK`` for rows read in chunks (``ONE_PASS_MAX = 0`` forces chunks on short rows
 too). Bytes counted: softmax reads and writes the logits, logsumexp reads them,
 cross-entropy forward + backward reads them and writes the gradient (the issue's minimal
-traffic; the kernels read them twice). Times: median of CUDA-event timings after a warm-up.
+traffic; the kernels read them twice). Three times per row, each the median after a warm-up:
+
+* ``ms``: one call between two CUDA events from an idle stream (what a synchronised benchmark
+  sees: the host's dispatch and launch cost is in it when it exceeds the kernels');
+* ``gpu``: the same call replayed from a CUDA graph (the kernels alone, as in a training step
+  whose host runs ahead of its GPU); the fraction of the copy printed is this one's;
+* ``host``: the host's microseconds per call, 50 calls queued without waiting.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,48 @@ def median_ms(fn: Callable[[], Any], reps: int = 15) -> float:
     return statistics.median(times)
 
 
+def graph_ms(fn: Callable[[], Any], reps: int = 15) -> float:
+    """The GPU time of ``fn``'s kernels: replays of a CUDA graph of one call (NaN if it cannot
+    be captured)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    try:
+        with torch.cuda.stream(stream):
+            fn()  # warm-up on the capturing stream, as torch.cuda.graphs asks
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    except Exception as exc:  # report, do not stop the sweep
+        print(f"    (no CUDA graph: {type(exc).__name__}: {exc})")
+        return float("nan")
+    return median_ms(graph.replay, reps)
+
+
+def host_us(fn: Callable[[], Any], calls: int = 50) -> float:
+    """The host's time per call, the calls queued without waiting for the GPU."""
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
+
+
+def _measure(fn: Callable[[], Any], nbytes: int, copy_gbps: float) -> dict[str, float]:
+    ms, gpu = median_ms(fn), graph_ms(fn)
+    return dict(ms=ms, gpu_ms=gpu, host_us=host_us(fn), fraction=nbytes / gpu / 1e6 / copy_gbps)
+
+
+def _line(op: str, label: str, r: dict[str, float]) -> str:
+    return (
+        f"  {op:12s} {label:40s} {r['ms']:7.3f} ms  gpu {r['gpu_ms']:7.3f} ms "
+        f"{r['fraction']:6.1%}  host {r['host_us']:6.0f} us"
+    )
+
+
 def _ce_step(x: torch.Tensor, t: torch.Tensor, ours: bool) -> Callable[[], Any]:
     def step() -> Any:
         xg = x.detach().requires_grad_(True)
@@ -74,6 +123,10 @@ def _ops(x: torch.Tensor, t: torch.Tensor, ours: bool) -> dict[str, tuple[Callab
             with xs.use("torch.triton"):
                 return xs.softmax(x)
 
+        def log_softmax() -> Any:
+            with xs.use("torch.triton"):
+                return xs.log_softmax(x)
+
         def logsumexp() -> Any:
             with xs.use("torch.triton"):
                 return xs.logsumexp(x, axis=-1)
@@ -82,24 +135,48 @@ def _ops(x: torch.Tensor, t: torch.Tensor, ours: bool) -> dict[str, tuple[Callab
         def softmax() -> Any:
             return torch.softmax(x, -1)
 
+        def log_softmax() -> Any:
+            return torch.log_softmax(x, -1)
+
         def logsumexp() -> Any:
             return torch.logsumexp(x.float() if x.dtype != torch.float32 else x, -1)
 
-    return {
+    found = {
         "softmax": (softmax, 2 * nbytes),
+        "log_softmax": (log_softmax, 2 * nbytes),
         "logsumexp": (logsumexp, nbytes),
         "ce_fwd_bwd": (_ce_step(x, t, ours), 2 * nbytes),
     }
+    if ours:  # the launcher alone, without the public function's checks and dispatch
+        found["softmax_raw"] = (lambda: ops._launch_normalize(x, 1.0, False), 2 * nbytes)
+    return found
 
 
 def _variants(n: int) -> list[dict[str, int]]:
-    if n <= 32768:
-        return [
-            {"ONE_PASS_MAX": 32768, "CHUNK": 4096, "ENTRIES_PER_WARP": e} for e in (256, 512, 1024)
-        ] + [{"ONE_PASS_MAX": 0, "CHUNK": 4096, "ENTRIES_PER_WARP": 512}]
-    return [
-        {"ONE_PASS_MAX": 32768, "CHUNK": c, "ENTRIES_PER_WARP": 512} for c in (2048, 4096, 8192)
+    """Rows held on chip at three warp counts, and rows read in chunks of three sizes."""
+    chunked = [
+        {"ONE_PASS_MAX": 0, "CHUNK": c, "ENTRIES_PER_WARP": 512} for c in (2048, 4096, 8192, 16384)
     ]
+    if n > 32768:
+        return chunked
+    return [
+        {"ONE_PASS_MAX": 32768, "CHUNK": 4096, "ENTRIES_PER_WARP": e} for e in (256, 512, 1024)
+    ] + chunked
+
+
+def _best(rows: list[dict[str, Any]]) -> None:
+    """Per shape and operation: torch's fraction of the copy, and the best setting's."""
+    print("\nbest settings (GPU time, fraction of the copy)")
+    for key in dict.fromkeys((r["shape"], r["op"]) for r in rows):
+        mine = [r for r in rows if (r["shape"], r["op"]) == key]
+        torch_row = next((r for r in mine if r["impl"] == "torch"), None)
+        ours = [r for r in mine if r["impl"] == "triton"]
+        if not ours:
+            continue
+        best = min(ours, key=lambda r: r["gpu_ms"])
+        setting = {k: best[k] for k in ("ONE_PASS_MAX", "CHUNK", "ENTRIES_PER_WARP")}
+        base = f"torch {torch_row['fraction']:6.1%}" if torch_row else ""
+        print(f"  {key[0]:22s} {key[1]:12s} {base}  ours {best['fraction']:6.1%}  {setting}")
 
 
 def _profile(step: Callable[[], Any], label: str) -> None:
@@ -121,6 +198,9 @@ def main() -> int:
     parser.add_argument("--json", help="write the rows as JSON")
     parser.add_argument("--quick", action="store_true", help="the first two shapes only")
     parser.add_argument(
+        "--defaults", action="store_true", help="the default settings only (no sweep)"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also a torch.profiler table of one step each"
     )
     args = parser.parse_args()
@@ -131,30 +211,26 @@ def main() -> int:
         x = torch.randn(shape, device="cuda", dtype=dtype)
         t = torch.randint(0, shape[1], (shape[0],), device="cuda")
         buf = torch.empty_like(x)
-        copy_ms = median_ms(lambda buf=buf, x=x: buf.copy_(x))
+        copy_ms = graph_ms(lambda buf=buf, x=x: buf.copy_(x))
         copy_gbps = 2 * x.numel() * x.element_size() / copy_ms / 1e6
         label = f"{shape[0]}x{shape[1]} {str(dtype).removeprefix('torch.')}"
         print(f"\n{label}: copy {copy_gbps:.0f} GB/s")
         for op, (fn, nbytes) in _ops(x, t, ours=False).items():
-            ms = median_ms(fn)
-            rows.append(
-                dict(
-                    shape=label, op=op, impl="torch", ms=ms, fraction=nbytes / ms / 1e6 / copy_gbps
-                )
-            )
-            print(f"  {op:12s} torch                    {ms:8.3f} ms {rows[-1]['fraction']:6.1%}")
-        for v in _variants(shape[1]):
+            r = _measure(fn, nbytes, copy_gbps)
+            rows.append(dict(shape=label, op=op, impl="torch", **r))
+            print(_line(op, "torch", r))
+        for v in [defaults] if args.defaults else _variants(shape[1]):
             for k, value in v.items():
                 setattr(ops, k, value)
             for op, (fn, nbytes) in _ops(x, t, ours=True).items():
-                ms = median_ms(fn)
-                frac = nbytes / ms / 1e6 / copy_gbps
-                rows.append(dict(shape=label, op=op, impl="triton", **v, ms=ms, fraction=frac))
-                print(f"  {op:12s} {v}  {ms:8.3f} ms {frac:6.1%}")
+                r = _measure(fn, nbytes, copy_gbps)
+                rows.append(dict(shape=label, op=op, impl="triton", **v, **r))
+                print(_line(op, str(v), r))
         for k, value in defaults.items():
             setattr(ops, k, value)
         if args.profile:
             _profile(_ops(x, t, ours=True)["ce_fwd_bwd"][0], label)
+    _best(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

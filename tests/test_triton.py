@@ -33,14 +33,14 @@ def _signature(kernel: str, dtype: str) -> dict[str, str]:
                                       "row_stride": "i64"},
         "logsumexp_kernel": {"X": p, "OUT": "*fp32", "n": "i32", "x_row_stride": "i64"},
         "ce_forward_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "PER": "*fp32",
-                              "DEN": "*fp32", "BIG": "*fp32", "LSE": "*fp32", "CL": "*fp32",
-                              "CT": "*fp32", "CW": "*fp32", "n": "i32", "inv_t": "fp32",
+                              "STATS": "*fp32", "rows": "i32", "n": "i32", "inv_t": "fp32",
                               "ignore_index": "i64", "W_TOTAL": "*fp32", "eps": "fp32",
                               "z_loss": "fp32", "x_row_stride": "i64"},
-        "ce_grad_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "BIG": "*fp32",
-                           "LSE": "*fp32", "CL": "*fp32", "CT": "*fp32", "CW": "*fp32",
-                           "SCALE": "*fp32", "scale_stride": "i32", "DX": p, "n": "i32",
-                           "inv_t": "fp32", "x_row_stride": "i64"},
+        "ce_reduce_kernel": {"PER": "*fp32", "DEN": "*fp32", "rows": "i32", "LOSS": "*fp32",
+                             "SCALE": "*fp32"},
+        "ce_grad_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "STATS": "*fp32",
+                           "rows": "i32", "G": "*fp32", "g_stride": "i32", "SCALE": "*fp32",
+                           "DX": p, "n": "i32", "inv_t": "fp32", "x_row_stride": "i64"},
     }[kernel]  # fmt: skip
 
 
@@ -52,13 +52,19 @@ _FLAGS = {
         {"HAS_W": False, "HAS_IGNORE": True, "SMOOTH": False, "Z_LOSS": False},
         {"HAS_W": True, "HAS_IGNORE": False, "SMOOTH": True, "Z_LOSS": True},
     ),
-    "ce_grad_kernel": ({"HAS_W": False, "SMOOTH": False}, {"HAS_W": True, "SMOOTH": True}),
+    "ce_reduce_kernel": ({"MEAN": False}, {"MEAN": True}),
+    "ce_grad_kernel": (
+        {"HAS_W": False, "SMOOTH": False, "HAS_G": False, "HAS_SCALE": True},
+        {"HAS_W": True, "SMOOTH": True, "HAS_G": True, "HAS_SCALE": False},
+    ),
 }
+#: Kernels without the ONE_PASS switch: read in chunks always, or not rows at all.
+_CHUNKED = {"ce_grad_kernel": "chunks", "ce_reduce_kernel": "a reduction over rows"}
 _CONFIGS = [
     (kernel, dtype, one_pass, flags)
     for kernel, variants in _FLAGS.items()
-    for dtype in ("float32", "bfloat16")
-    for one_pass in ((True, False) if kernel != "ce_grad_kernel" else (False,))
+    for dtype in (("float32", "bfloat16") if kernel != "ce_reduce_kernel" else ("float32",))
+    for one_pass in ((True, False) if kernel not in _CHUNKED else (False,))
     for flags in variants
 ]
 
@@ -80,8 +86,10 @@ def test_kernel_compiles_for_sm90(kernel: str, dtype: str, one_pass: bool, flags
     n = ops.ONE_PASS_MAX if one_pass else ops.ONE_PASS_MAX + 1
     block, chosen_one_pass, warps = ops.config(n)
     assert chosen_one_pass == one_pass
+    if kernel == "ce_reduce_kernel":
+        block, warps = ops.REDUCE_BLOCK, ops.REDUCE_WARPS
     constexprs = {"BLOCK": block, **flags}
-    if kernel != "ce_grad_kernel":  # which reads its rows in chunks always
+    if kernel not in _CHUNKED:
         constexprs["ONE_PASS"] = one_pass
     signature = {**_signature(kernel, dtype), **dict.fromkeys(constexprs, "constexpr")}
     source = ASTSource(fn=getattr(kernels, kernel), signature=signature, constexprs=constexprs)

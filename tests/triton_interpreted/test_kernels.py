@@ -165,13 +165,15 @@ def test_cross_entropy_gradient_equals_generic(
         xg = x.clone().requires_grad_(True)
         with xs.force_generic() if generic else xs.use(TRITON):
             loss = xs.cross_entropy(xg, target, **kw)
-            (g,) = torch.autograd.grad(loss.sum(), xg)
+            # An incoming gradient other than 1, per entry for reduction="none".
+            cot = torch.linspace(0.5, 2.0, loss.numel()).reshape(loss.shape)
+            (g,) = torch.autograd.grad(loss, xg, cot)
             losses.append(loss)
             grads.append(g)
             if kw.get("reduction", "mean") != "none":
                 with_loss, with_grad = xs.cross_entropy_with_grad(x, target, **kw)
                 losses.append(with_loss)
-                grads.append(with_grad)
+                grads.append(with_grad * cot)
     tol = 1e-5 if dtype == torch.float32 else 6e-2
     rows = [0, 1, 2, 3, 4]  # row 5: see below
     ref = grads[-1][rows].float()
@@ -185,6 +187,54 @@ def test_cross_entropy_gradient_equals_generic(
     # there, 0 * NaN through the row's logsumexp: left as found, see the GPU issue's note.)
     kernels = grads[:1] if kw.get("reduction") == "none" else grads[:2]
     assert all(torch.all(g[5] == 0) for g in kernels)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_under_torch_compile(reduction: str) -> None:
+    """Cross-entropy's operators (the loss and its reduction, the gradient) in one compiled
+    graph, forward and backward, equal the generic path's."""
+    x = torch.tensor(_rows(np.random.default_rng(4)), dtype=torch.float32)
+    target = torch.tensor([1, 3, 0, 8, -100, 2])
+
+    def f(a: torch.Tensor) -> torch.Tensor:
+        return xs.cross_entropy(a, target, reduction=reduction, label_smoothing=0.1) * 2.0
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    xs.cross_entropy(x, target)  # XXX first call inside compile: import_module
+    got, want = [], []
+    for out, fn, context in ((got, compiled, xs.use(TRITON)), (want, f, xs.force_generic())):
+        xg = x.clone().requires_grad_(True)
+        with context:
+            loss = fn(xg)
+        out += [loss, *torch.autograd.grad(loss.sum(), xg)]
+    torch.testing.assert_close(got[0], want[0], equal_nan=True)
+    rows = [0, 1, 3, 4, 5]  # row 2 is all -inf (NaN loss); its gradient is 0 in both
+    torch.testing.assert_close(got[1][rows], want[1][rows], equal_nan=True)
+
+
+@pytest.mark.parametrize("rows", [1, 16, 37])
+def test_cross_entropy_reduction_over_many_rows(rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reduction kernel's loop over rows (16 a step here) and its last partial step: the
+    mean and the sum of the entries, against float64; a mean over nothing is 0 with a zero
+    gradient."""
+    monkeypatch.setattr(ops, "REDUCE_BLOCK", 16)
+    rng = np.random.default_rng(rows)
+    logits = rng.normal(size=(rows, 5)).astype(np.float32)
+    target = rng.integers(0, 5, rows)
+    target[1::3] = -100
+    x, t = torch.from_numpy(logits), torch.from_numpy(target)
+    lse = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+    keep = target != -100
+    per = (lse - logits[np.arange(rows), np.where(keep, target, 0)])[keep]
+    with xs.use(TRITON):
+        for reduction, want in (("sum", per.sum()), ("mean", per.mean())):
+            got = xs.cross_entropy(x, t, reduction=reduction)
+            assert got.dtype == torch.float32
+            np.testing.assert_allclose(float(got), want, rtol=1e-5)
+        xg = x.clone().requires_grad_(True)
+        nothing = xs.cross_entropy(xg, torch.full_like(t, -100))
+        (g,) = torch.autograd.grad(nothing, xg)
+    assert float(nothing) == 0.0 and torch.all(g == 0)
 
 
 def test_under_torch_func() -> None:

@@ -159,20 +159,16 @@ def _ce_ok(call: Call) -> bool:
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-def _entries(xp: Any, logits: Any, target: Any, o: CrossEntropySettings) -> tuple[Any, ...]:
-    """``(per, den, rows, t, eps)``: the per-entry losses shaped like ``target``, each entry's
-    part of the mean's denominator, the flat inputs and statistics of the gradient kernel."""
-    from xpsoftmax.backends.torch.triton import ops
-
-    n_classes = logits.shape[-1]
-    x, flat = logits.reshape(-1, n_classes), target.reshape(-1)
+def _arguments(logits: Any, target: Any, o: CrossEntropySettings) -> tuple[Any, ...]:
+    """The kernels' arguments up to the reduction: ``(x, target, weight, ignore_index,
+    has_ignore, t, eps, z_loss)`` with ``x`` (rows, C) and ``target`` (rows,) flat."""
     # An ignore_index no int64 holds matches no index (the targets are int64 at most).
     has_ignore = _INT64[0] <= o.ignore_index <= _INT64[1]
-    t, eps = _t(o.temperature), o.label_smoothing
-    per, den, *stats = ops.cross_entropy_rows(
-        x, flat, o.weight, o.ignore_index if has_ignore else 0, has_ignore, t, eps, o.z_loss
-    )
-    return per.reshape(target.shape), den, (x, flat, *stats), t, eps
+    return (
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), o.weight,
+        o.ignore_index if has_ignore else 0, has_ignore, _t(o.temperature),
+        o.label_smoothing, o.z_loss,
+    )  # fmt: skip
 
 
 def _weight_trains(o: CrossEntropySettings) -> bool:
@@ -186,12 +182,15 @@ def cross_entropy(
 ) -> Any:
     if logits.numel() == 0 or _weight_trains(options) or _transformed(logits):
         return _generic.cross_entropy(xp, logits, target, axis, options)
-    per, den, _, _, _ = _entries(xp, logits, target, options)
+    from xpsoftmax.backends.torch.triton import ops
+
+    args = _arguments(logits, target, options)
     if options.reduction == "none":
-        return per
-    # The mean's rule (0 over nothing) is the generic one; its gradient factor is not needed.
-    total = per.sum()
-    return total if options.reduction == "sum" else _generic.mean_over(xp, total, den.sum())
+        per, _ = ops.cross_entropy_rows(*args)
+        return per.reshape(target.shape)
+    # The reduction (and the mean's rule, 0 over nothing) in a kernel: ops.ce_reduce_kernel.
+    loss, _, _ = ops.cross_entropy_loss(*args, options.reduction == "mean")
+    return loss
 
 
 @_entry("cross_entropy_with_grad", _ce_ok, _CE)
@@ -202,13 +201,13 @@ def cross_entropy_with_grad(
         return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)
     from xpsoftmax.backends.torch.triton import ops
 
+    x, flat, weight, *rest = args = _arguments(logits, target, options)
+    t, eps = rest[2], rest[3]
     with torch.no_grad():
-        per, den, (x, flat, big, lse, cl, ct, cw), t, eps = _entries(xp, logits, target, options)
-        mean = options.reduction == "mean"
-        loss, scale = _generic.reduce_loss(xp, per, options.reduction, den.sum() if mean else 0.0)
-        if not isinstance(scale, torch.Tensor):  # 1.0: filled on the device, not copied there
-            scale = torch.full((), scale, dtype=torch.float32, device=x.device)
-        grad = ops.cross_entropy_grad(
-            x, flat, options.weight, big, lse, cl, ct, cw, scale, t, bool(eps)
-        )
+        if options.reduction == "none":  # the gradient of the entries' sum
+            loss, stats = ops.cross_entropy_rows(*args)
+            loss, scale = loss.reshape(target.shape), None
+        else:
+            loss, scale, stats = ops.cross_entropy_loss(*args, options.reduction == "mean")
+        grad = ops.cross_entropy_grad(x, flat, weight, stats, None, scale, t, bool(eps))
     return loss, grad.reshape(logits.shape)

@@ -240,12 +240,8 @@ def ce_forward_kernel(
     TARGET,
     W,
     PER,
-    DEN,
-    BIG,
-    LSE,
-    CL,
-    CT,
-    CW,
+    STATS,
+    rows,
     n,
     inv_t,
     ignore_index,
@@ -265,11 +261,11 @@ def ce_forward_kernel(
 
     ``PER``: ``w_t * ((1 - eps) * (lse - z_t) + eps / C * (W lse - <w, z>))`` plus the z-loss
     ``z_loss * w_t * lse_abs**2``, +inf on an all -inf row, 0 where ignored, NaN for an index
-    out of range. ``DEN``: the entry's part of the mean's denominator (``w_t``, 0 where
-    ignored). ``BIG``, ``LSE``: the row's maximum (-inf on rows without a gradient) and
-    ``log(sum(exp z))`` for the gradient kernel; ``CL``, ``CT``, ``CW``: the gradient's coefficients of ``p``, of the target's
-    one-hot and of the class weights (0 on rows without a gradient: ignored, out of range,
-    all -inf), for ``z = (x - shift) * inv_t``."""
+    out of range. ``STATS`` (6, rows), row by row: the entry's part of the mean's denominator
+    (``w_t``, 0 where ignored); for the gradient kernel the row's maximum (-inf on rows
+    without a gradient) and ``log(sum(exp z))``, and the gradient's coefficients of ``p``, of
+    the target's one-hot and of the class weights (0 on rows without a gradient: ignored, out
+    of range, all -inf), for ``z = (x - shift) * inv_t``."""
     row = tl.program_id(0).to(tl.int64)
     x_ptr = X + row * x_row_stride
     target = tl.load(TARGET + row).to(tl.int64)
@@ -324,14 +320,42 @@ def ce_forward_kernel(
     per = tl.where(valid, per, tl.where(ignored, 0.0, float("nan")))
     keep = valid & (count + rest != 0.0)
     tl.store(PER + row, per)
-    tl.store(DEN + row, tl.where(ignored, 0.0, w_t))
+    stats = STATS + row  # one pointer step of ``rows`` per statistic: no int32 overflow
+    tl.store(stats, tl.where(ignored, 0.0, w_t))
     # -inf marks the rows without a gradient for the gradient kernel (p = 0 there, and all
     # three coefficients are 0), so that NaN logits of an ignored row give 0, not NaN.
-    tl.store(BIG + row, tl.where(keep, shift, float("-inf")))
-    tl.store(LSE + row, lse)
-    tl.store(CL + row, tl.where(keep, coef, 0.0))
-    tl.store(CT + row, tl.where(keep, -w_t * (1.0 - eps), 0.0))
-    tl.store(CW + row, tl.where(keep, -eps / n, 0.0))
+    stats += rows
+    tl.store(stats, tl.where(keep, shift, float("-inf")))
+    stats += rows
+    tl.store(stats, lse)
+    stats += rows
+    tl.store(stats, tl.where(keep, coef, 0.0))
+    stats += rows
+    tl.store(stats, tl.where(keep, -w_t * (1.0 - eps), 0.0))
+    stats += rows
+    tl.store(stats, tl.where(keep, -eps / n, 0.0))
+
+
+@triton.jit
+def ce_reduce_kernel(PER, DEN, rows, LOSS, SCALE, MEAN: tl.constexpr, BLOCK: tl.constexpr):
+    """One program: ``LOSS`` = the sum of ``PER`` (``MEAN=False``) or its mean over the sum of
+    ``DEN``, 0 when that is 0 (the generic ``mean_over``); ``SCALE`` = d LOSS / d PER[i]."""
+    total = tl.zeros([BLOCK], tl.float32)
+    den = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, rows, BLOCK):
+        i = start + tl.arange(0, BLOCK)
+        total += tl.load(PER + i, mask=i < rows, other=0.0)
+        if MEAN:
+            den += tl.load(DEN + i, mask=i < rows, other=0.0)
+    loss = tl.sum(total, axis=0)
+    scale = 1.0
+    if MEAN:
+        d = tl.sum(den, axis=0)
+        safe = tl.where(d == 0.0, 1.0, d)
+        loss = tl.where(d == 0.0, 0.0, loss / safe)
+        scale = tl.where(d == 0.0, 0.0, 1.0 / safe)
+    tl.store(LOSS, loss)
+    tl.store(SCALE, scale)
 
 
 @triton.jit
@@ -347,35 +371,47 @@ def ce_grad_kernel(
     X,
     TARGET,
     W,
-    BIG,
-    LSE,
-    CL,
-    CT,
-    CW,
+    STATS,
+    rows,
+    G,
+    g_stride,
     SCALE,
-    scale_stride,
     DX,
     n,
     inv_t,
     x_row_stride,
     HAS_W: tl.constexpr,
     SMOOTH: tl.constexpr,
+    HAS_G: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """``DX = g * (cl * p + ct * onehot(target) + cw * w) / t`` per row, for ``p = softmax(x /
-    t)`` and ``g = SCALE[row * scale_stride]`` (the incoming gradient of the entry's loss, or
-    one scale for all): the gradient of :func:`ce_forward_kernel`'s loss. A row whose ``BIG``
-    is -inf has none: zeros, also where its logits are NaN."""
+    t)`` and ``g = G[row * g_stride] * SCALE[0]`` (the incoming gradient of the entry's loss
+    or of the reduced loss, and the reduction's factor; 1 where ``HAS_G`` / ``HAS_SCALE`` is
+    False): the gradient of :func:`ce_forward_kernel`'s loss, from its ``STATS``. A row whose
+    maximum there is -inf has none: zeros, also where its logits are NaN."""
     row = tl.program_id(0).to(tl.int64)
     x_ptr = X + row * x_row_stride
     dx_ptr = DX + row * x_row_stride
-    big = tl.load(BIG + row)
+    g = inv_t
+    if HAS_G:
+        g *= tl.load(G + row * g_stride).to(tl.float32)
+    if HAS_SCALE:
+        g *= tl.load(SCALE)
+    # The statistics after the first (the denominator), in the forward's order, a pointer
+    # step of ``rows`` each.
+    stats = STATS + row + rows
+    big = tl.load(stats)
     shift = tl.where(big == float("-inf"), 0.0, big)
-    lse = tl.load(LSE + row)
-    g = tl.load(SCALE + row * scale_stride).to(tl.float32) * inv_t
-    cl = tl.load(CL + row) * g
-    ct = tl.load(CT + row) * g
-    cw = tl.load(CW + row) * g
+    stats += rows
+    lse = tl.load(stats)
+    stats += rows
+    cl = tl.load(stats) * g
+    stats += rows
+    ct = tl.load(stats) * g
+    stats += rows
+    cw = tl.load(stats) * g
     target = tl.load(TARGET + row).to(tl.int64)
     for start in range(0, n, BLOCK):
         cols = start + tl.arange(0, BLOCK)

@@ -153,10 +153,8 @@ _logsumexp_rows_op.register_autograd(_logsumexp_backward, setup_context=_logsume
 
 
 # --- cross-entropy with class-index targets ----------------------------------------------------
-# The schema of a custom op names each output: seven float32 tensors of one per row.
-_Seven = tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
-]
+#: The statistics the forward kernel keeps per row for the gradient kernel (and the mean).
+_STATS = 6
 
 
 def _pointer(weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -173,24 +171,80 @@ def _launch_cross_entropy_rows(
     t: float,
     eps: float,
     z_loss: float,
-) -> _Seven:
-    """Per row of ``x`` (rows, C) and its class index in ``target`` (rows,): the entry's loss,
-    its part of the mean's denominator, and what the gradient kernel needs (the row's maximum
-    and log-sum, the gradient's three coefficients); float32. See
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(per, stats)`` for ``x`` (rows, C) and its class indices ``target`` (rows,), rows > 0:
+    each entry's loss, and ``(6, rows)`` statistics (the entry's part of the mean's
+    denominator first, then what the gradient kernel reads); float32. See
     ``kernels.ce_forward_kernel``."""
     rows, n = x.shape
-    out = [x.new_empty(rows, dtype=torch.float32) for _ in range(7)]
-    if rows:
-        block, one_pass, warps = config(n)
-        # The weights' total is read only with label smoothing.
-        w_total = weight.sum() if weight is not None and eps != 0 else x
-        kernels.ce_forward_kernel[(rows,)](
-            x, target, _pointer(weight, x), *out, n, 1.0 / t, ignore_index, w_total, eps,
-            z_loss, x.stride(0), HAS_W=weight is not None, HAS_IGNORE=has_ignore,
-            SMOOTH=eps != 0, Z_LOSS=z_loss != 0, BLOCK=block, ONE_PASS=one_pass,
-            num_warps=warps,
-        )  # fmt: skip
-    return tuple(out)  # type: ignore[return-value]
+    per = x.new_empty(rows, dtype=torch.float32)
+    stats = x.new_empty((_STATS, rows), dtype=torch.float32)
+    block, one_pass, warps = config(n)
+    # The weights' total is read only with label smoothing.
+    w_total = weight.sum() if weight is not None and eps != 0 else x
+    kernels.ce_forward_kernel[(rows,)](
+        x, target, _pointer(weight, x), per, stats, rows, n, 1.0 / t, ignore_index, w_total,
+        eps, z_loss, x.stride(0), HAS_W=weight is not None, HAS_IGNORE=has_ignore,
+        SMOOTH=eps != 0, Z_LOSS=z_loss != 0, BLOCK=block, ONE_PASS=one_pass, num_warps=warps,
+    )  # fmt: skip
+    return per, stats
+
+
+#: Rows summed per step by the reduction's one program, and its warps.
+REDUCE_BLOCK = 4096
+REDUCE_WARPS = 8
+
+
+def _launch_cross_entropy_loss(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    has_ignore: bool,
+    t: float,
+    eps: float,
+    z_loss: float,
+    mean: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, scale, stats)``: the summed (``mean=False``) or averaged loss of
+    :func:`_launch_cross_entropy_rows`'s entries, d loss / d entry, and the statistics.
+    Two kernels, whatever the options: a training step's host cost is its launches."""
+    per, stats = _launch_cross_entropy_rows(
+        x, target, weight, ignore_index, has_ignore, t, eps, z_loss
+    )
+    loss = per.new_empty(())
+    scale = per.new_empty(())
+    kernels.ce_reduce_kernel[(1,)](
+        per, stats, per.shape[0], loss, scale, MEAN=mean, BLOCK=REDUCE_BLOCK, num_warps=REDUCE_WARPS
+    )
+    return loss, scale, stats
+
+
+def _launch_cross_entropy_grad(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    stats: torch.Tensor,
+    g: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    t: float,
+    smooth: bool,
+) -> torch.Tensor:
+    """The gradient with respect to ``x`` of the entries' losses, each scaled by ``g`` (one per
+    row, a 0-d tensor for all, or None for 1) and by ``scale`` (0-d, or None), from their
+    ``stats``. See ``kernels.ce_grad_kernel``."""
+    dx = torch.empty_like(x)
+    rows, n = x.shape
+    block, _, warps = config(min(n, CHUNK))
+    if g is not None:
+        g = g.to(torch.float32)
+    kernels.ce_grad_kernel[(rows,)](
+        x, target, _pointer(weight, x), stats, rows, _pointer(g, stats),
+        g.stride(0) if g is not None and g.dim() else 0, _pointer(scale, stats), dx, n,
+        1.0 / t, x.stride(0), HAS_W=weight is not None, SMOOTH=smooth, HAS_G=g is not None,
+        HAS_SCALE=scale is not None, BLOCK=block, num_warps=warps,
+    )  # fmt: skip
+    return dx
 
 
 _cross_entropy_rows_op = torch.library.custom_op("xpsoftmax::cross_entropy_rows", mutates_args=())(
@@ -208,39 +262,30 @@ def _(
     t: float,
     eps: float,
     z_loss: float,
-) -> _Seven:
+) -> tuple[torch.Tensor, torch.Tensor]:
     rows = x.shape[0]
-    return tuple(x.new_empty(rows, dtype=torch.float32) for _ in range(7))  # type: ignore[return-value]
+    return x.new_empty(rows, dtype=torch.float32), x.new_empty((_STATS, rows), dtype=torch.float32)
 
 
-def _launch_cross_entropy_grad(
+_cross_entropy_loss_op = torch.library.custom_op("xpsoftmax::cross_entropy_loss", mutates_args=())(
+    _launch_cross_entropy_loss
+)
+
+
+@_cross_entropy_loss_op.register_fake
+def _(
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
-    big: torch.Tensor,
-    lse: torch.Tensor,
-    cl: torch.Tensor,
-    ct: torch.Tensor,
-    cw: torch.Tensor,
-    scale: torch.Tensor,
+    ignore_index: int,
+    has_ignore: bool,
     t: float,
-    smooth: bool,
-) -> torch.Tensor:
-    """The gradient of :func:`cross_entropy_rows`'s losses with respect to ``x``, each row's
-    scaled by ``scale`` (one per row, or a 0-d tensor for all). See
-    ``kernels.ce_grad_kernel``."""
-    dx = torch.empty_like(x)
-    rows, n = x.shape
-    if rows and n:
-        block, _, warps = config(min(n, CHUNK))
-        scale = scale.to(torch.float32)
-        stride = scale.stride(0) if scale.dim() else 0
-        kernels.ce_grad_kernel[(rows,)](
-            x, target, _pointer(weight, x), big, lse, cl, ct, cw, scale, stride, dx, n,
-            1.0 / t, x.stride(0), HAS_W=weight is not None, SMOOTH=smooth, BLOCK=block,
-            num_warps=warps,
-        )  # fmt: skip
-    return dx
+    eps: float,
+    z_loss: float,
+    mean: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    one = x.new_empty((), dtype=torch.float32)
+    return one, torch.empty_like(one), x.new_empty((_STATS, x.shape[0]), dtype=torch.float32)
 
 
 _cross_entropy_grad_op = torch.library.custom_op("xpsoftmax::cross_entropy_grad", mutates_args=())(
@@ -253,33 +298,46 @@ def _(
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None,
-    big: torch.Tensor,
-    lse: torch.Tensor,
-    cl: torch.Tensor,
-    ct: torch.Tensor,
-    cw: torch.Tensor,
-    scale: torch.Tensor,
+    stats: torch.Tensor,
+    g: torch.Tensor | None,
+    scale: torch.Tensor | None,
     t: float,
     smooth: bool,
 ) -> torch.Tensor:
     return torch.empty_like(x)
 
 
-def _ce_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+def _ce_rows_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     x, target, weight, _, _, ctx.t, eps, _ = inputs
     ctx.smooth = eps != 0
-    _, _, big, lse, cl, ct, cw = output
-    ctx.save_for_backward(x, target, weight, big, lse, cl, ct, cw)
+    _, stats = output
+    ctx.mark_non_differentiable(stats)
+    ctx.save_for_backward(x, target, weight, stats)
 
 
-def _ce_backward(ctx: Any, g_per: torch.Tensor, *unused: Any) -> tuple[Any, ...]:
-    # Only the losses have a gradient; the other outputs are the gradient's own inputs.
-    x, target, weight, big, lse, cl, ct, cw = ctx.saved_tensors
-    dx = cross_entropy_grad(x, target, weight, big, lse, cl, ct, cw, g_per, ctx.t, ctx.smooth)
+def _ce_rows_backward(ctx: Any, g_per: torch.Tensor, _: Any) -> tuple[Any, ...]:
+    x, target, weight, stats = ctx.saved_tensors
+    dx = cross_entropy_grad(x, target, weight, stats, g_per, None, ctx.t, ctx.smooth)
     return dx, None, None, None, None, None, None, None
 
 
-_cross_entropy_rows_op.register_autograd(_ce_backward, setup_context=_ce_setup)
+def _ce_loss_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    x, target, weight, _, _, ctx.t, eps, _, _ = inputs
+    ctx.smooth = eps != 0
+    _, scale, stats = output
+    # Only the loss has a gradient: no zero tensors are made for the others' (a kernel each).
+    ctx.mark_non_differentiable(scale, stats)
+    ctx.save_for_backward(x, target, weight, stats, scale)
+
+
+def _ce_loss_backward(ctx: Any, g: torch.Tensor, *unused: Any) -> tuple[Any, ...]:
+    x, target, weight, stats, scale = ctx.saved_tensors
+    dx = cross_entropy_grad(x, target, weight, stats, g, scale, ctx.t, ctx.smooth)
+    return dx, None, None, None, None, None, None, None, None
+
+
+_cross_entropy_rows_op.register_autograd(_ce_rows_backward, setup_context=_ce_rows_setup)
+_cross_entropy_loss_op.register_autograd(_ce_loss_backward, setup_context=_ce_loss_setup)
 
 
 # --- the public functions ------------------------------------------------------------------------
@@ -299,7 +357,12 @@ def _function(launch: Any, setup: Any, backward: Any, name: str) -> Any:
 
 _Normalize = _function(_launch_normalize, _normalize_setup, _normalize_backward, "_Normalize")
 _Logsumexp = _function(_launch_logsumexp_rows, _logsumexp_setup, _logsumexp_backward, "_Logsumexp")
-_CrossEntropy = _function(_launch_cross_entropy_rows, _ce_setup, _ce_backward, "_CrossEntropy")
+_CrossEntropyRows = _function(
+    _launch_cross_entropy_rows, _ce_rows_setup, _ce_rows_backward, "_CrossEntropyRows"
+)
+_CrossEntropyLoss = _function(
+    _launch_cross_entropy_loss, _ce_loss_setup, _ce_loss_backward, "_CrossEntropyLoss"
+)
 
 
 def normalize(x: torch.Tensor, t: float, log: bool) -> torch.Tensor:
@@ -327,23 +390,14 @@ def logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
     return _launch_logsumexp_rows(x)
 
 
-def cross_entropy_rows(
-    x: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    ignore_index: int,
-    has_ignore: bool,
-    t: float,
-    eps: float,
-    z_loss: float,
-) -> _Seven:
-    """See :func:`_launch_cross_entropy_rows`."""
-    args = (x, target, weight, ignore_index, has_ignore, t, eps, z_loss)
-    if _as_operator(x):
-        return _cross_entropy_rows_op(*args)
-    if _differentiated(x):
-        return _CrossEntropy.apply(*args)
-    return _launch_cross_entropy_rows(*args)
+def cross_entropy_rows(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """See :func:`_launch_cross_entropy_rows` (the same arguments)."""
+    return _dispatch(_cross_entropy_rows_op, _CrossEntropyRows, _launch_cross_entropy_rows, args)
+
+
+def cross_entropy_loss(*args: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """See :func:`_launch_cross_entropy_loss` (the same arguments)."""
+    return _dispatch(_cross_entropy_loss_op, _CrossEntropyLoss, _launch_cross_entropy_loss, args)
 
 
 def cross_entropy_grad(*args: Any) -> torch.Tensor:
@@ -351,3 +405,13 @@ def cross_entropy_grad(*args: Any) -> torch.Tensor:
     if _as_operator(args[0]):
         return _cross_entropy_grad_op(*args)
     return _launch_cross_entropy_grad(*args)
+
+
+def _dispatch(operator: Any, function: Any, launch: Any, args: tuple[Any, ...]) -> Any:
+    """The custom operator under torch.compile, the autograd Function when the first argument
+    needs a gradient, else the launcher itself (module docstring)."""
+    if _as_operator(args[0]):
+        return operator(*args)
+    if _differentiated(args[0]):
+        return function.apply(*args)
+    return launch(*args)

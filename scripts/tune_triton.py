@@ -193,12 +193,32 @@ def _profile(step: Callable[[], Any], label: str) -> None:
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=8))
 
 
+def _host_profile(step: Callable[[], Any], label: str, calls: int = 50) -> None:
+    """Where the host's time of a call goes: cProfile over ``calls`` queued calls."""
+    import cProfile
+    import pstats
+
+    step()
+    torch.cuda.synchronize()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        step()
+    profiler.disable()
+    torch.cuda.synchronize()
+    print(f"\n{label}: host profile of {calls} calls (by own time)")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the rows as JSON")
     parser.add_argument("--quick", action="store_true", help="the first two shapes only")
     parser.add_argument(
         "--defaults", action="store_true", help="the default settings only (no sweep)"
+    )
+    parser.add_argument(
+        "--host-profile", action="store_true", help="cProfile the host's side of each operation"
     )
     parser.add_argument(
         "--profile", action="store_true", help="also a torch.profiler table of one step each"
@@ -230,6 +250,9 @@ def main() -> int:
             setattr(ops, k, value)
         if args.profile:
             _profile(_ops(x, t, ours=True)["ce_fwd_bwd"][0], label)
+        if args.host_profile and (shape, dtype) == SHAPES[1]:  # one shape: the host's cost is alike
+            for op, (fn, _) in _ops(x, t, ours=True).items():
+                _host_profile(fn, f"{label} {op}")
     _best(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -9,17 +9,19 @@ The row statistics follow the generic implementation (``xpsoftmax._generic``):
 * the shift is the row maximum, 0 for an all -inf row (which then stays -inf, not NaN);
 * ``z = (x - shift) * inv_t`` (the shift before the scaling: no finite input overflows; a
   multiplication by ``1 / t``, since a division per entry would make the kernels compute-bound
-  on a Hopper GPU; ``SCALED=False`` for ``t = 1`` skips it);
+  on a Hopper GPU);
 * for the logarithms (log_softmax, logsumexp, cross-entropy) the sum of ``exp(z)`` is kept
   as ``K + R``: ``K`` counts the entries at the maximum (each contributes exactly 1) and ``R``
   sums the others, so that ``log(sum) = log1p(K - 1 + R)`` keeps its relative accuracy near 0
   (``logsumexp([0, -40])`` is 4.2e-18, not 0); softmax of a row on chip needs the plain sum;
 * a NaN entry makes ``R`` NaN, so NaN reaches the whole row; a +inf maximum makes
-  softmax/log_softmax NaN (the launcher's ``INF_IS_NAN``) and logsumexp +inf.
+  softmax/log_softmax NaN and logsumexp +inf.
 
-In the online pass each lane keeps its own ``(m, k, r)``; the lanes are merged at the end. An
-update needs one exponential: of ``(smaller - larger) / t`` of the lane's maximum and the new
-entry, which rescales ``r`` when the entry is the new maximum and is the entry's term otherwise.
+In the online pass the running maximum is the row's so far (one reduction per chunk); each
+lane keeps its own ``K`` and ``R`` at that maximum, rescaled (one exponential) only in a chunk
+that raises it. 16-bit rows make these kernels nearly compute-bound on a Hopper GPU (about 16
+operations per entry at the copy's speed), so the special rows are settled once per row in a
+scalar rather than per entry.
 """
 
 from __future__ import annotations
@@ -29,50 +31,51 @@ import triton.language as tl
 
 
 @triton.jit
-def _merge_lanes(m, k, r, inv_t):
-    """The row's ``(shift, K, R)`` from the lanes' ``(m, k, r)``."""
-    big = tl.max(m, axis=0)
-    shift = tl.where(big == float("-inf"), 0.0, big)
-    top = (m == big) & (m != float("-inf"))
-    # A lane below the maximum: its k ones and its r are rescaled to the row's maximum.
-    scale = tl.exp(tl.where(m == float("-inf"), float("-inf"), (m - shift) * inv_t))
-    count = tl.sum(tl.where(top, k, 0.0), axis=0)
-    rest = tl.sum(tl.where(top, r, (k + r) * scale), axis=0)
-    return shift, count, rest
-
-
-@triton.jit
 def _online_stats(x_ptr, n, inv_t, BLOCK: tl.constexpr):
     """``(shift, K, R)`` of a row read in chunks (see the module docstring)."""
-    m = tl.full([BLOCK], float("-inf"), tl.float32)
+    m = tl.max(tl.full([BLOCK], float("-inf"), tl.float32), axis=0)  # a float32 scalar
     k = tl.zeros([BLOCK], tl.float32)
     r = tl.zeros([BLOCK], tl.float32)
     for start in range(0, n, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         x = tl.load(x_ptr + cols, mask=cols < n, other=float("-inf")).to(tl.float32)
-        gt = x > m
-        eq = (x == m) & (x != float("-inf"))
-        low = tl.where(gt, m, x)
-        high = tl.where(gt, x, m)
-        # low == -inf: a term (or a scale) of 0. A NaN entry is neither gt nor eq: NaN term.
-        e = tl.exp(tl.where(low == float("-inf"), float("-inf"), (low - high) * inv_t))
-        r = tl.where(gt, (r + k) * e, tl.where(eq, r, r + e))
-        k = tl.where(gt, 1.0, tl.where(eq, k + 1.0, k))
-        m = tl.where(gt, x, m)
-    return _merge_lanes(m, k, r, inv_t)
+        new = tl.maximum(m, tl.max(x, axis=0))
+        if new > m:
+            # The ones counted at the old maximum join the rest, rescaled; exp(-inf) = 0
+            # also drops what an all -inf start counted.
+            r = (r + k) * tl.exp((m - new) * inv_t)
+            k = tl.zeros([BLOCK], tl.float32)
+            m = new
+        e, top = _terms(x, m, inv_t)
+        r += tl.where(top, 0.0, e)
+        k += tl.where(top, 1.0, 0.0)
+    return _row_stats(m, k, r)
+
+
+@triton.jit
+def _terms(x, big, inv_t):
+    """``(exp(z), x == big)`` for ``z = (x - shift) * inv_t``: an entry at the maximum adds
+    exactly 1 to ``K``, any other its ``exp(z)`` to ``R`` (a NaN entry: NaN)."""
+    shift = tl.where(big == float("-inf"), 0.0, big)
+    return tl.exp((x - shift) * inv_t), x == big
+
+
+@triton.jit
+def _row_stats(big, k, r):
+    """``(shift, K, R)`` from the per-lane counts and rests at the row's maximum ``big``: an
+    all -inf row (whose -inf entries all matched the maximum) has ``K = R = 0``."""
+    shift = tl.where(big == float("-inf"), 0.0, big)
+    count = tl.where(big == float("-inf"), 0.0, tl.sum(k, axis=0))
+    return shift, count, tl.sum(r, axis=0)
 
 
 @triton.jit
 def _block_stats(x, inv_t):
-    """``(shift, K, R, z, e)`` of a row held on chip (padding is -inf), ``e = exp(z)``."""
+    """``(shift, K, R, z)`` of a row held on chip (padding is -inf)."""
     big = tl.max(x, axis=0)
-    shift = tl.where(big == float("-inf"), 0.0, big)
-    z = (x - shift) * inv_t
-    e = tl.exp(z)
-    top = (x == big) & (x != float("-inf"))
-    count = tl.sum(tl.where(top, 1.0, 0.0), axis=0)
-    rest = tl.sum(tl.where(top, 0.0, e), axis=0)
-    return shift, count, rest, z, e
+    e, top = _terms(x, big, inv_t)
+    shift, count, rest = _row_stats(big, tl.where(top, 1.0, 0.0), tl.where(top, 0.0, e))
+    return shift, count, rest, (x - shift) * inv_t
 
 
 @triton.jit
@@ -109,38 +112,48 @@ def normalize_kernel(
         cols = tl.arange(0, BLOCK)
         x = tl.load(x_ptr + cols, mask=cols < n, other=float("-inf")).to(tl.float32)
         if LOG:
-            shift, count, rest, z, _ = _block_stats(x, inv_t)
-            y = _log_normalized(z, shift, count, rest)
+            shift, count, rest, z = _block_stats(x, inv_t)
+            y = z - _log_offset(shift, count, rest)
         else:
             # softmax needs the plain sum (as the generic path takes it), and one division.
             big = tl.max(x, axis=0)
             shift = tl.where(big == float("-inf"), 0.0, big)
             e = tl.exp((x - shift) * inv_t)
-            total = tl.sum(e, axis=0)
-            y = tl.where(total == 0.0, 0.0, e * (1.0 / total))
-            y = tl.where(shift == float("inf"), float("nan"), y)
+            y = e * _softmax_scale(shift, tl.sum(e, axis=0))
         tl.store(y_ptr + cols, y.to(Y.dtype.element_ty), mask=cols < n)
     else:
         shift, count, rest = _online_stats(x_ptr, n, inv_t, BLOCK)
-        scale = 1.0 / (count + rest)
+        if LOG:
+            offset = _log_offset(shift, count, rest)
+        else:
+            scale = _softmax_scale(shift, count + rest)
         for start in range(0, n, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             x = tl.load(x_ptr + cols, mask=cols < n, other=float("-inf")).to(tl.float32)
             z = (x - shift) * inv_t
             if LOG:
-                y = _log_normalized(z, shift, count, rest)
+                y = z - offset
             else:
-                y = tl.where(count + rest == 0.0, 0.0, tl.exp(z) * scale)
-                y = tl.where(shift == float("inf"), float("nan"), y)
+                y = tl.exp(z) * scale
             tl.store(y_ptr + cols, y.to(Y.dtype.element_ty), mask=cols < n)
 
 
+# The special rows are settled once per row, in the scalar that every entry then takes (an
+# operation per entry less: the kernels are near compute-bound on 16-bit input).
 @triton.jit
-def _log_normalized(z, shift, count, rest):
-    """log_softmax from the row's statistics: -inf on an all -inf row (not NaN), NaN on a row
-    with a +inf entry."""
-    y = tl.where(count + rest == 0.0, float("-inf"), z - _log_total(count, rest))
-    return tl.where(shift == float("inf"), float("nan"), y)
+def _log_offset(shift, count, rest):
+    """``y = z - offset`` is log_softmax: -inf on an all -inf row (``-inf - inf``), NaN on a
+    row with a +inf entry."""
+    offset = tl.where(count + rest == 0.0, float("inf"), _log_total(count, rest))
+    return tl.where(shift == float("inf"), float("nan"), offset)
+
+
+@triton.jit
+def _softmax_scale(shift, total):
+    """``y = exp(z) * scale`` is softmax: 0 on an all -inf row (whose ``exp(z)`` are 0), NaN
+    on a row with a +inf entry."""
+    scale = tl.where(total == 0.0, 0.0, 1.0 / total)
+    return tl.where(shift == float("inf"), float("nan"), scale)
 
 
 @triton.jit
@@ -151,7 +164,7 @@ def logsumexp_kernel(X, OUT, n, x_row_stride, BLOCK: tl.constexpr, ONE_PASS: tl.
     if ONE_PASS:
         cols = tl.arange(0, BLOCK)
         x = tl.load(x_ptr + cols, mask=cols < n, other=float("-inf")).to(tl.float32)
-        shift, count, rest, _, _ = _block_stats(x, 1.0)
+        shift, count, rest, _ = _block_stats(x, 1.0)
     else:
         shift, count, rest = _online_stats(x_ptr, n, 1.0, BLOCK)
     # An empty row: -inf. A +inf maximum: +inf (its shift) + a finite log.
@@ -281,7 +294,7 @@ def ce_forward_kernel(
         cols = tl.arange(0, BLOCK)
         mask = cols < n
         x = tl.load(x_ptr + cols, mask=mask, other=float("-inf")).to(tl.float32)
-        shift, count, rest, z, _ = _block_stats(x, inv_t)
+        shift, count, rest, z = _block_stats(x, inv_t)
         wz = 0.0
         if SMOOTH:
             wz = tl.sum(tl.where(mask, _class_weight(W, cols, mask, HAS_W) * z, 0.0), axis=0)

@@ -309,8 +309,10 @@ _COLD_SCRIPT = textwrap.dedent(
     # The first xpsoftmax calls of this interpreter are the compiled ones.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # fullgraph: nothing of the first call (loading the backend, the availability
+        # checks) may break the graph (Library.load_early).
+        got = torch.compile(others, backend=sys.argv[1], fullgraph=True)(x)
         loss = torch.compile(step, backend=sys.argv[1])(x, target)
-        got = torch.compile(others, backend=sys.argv[1])(x)
     torch_dir = os.path.dirname(torch.__file__) + os.sep
     found = [
         f"{w.category.__name__} ({w.filename}:{w.lineno}): {w.message}"

@@ -55,6 +55,31 @@ def test_import_loads_no_array_library() -> None:
     assert found["backends"] == [], found
 
 
+def test_import_after_torch_loads_its_backend() -> None:
+    """After torch, ``import xpsoftmax`` loads the torch backend (``Library.load_early``: a
+    first call inside torch.compile cannot import it) and imports no other library."""
+    if BY_ID["torch:cpu"].probe() is not None:
+        pytest.skip("torch is not installed")
+    found = run_python(
+        f"""
+        import json, sys
+        import torch
+        before = set(sys.modules)
+        import xpsoftmax
+        libraries = {ARRAY_LIBRARIES!r}
+        print(json.dumps({{
+            "libraries": sorted(m for m in set(sys.modules) - before
+                                if m.split(".")[0] in libraries and m.split(".")[0] != "torch"),
+            "backends": sorted(m for m in sys.modules if m.startswith("xpsoftmax.backends.")),
+        }}))
+        """
+    )
+    assert found["libraries"] == [], found
+    assert "xpsoftmax.backends.torch.native" in found["backends"], found
+    assert not any(m.startswith(("xpsoftmax.backends.numpy", "xpsoftmax.backends.jax"))
+                   for m in found["backends"]), found  # fmt: skip
+
+
 def test_public_names_load_no_array_library() -> None:
     """Touching every public name (not calling it) imports no array library either."""
     found = run_python(

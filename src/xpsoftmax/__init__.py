@@ -9,9 +9,12 @@ from __future__ import annotations
 import importlib.metadata as _metadata
 
 from ._api import cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax, which
+from ._checks import load_early_backends as _load_early_backends
 from ._listing import implementations
 from ._registry import Call, FastPath, fast_paths, force_generic, generic_forced, use
 from ._threads import get_num_threads, num_threads, set_num_threads
+
+_load_early_backends()
 
 try:
     # The installed version, read from the package metadata (the one version literal lives in

@@ -100,6 +100,16 @@ def _backend(library: str) -> Any:
     return _BACKENDS[library]
 
 
+def load_early_backends() -> None:
+    """Load the backends of the libraries already imported that ask for it
+    (``Library.load_early``); one that fails to load is left to its first call, which reports
+    the error."""
+    for lib in _libraries.LIBRARIES:
+        if lib.load_early and lib.module in sys.modules:
+            with contextlib.suppress(Exception):
+                _backend(lib.name)
+
+
 def _trait(library: str, name: str) -> Any:
     return getattr(_backend(library), name, None)
 

@@ -35,6 +35,11 @@ class Library:
     numpy_based : bool
         Whether it computes with NumPy's ufuncs on the host (their floating-point warnings are
         silenced during a call).
+    load_early : bool
+        Whether its backend is loaded when xpsoftmax is imported after the library (else at
+        its first array): torch.compile's tracer cannot import modules or take locks, so a
+        first call inside a compiled function would fail (``fullgraph=True``) or break the
+        graph.
     """
 
     name: str
@@ -43,6 +48,7 @@ class Library:
     devices: tuple[str, ...] = ("cpu",)
     backend: str | None = None
     numpy_based: bool = False
+    load_early: bool = False
 
     def installed(self) -> bool:
         """Whether the library can be imported here (without importing it)."""
@@ -51,7 +57,14 @@ class Library:
 
 LIBRARIES: tuple[Library, ...] = (
     Library("numpy", "numpy", "numpy", backend="xpsoftmax.backends.numpy", numpy_based=True),
-    Library("torch", "torch", "torch", ("cpu", "cuda"), backend="xpsoftmax.backends.torch"),
+    Library(
+        "torch",
+        "torch",
+        "torch",
+        ("cpu", "cuda"),
+        backend="xpsoftmax.backends.torch",
+        load_early=True,
+    ),
     Library("jax", "jax", "jax", ("cpu", "gpu", "tpu"), backend="xpsoftmax.backends.jax"),
     Library("cupy", "cupy", "cupy", ("cuda",), backend="xpsoftmax.backends.cupy"),
     Library("dask", "dask", "dask", backend="xpsoftmax.backends.dask", numpy_based=True),

@@ -16,6 +16,10 @@ from __future__ import annotations
 import importlib.util
 import os
 
+#: Looked up once, at import: ``available()`` may first run inside a torch.compile trace, which
+#: cannot call importlib.
+_INSTALLED = importlib.util.find_spec("triton") is not None
+
 
 def interpreting() -> bool:
     """Whether Triton's interpreter runs the kernels (``TRITON_INTERPRET=1``, which must be
@@ -26,7 +30,7 @@ def interpreting() -> bool:
 def available() -> str | None:
     """None when Triton kernels can run here, else the reason: triton installed, a CUDA device
     present, or ``TRITON_INTERPRET=1`` (the interpreter runs kernels on CPU tensors)."""
-    if importlib.util.find_spec("triton") is None:
+    if not _INSTALLED:
         return "triton is not installed"
     if interpreting():
         return None

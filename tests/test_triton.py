@@ -32,15 +32,19 @@ def _signature(kernel: str, dtype: str) -> dict[str, str]:
         "normalize_backward_kernel": {"DY": p, "Y": p, "DX": p, "n": "i32", "inv_t": "fp32",
                                       "row_stride": "i64"},
         "logsumexp_kernel": {"X": p, "OUT": "*fp32", "n": "i32", "x_row_stride": "i64"},
+        "ce_mean_kernel": {"TARGET": "*i64", "W": "*fp32", "rows": "i32", "n": "i32",
+                           "ignore_index": "i64", "DEN": "*fp32", "FACTOR": "*fp32"},
         "ce_forward_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "PER": "*fp32",
-                              "STATS": "*fp32", "rows": "i32", "n": "i32", "inv_t": "fp32",
-                              "ignore_index": "i64", "W_TOTAL": "*fp32", "eps": "fp32",
-                              "z_loss": "fp32", "x_row_stride": "i64"},
-        "ce_reduce_kernel": {"PER": "*fp32", "DEN": "*fp32", "rows": "i32", "LOSS": "*fp32",
-                             "SCALE": "*fp32"},
+                              "STATS": "*fp32", "DX": p, "FACTOR": "*fp32", "rows": "i32",
+                              "n": "i32", "inv_t": "fp32", "ignore_index": "i64",
+                              "W_TOTAL": "*fp32", "eps": "fp32", "z_loss": "fp32",
+                              "x_row_stride": "i64"},
+        "ce_reduce_kernel": {"PER": "*fp32", "rows": "i32", "DEN": "*fp32", "LOSS": "*fp32"},
         "ce_grad_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "STATS": "*fp32",
-                           "rows": "i32", "G": "*fp32", "g_stride": "i32", "SCALE": "*fp32",
+                           "rows": "i32", "G": "*fp32", "g_stride": "i32", "FACTOR": "*fp32",
                            "DX": p, "n": "i32", "inv_t": "fp32", "x_row_stride": "i64"},
+        "ce_scale_kernel": {"DX": p, "G": "*fp32", "g_stride": "i32", "n": "i32",
+                            "row_stride": "i64"},
     }[kernel]  # fmt: skip
 
 
@@ -48,22 +52,45 @@ _FLAGS = {
     "normalize_kernel": ({"LOG": False}, {"LOG": True}),
     "normalize_backward_kernel": ({"LOG": False}, {"LOG": True}),
     "logsumexp_kernel": ({},),
+    "ce_mean_kernel": ({"HAS_W": False, "HAS_IGNORE": True}, {"HAS_W": True, "HAS_IGNORE": False}),
     "ce_forward_kernel": (
-        {"HAS_W": False, "HAS_IGNORE": True, "SMOOTH": False, "Z_LOSS": False},
-        {"HAS_W": True, "HAS_IGNORE": False, "SMOOTH": True, "Z_LOSS": True},
+        {
+            "HAS_W": False,
+            "HAS_IGNORE": True,
+            "SMOOTH": False,
+            "Z_LOSS": False,
+            "WRITE_GRAD": True,
+            "HAS_FACTOR": True,
+        },
+        {
+            "HAS_W": True,
+            "HAS_IGNORE": False,
+            "SMOOTH": True,
+            "Z_LOSS": True,
+            "WRITE_GRAD": False,
+            "HAS_FACTOR": False,
+        },
     ),
     "ce_reduce_kernel": ({"MEAN": False}, {"MEAN": True}),
     "ce_grad_kernel": (
-        {"HAS_W": False, "SMOOTH": False, "HAS_G": False, "HAS_SCALE": True},
-        {"HAS_W": True, "SMOOTH": True, "HAS_G": True, "HAS_SCALE": False},
+        {"HAS_W": False, "SMOOTH": False, "HAS_G": False, "HAS_FACTOR": True},
+        {"HAS_W": True, "SMOOTH": True, "HAS_G": True, "HAS_FACTOR": False},
     ),
+    "ce_scale_kernel": ({},),
 }
 #: Kernels without the ONE_PASS switch: read in chunks always, or not rows at all.
-_CHUNKED = {"ce_grad_kernel": "chunks", "ce_reduce_kernel": "a reduction over rows"}
+_CHUNKED = {
+    "ce_grad_kernel": "chunks",
+    "ce_scale_kernel": "chunks",
+    "ce_mean_kernel": "a reduction over rows",
+    "ce_reduce_kernel": "a reduction over rows",
+}
+#: The one-program kernels over rows (no logits: one dtype).
+_ROWS = ("ce_mean_kernel", "ce_reduce_kernel")
 _CONFIGS = [
     (kernel, dtype, one_pass, flags)
     for kernel, variants in _FLAGS.items()
-    for dtype in (("float32", "bfloat16") if kernel != "ce_reduce_kernel" else ("float32",))
+    for dtype in (("float32", "bfloat16") if kernel not in _ROWS else ("float32",))
     for one_pass in ((True, False) if kernel not in _CHUNKED else (False,))
     for flags in variants
 ]
@@ -86,7 +113,7 @@ def test_kernel_compiles_for_sm90(kernel: str, dtype: str, one_pass: bool, flags
     n = ops.ONE_PASS_MAX if one_pass else ops.ONE_PASS_MAX + 1
     block, chosen_one_pass, warps = ops.config(n)
     assert chosen_one_pass == one_pass
-    if kernel == "ce_reduce_kernel":
+    if kernel in _ROWS:
         block, warps = ops.REDUCE_BLOCK, ops.REDUCE_WARPS
     constexprs = {"BLOCK": block, **flags}
     if kernel not in _CHUNKED:

@@ -190,6 +190,29 @@ def test_cross_entropy_gradient_equals_generic(
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_backward_twice(reduction: str) -> None:
+    """The first backward scales the gradient the forward wrote (rows whose incoming gradient
+    is exactly 1 are skipped on the device); a second one (``retain_graph``) recomputes it:
+    both equal the generic path's, and the logits are never written."""
+    x = torch.tensor(_rows(np.random.default_rng(6)), dtype=torch.float32)
+    before = x.clone()
+    target = torch.tensor([1, 3, 0, 8, -100, 2])
+    grads = []
+    for context in (xs.use(TRITON), xs.force_generic()):
+        xg = x.clone().requires_grad_(True) if grads else x.requires_grad_(True)
+        with context:
+            loss = xs.cross_entropy(xg, target, reduction=reduction, label_smoothing=0.1)
+        cot = torch.tensor([1.0, 2.0, 1.0, 0.5, 1.0, 3.0]) if reduction == "none" else None
+        first = torch.autograd.grad(loss, xg, cot, retain_graph=True)[0]
+        second = torch.autograd.grad(loss, xg, None if cot is None else cot * 2.0)[0]
+        grads.append((first, second))
+    assert torch.equal(x.detach(), before)
+    rows = [0, 1, 3, 4, 5]  # row 2 is all -inf: no gradient
+    for got, want in zip(grads[0], grads[1]):
+        torch.testing.assert_close(got[rows], want[rows], equal_nan=True)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_under_torch_compile(reduction: str) -> None:
     """Cross-entropy's operators (the loss and its reduction, the gradient) in one compiled
     graph, forward and backward, equal the generic path's."""

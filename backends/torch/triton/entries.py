@@ -176,6 +176,12 @@ def _weight_trains(o: CrossEntropySettings) -> bool:
     return o.weight is not None and o.weight.requires_grad
 
 
+def _reduction(o: CrossEntropySettings) -> int:
+    from xpsoftmax.backends.torch.triton import ops
+
+    return {"none": ops.NONE, "sum": ops.SUM, "mean": ops.MEAN}[o.reduction]
+
+
 @_entry("cross_entropy", _ce_ok, _CE)
 def cross_entropy(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
@@ -184,13 +190,10 @@ def cross_entropy(
         return _generic.cross_entropy(xp, logits, target, axis, options)
     from xpsoftmax.backends.torch.triton import ops
 
+    # The reduction (and the mean's rule, 0 over nothing) in the kernels.
     args = _arguments(logits, target, options)
-    if options.reduction == "none":
-        per, _ = ops.cross_entropy_rows(*args)
-        return per.reshape(target.shape)
-    # The reduction (and the mean's rule, 0 over nothing) in a kernel: ops.ce_reduce_kernel.
-    loss, _, _ = ops.cross_entropy_loss(*args, options.reduction == "mean")
-    return loss
+    loss = ops.cross_entropy(*args, reduction=_reduction(options))
+    return loss.reshape(target.shape) if options.reduction == "none" else loss
 
 
 @_entry("cross_entropy_with_grad", _ce_ok, _CE)
@@ -201,13 +204,10 @@ def cross_entropy_with_grad(
         return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)
     from xpsoftmax.backends.torch.triton import ops
 
-    x, flat, weight, *rest = args = _arguments(logits, target, options)
-    t, eps = rest[2], rest[3]
     with torch.no_grad():
-        if options.reduction == "none":  # the gradient of the entries' sum
-            loss, stats = ops.cross_entropy_rows(*args)
-            loss, scale = loss.reshape(target.shape), None
-        else:
-            loss, scale, stats = ops.cross_entropy_loss(*args, options.reduction == "mean")
-        grad = ops.cross_entropy_grad(x, flat, weight, stats, None, scale, t, bool(eps))
+        loss, grad = ops.cross_entropy_with_grad(
+            *_arguments(logits, target, options), reduction=_reduction(options)
+        )
+    if options.reduction == "none":
+        loss = loss.reshape(target.shape)
     return loss, grad.reshape(logits.shape)

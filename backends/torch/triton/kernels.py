@@ -248,12 +248,64 @@ def _backward_value(dy, y, total, mass, inv_t, LOG: tl.constexpr):
 
 # --- cross-entropy with class-index targets -----------------------------------------------------
 @triton.jit
+def _target_terms(TARGET, W, index, n, ignore_index, HAS_W: tl.constexpr, HAS_IGNORE: tl.constexpr):
+    """``(target, valid, ignored, t_safe, w_t)`` of the entries at ``index`` (a scalar or a
+    block): an index in ``[0, n)`` that is not ``ignore_index`` is valid; ``w_t`` is its class
+    weight (the weight of class 0 for an invalid index, whose loss is NaN or 0 anyway)."""
+    target = tl.load(TARGET + index).to(tl.int64)
+    in_range = (target >= 0) & (target < n)
+    if HAS_IGNORE:
+        ignored = target == ignore_index
+        valid = in_range & (target != ignore_index)
+    else:
+        ignored = target != target  # False: no index is ignored
+        valid = in_range
+    t_safe = tl.where(valid, target, 0)
+    w_t = tl.where(valid, 1.0, 1.0)  # 1, shaped like the index
+    if HAS_W:
+        w_t = tl.load(W + t_safe).to(tl.float32)
+    return target, valid, ignored, t_safe, w_t
+
+
+@triton.jit
+def ce_mean_kernel(
+    TARGET,
+    W,
+    rows,
+    n,
+    ignore_index,
+    DEN,
+    FACTOR,
+    HAS_W: tl.constexpr,
+    HAS_IGNORE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """One program: the mean's denominator ``DEN`` (the weights of the entries not ignored)
+    and ``FACTOR``, d mean / d entry's loss (``1 / DEN``, 0 when ``DEN`` is 0: the generic
+    ``mean_over``). It reads the targets only, so the forward kernel can write the gradient
+    of the mean while it reads the logits."""
+    den = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, rows, BLOCK):
+        i = start + tl.arange(0, BLOCK)
+        inside = i < rows
+        _, _, ignored, _, w_t = _target_terms(
+            TARGET, W, tl.where(inside, i, 0), n, ignore_index, HAS_W, HAS_IGNORE
+        )
+        den += tl.where(inside & ~ignored, w_t, 0.0)
+    total = tl.sum(den, axis=0)
+    tl.store(DEN, total)
+    tl.store(FACTOR, tl.where(total == 0.0, 0.0, 1.0 / tl.where(total == 0.0, 1.0, total)))
+
+
+@triton.jit
 def ce_forward_kernel(
     X,
     TARGET,
     W,
     PER,
     STATS,
+    DX,
+    FACTOR,
     rows,
     n,
     inv_t,
@@ -266,30 +318,27 @@ def ce_forward_kernel(
     HAS_IGNORE: tl.constexpr,
     SMOOTH: tl.constexpr,
     Z_LOSS: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+    HAS_FACTOR: tl.constexpr,
     BLOCK: tl.constexpr,
     ONE_PASS: tl.constexpr,
 ):
-    """One entry (row) of cross-entropy with a class-index target, in one read of its logits:
-    the formula of ``xpsoftmax._generic._index_terms`` on the row's statistics.
+    """One entry (row) of cross-entropy with a class-index target: the formula of
+    ``xpsoftmax._generic._index_terms`` on the row's statistics, and with ``WRITE_GRAD`` its
+    gradient in the same read of a row held on chip (a row read in chunks is read once more).
 
     ``PER``: ``w_t * ((1 - eps) * (lse - z_t) + eps / C * (W lse - <w, z>))`` plus the z-loss
     ``z_loss * w_t * lse_abs**2``, +inf on an all -inf row, 0 where ignored, NaN for an index
-    out of range. ``STATS`` (6, rows), row by row: the entry's part of the mean's denominator
-    (``w_t``, 0 where ignored); for the gradient kernel the row's maximum (-inf on rows
-    without a gradient) and ``log(sum(exp z))``, and the gradient's coefficients of ``p``, of
-    the target's one-hot and of the class weights (0 on rows without a gradient: ignored, out
-    of range, all -inf), for ``z = (x - shift) * inv_t``."""
+    out of range. ``STATS`` (5, rows), row by row, for :func:`ce_grad_kernel`: the row's
+    maximum (-inf on rows without a gradient), ``log(sum(exp z))``, and the gradient's
+    coefficients of ``p``, of the target's one-hot and of the class weights (0 on rows without
+    a gradient: ignored, out of range, all -inf), for ``z = (x - shift) * inv_t``. ``DX``:
+    the gradient of the entry's loss times ``FACTOR[0]`` (the mean's, when ``HAS_FACTOR``)."""
     row = tl.program_id(0).to(tl.int64)
     x_ptr = X + row * x_row_stride
-    target = tl.load(TARGET + row).to(tl.int64)
-    in_range = (target >= 0) & (target < n)
-    if HAS_IGNORE:
-        ignored = target == ignore_index
-        valid = in_range & (target != ignore_index)
-    else:
-        ignored = target != target  # False: no index is ignored
-        valid = in_range
-    t_safe = tl.where(valid, target, 0)
+    target, valid, ignored, t_safe, w_t = _target_terms(
+        TARGET, W, row, n, ignore_index, HAS_W, HAS_IGNORE
+    )
     if ONE_PASS:
         cols = tl.arange(0, BLOCK)
         mask = cols < n
@@ -314,9 +363,6 @@ def ce_forward_kernel(
     # A +inf maximum: NaN (inf - inf in the generic path's z), not a finite log.
     lse = tl.where(shift == float("inf"), float("nan"), _log_total(count, rest))
     z_t = (tl.load(x_ptr + t_safe).to(tl.float32) - shift) * inv_t
-    w_t = 1.0
-    if HAS_W:
-        w_t = tl.load(W + t_safe).to(tl.float32)
     per = tl.where(empty, float("inf"), lse - z_t) * ((1.0 - eps) * w_t)
     coef = w_t * (1.0 - eps)
     if SMOOTH:
@@ -332,43 +378,76 @@ def ce_forward_kernel(
         coef += 2.0 * z_loss * w_t * lse_abs
     per = tl.where(valid, per, tl.where(ignored, 0.0, float("nan")))
     keep = valid & (count + rest != 0.0)
+    # Rows without a gradient (ignored, out of range, all -inf): all three coefficients 0 and
+    # p = 0, so that NaN logits of an ignored row give 0, not NaN.
+    cl = tl.where(keep, coef, 0.0)
+    ct = tl.where(keep, -w_t * (1.0 - eps), 0.0)
+    cw = tl.where(keep, -eps / n, 0.0)
     tl.store(PER + row, per)
     stats = STATS + row  # one pointer step of ``rows`` per statistic: no int32 overflow
-    tl.store(stats, tl.where(ignored, 0.0, w_t))
-    # -inf marks the rows without a gradient for the gradient kernel (p = 0 there, and all
-    # three coefficients are 0), so that NaN logits of an ignored row give 0, not NaN.
-    stats += rows
     tl.store(stats, tl.where(keep, shift, float("-inf")))
     stats += rows
     tl.store(stats, lse)
     stats += rows
-    tl.store(stats, tl.where(keep, coef, 0.0))
+    tl.store(stats, cl)
     stats += rows
-    tl.store(stats, tl.where(keep, -w_t * (1.0 - eps), 0.0))
+    tl.store(stats, ct)
     stats += rows
-    tl.store(stats, tl.where(keep, -eps / n, 0.0))
+    tl.store(stats, cw)
+    if WRITE_GRAD:
+        g = inv_t
+        if HAS_FACTOR:
+            g *= tl.load(FACTOR)
+        cl *= g
+        ct *= g
+        cw *= g
+        dx_ptr = DX + row * x_row_stride
+        if ONE_PASS:
+            dx = _gradient(z, lse, keep, cols, mask, target, cl, ct, cw, W, HAS_W, SMOOTH)
+            tl.store(dx_ptr + cols, dx.to(DX.dtype.element_ty), mask=mask)
+        else:
+            _write_gradient(x_ptr, dx_ptr, n, shift, inv_t, lse, keep, target, cl, ct, cw, W,
+                            HAS_W, SMOOTH, BLOCK)  # fmt: skip
 
 
 @triton.jit
-def ce_reduce_kernel(PER, DEN, rows, LOSS, SCALE, MEAN: tl.constexpr, BLOCK: tl.constexpr):
-    """One program: ``LOSS`` = the sum of ``PER`` (``MEAN=False``) or its mean over the sum of
-    ``DEN``, 0 when that is 0 (the generic ``mean_over``); ``SCALE`` = d LOSS / d PER[i]."""
+def _gradient(z, lse, keep, cols, mask, target, cl, ct, cw, W, HAS_W: tl.constexpr,
+              SMOOTH: tl.constexpr):  # fmt: skip
+    """``cl * p + ct * onehot(target) + cw * w`` over ``cols`` (the coefficients already
+    carry the incoming gradient and ``1 / t``); p = 0 on a row without a gradient."""
+    p = tl.where(keep, tl.exp(z - lse), 0.0)
+    dx = cl * p + tl.where(cols == target, ct, 0.0)
+    if SMOOTH:
+        dx += cw * _class_weight(W, cols, mask, HAS_W)
+    return dx
+
+
+@triton.jit
+def _write_gradient(x_ptr, dx_ptr, n, shift, inv_t, lse, keep, target, cl, ct, cw, W,
+                    HAS_W: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """:func:`_gradient` of a row read in chunks."""
+    for start in range(0, n, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < n
+        x = tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        z = (x - shift) * inv_t
+        dx = _gradient(z, lse, keep, cols, mask, target, cl, ct, cw, W, HAS_W, SMOOTH)
+        tl.store(dx_ptr + cols, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def ce_reduce_kernel(PER, rows, DEN, LOSS, MEAN: tl.constexpr, BLOCK: tl.constexpr):
+    """One program: ``LOSS`` = the sum of ``PER`` (``MEAN=False``) or its mean over ``DEN[0]``
+    (from :func:`ce_mean_kernel`), 0 when that is 0 (the generic ``mean_over``)."""
     total = tl.zeros([BLOCK], tl.float32)
-    den = tl.zeros([BLOCK], tl.float32)
     for start in range(0, rows, BLOCK):
         i = start + tl.arange(0, BLOCK)
         total += tl.load(PER + i, mask=i < rows, other=0.0)
-        if MEAN:
-            den += tl.load(DEN + i, mask=i < rows, other=0.0)
     loss = tl.sum(total, axis=0)
-    scale = 1.0
     if MEAN:
-        d = tl.sum(den, axis=0)
-        safe = tl.where(d == 0.0, 1.0, d)
-        loss = tl.where(d == 0.0, 0.0, loss / safe)
-        scale = tl.where(d == 0.0, 0.0, 1.0 / safe)
+        d = tl.load(DEN)
+        loss = tl.where(d == 0.0, 0.0, loss / tl.where(d == 0.0, 1.0, d))
     tl.store(LOSS, loss)
-    tl.store(SCALE, scale)
 
 
 @triton.jit
@@ -388,7 +467,7 @@ def ce_grad_kernel(
     rows,
     G,
     g_stride,
-    SCALE,
+    FACTOR,
     DX,
     n,
     inv_t,
@@ -396,27 +475,22 @@ def ce_grad_kernel(
     HAS_W: tl.constexpr,
     SMOOTH: tl.constexpr,
     HAS_G: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
+    HAS_FACTOR: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """``DX = g * (cl * p + ct * onehot(target) + cw * w) / t`` per row, for ``p = softmax(x /
-    t)`` and ``g = G[row * g_stride] * SCALE[0]`` (the incoming gradient of the entry's loss
-    or of the reduced loss, and the reduction's factor; 1 where ``HAS_G`` / ``HAS_SCALE`` is
-    False): the gradient of :func:`ce_forward_kernel`'s loss, from its ``STATS``. A row whose
-    maximum there is -inf has none: zeros, also where its logits are NaN."""
+    t)`` and ``g = G[row * g_stride] * FACTOR[0]`` (the incoming gradient of the entry's loss
+    or of the reduced loss, and the mean's factor; 1 where ``HAS_G`` / ``HAS_FACTOR`` is
+    False), from :func:`ce_forward_kernel`'s ``STATS``: the gradient recomputed (for a second
+    backward pass, or when the forward wrote none)."""
     row = tl.program_id(0).to(tl.int64)
-    x_ptr = X + row * x_row_stride
-    dx_ptr = DX + row * x_row_stride
     g = inv_t
     if HAS_G:
         g *= tl.load(G + row * g_stride).to(tl.float32)
-    if HAS_SCALE:
-        g *= tl.load(SCALE)
-    # The statistics after the first (the denominator), in the forward's order, a pointer
-    # step of ``rows`` each.
-    stats = STATS + row + rows
+    if HAS_FACTOR:
+        g *= tl.load(FACTOR)
+    stats = STATS + row  # the forward's order, a pointer step of ``rows`` each
     big = tl.load(stats)
-    shift = tl.where(big == float("-inf"), 0.0, big)
     stats += rows
     lse = tl.load(stats)
     stats += rows
@@ -426,12 +500,23 @@ def ce_grad_kernel(
     stats += rows
     cw = tl.load(stats) * g
     target = tl.load(TARGET + row).to(tl.int64)
-    for start in range(0, n, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        mask = cols < n
-        x = tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-        p = tl.where(big == float("-inf"), 0.0, tl.exp((x - shift) * inv_t - lse))
-        dx = cl * p + tl.where(cols == target, ct, 0.0)
-        if SMOOTH:
-            dx += cw * _class_weight(W, cols, mask, HAS_W)
-        tl.store(dx_ptr + cols, dx.to(DX.dtype.element_ty), mask=mask)
+    keep = big != float("-inf")
+    shift = tl.where(keep, big, 0.0)
+    _write_gradient(X + row * x_row_stride, DX + row * x_row_stride, n, shift, inv_t, lse, keep,
+                    target, cl, ct, cw, W, HAS_W, SMOOTH, BLOCK)  # fmt: skip
+
+
+@triton.jit
+def ce_scale_kernel(DX, G, g_stride, n, row_stride, BLOCK: tl.constexpr):
+    """``DX[row] *= G[row * g_stride]`` in place (DX is the forward's own gradient buffer,
+    never an input), skipped on the device where that is 1 (a loss's ``backward()``): no host
+    synchronisation, and no traffic in the common case."""
+    row = tl.program_id(0).to(tl.int64)
+    g = tl.load(G + row * g_stride).to(tl.float32)
+    if g != 1.0:
+        dx_ptr = DX + row * row_stride
+        for start in range(0, n, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            mask = cols < n
+            dx = tl.load(dx_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(dx_ptr + cols, (dx * g).to(DX.dtype.element_ty), mask=mask)

@@ -153,13 +153,65 @@ _logsumexp_rows_op.register_autograd(_logsumexp_backward, setup_context=_logsume
 
 
 # --- cross-entropy with class-index targets ----------------------------------------------------
-#: The statistics the forward kernel keeps per row for the gradient kernel (and the mean).
-_STATS = 6
+# Two ways through the kernels. Eager with autograd (``_CrossEntropyTrain``): the forward
+# kernel also writes the gradient (a row held on chip is read once, the gradient written once:
+# the least traffic there is), and backward scales that buffer in place by the incoming
+# gradient, skipped on the device where it is 1. Forward only, and under torch.compile (whose
+# operators may not mutate a saved buffer): the forward keeps per-row statistics, from which
+# ``ce_grad_kernel`` recomputes the gradient in backward (one more read of the logits).
+
+#: The statistics the forward kernel keeps per row for the gradient kernel.
+_STATS = 5
+#: Rows summed per step by the one-program kernels (the mean's denominator, the reduction).
+REDUCE_BLOCK = 4096
+REDUCE_WARPS = 8
+#: ``reduction`` as the launchers take it.
+NONE, SUM, MEAN = 0, 1, 2
 
 
-def _pointer(weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """A kernel argument that may be unread: ``weight``, or any tensor in its place."""
-    return x if weight is None else weight
+def _pointer(tensor: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """A kernel argument that may be unread: ``tensor``, or any tensor in its place."""
+    return x if tensor is None else tensor
+
+
+def _forward(
+    args: tuple[Any, ...], reduction: int, write_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """``(loss, stats, grad or None, den, factor)`` for ``args = (x, target, weight,
+    ignore_index, has_ignore, t, eps, z_loss)``: ``x`` (rows, C), rows > 0, and its class
+    indices ``target`` (rows,); the loss reduced (per entry for ``NONE``), float32; the
+    ``(5, rows)`` statistics of ``ce_grad_kernel``; the gradient of the loss (``write_grad``);
+    the mean's denominator and factor (``MEAN``; unread 0-d tensors otherwise). At most three
+    kernels, whatever the options: a training step's host cost is its launches."""
+    x, target, weight, ignore_index, has_ignore, t, eps, z_loss = args
+    rows, n = x.shape
+    per = x.new_empty(rows, dtype=torch.float32)
+    stats = x.new_empty((_STATS, rows), dtype=torch.float32)
+    grad = torch.empty_like(x) if write_grad else None
+    den = per.new_empty(())
+    factor = per.new_empty(())
+    if reduction == MEAN:
+        kernels.ce_mean_kernel[(1,)](
+            target, _pointer(weight, x), rows, n, ignore_index, den, factor,
+            HAS_W=weight is not None, HAS_IGNORE=has_ignore, BLOCK=REDUCE_BLOCK,
+            num_warps=REDUCE_WARPS,
+        )  # fmt: skip
+    block, one_pass, warps = config(n)
+    # The weights' total is read only with label smoothing.
+    w_total = weight.sum() if weight is not None and eps != 0 else x
+    kernels.ce_forward_kernel[(rows,)](
+        x, target, _pointer(weight, x), per, stats, _pointer(grad, x), factor, rows, n,
+        1.0 / t, ignore_index, w_total, eps, z_loss, x.stride(0), HAS_W=weight is not None,
+        HAS_IGNORE=has_ignore, SMOOTH=eps != 0, Z_LOSS=z_loss != 0, WRITE_GRAD=write_grad,
+        HAS_FACTOR=reduction == MEAN, BLOCK=block, ONE_PASS=one_pass, num_warps=warps,
+    )  # fmt: skip
+    if reduction == NONE:
+        return per, stats, grad, den, factor
+    loss = per.new_empty(())
+    kernels.ce_reduce_kernel[(1,)](
+        per, rows, den, loss, MEAN=reduction == MEAN, BLOCK=REDUCE_BLOCK, num_warps=REDUCE_WARPS
+    )
+    return loss, stats, grad, den, factor
 
 
 def _launch_cross_entropy_rows(
@@ -172,27 +224,10 @@ def _launch_cross_entropy_rows(
     eps: float,
     z_loss: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(per, stats)`` for ``x`` (rows, C) and its class indices ``target`` (rows,), rows > 0:
-    each entry's loss, and ``(6, rows)`` statistics (the entry's part of the mean's
-    denominator first, then what the gradient kernel reads); float32. See
-    ``kernels.ce_forward_kernel``."""
-    rows, n = x.shape
-    per = x.new_empty(rows, dtype=torch.float32)
-    stats = x.new_empty((_STATS, rows), dtype=torch.float32)
-    block, one_pass, warps = config(n)
-    # The weights' total is read only with label smoothing.
-    w_total = weight.sum() if weight is not None and eps != 0 else x
-    kernels.ce_forward_kernel[(rows,)](
-        x, target, _pointer(weight, x), per, stats, rows, n, 1.0 / t, ignore_index, w_total,
-        eps, z_loss, x.stride(0), HAS_W=weight is not None, HAS_IGNORE=has_ignore,
-        SMOOTH=eps != 0, Z_LOSS=z_loss != 0, BLOCK=block, ONE_PASS=one_pass, num_warps=warps,
-    )  # fmt: skip
+    """``(per, stats)``: each entry's loss and the gradient kernel's statistics."""
+    args = (x, target, weight, ignore_index, has_ignore, t, eps, z_loss)
+    per, stats, _, _, _ = _forward(args, NONE, False)
     return per, stats
-
-
-#: Rows summed per step by the reduction's one program, and its warps.
-REDUCE_BLOCK = 4096
-REDUCE_WARPS = 8
 
 
 def _launch_cross_entropy_loss(
@@ -204,20 +239,13 @@ def _launch_cross_entropy_loss(
     t: float,
     eps: float,
     z_loss: float,
-    mean: bool,
+    reduction: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(loss, scale, stats)``: the summed (``mean=False``) or averaged loss of
-    :func:`_launch_cross_entropy_rows`'s entries, d loss / d entry, and the statistics.
-    Two kernels, whatever the options: a training step's host cost is its launches."""
-    per, stats = _launch_cross_entropy_rows(
-        x, target, weight, ignore_index, has_ignore, t, eps, z_loss
-    )
-    loss = per.new_empty(())
-    scale = per.new_empty(())
-    kernels.ce_reduce_kernel[(1,)](
-        per, stats, per.shape[0], loss, scale, MEAN=mean, BLOCK=REDUCE_BLOCK, num_warps=REDUCE_WARPS
-    )
-    return loss, scale, stats
+    """``(loss, stats, factor)``: the summed (``SUM``) or averaged (``MEAN``) loss, the
+    gradient kernel's statistics and the mean's factor."""
+    args = (x, target, weight, ignore_index, has_ignore, t, eps, z_loss)
+    loss, stats, _, _, factor = _forward(args, reduction, False)
+    return loss, stats, factor
 
 
 def _launch_cross_entropy_grad(
@@ -226,13 +254,13 @@ def _launch_cross_entropy_grad(
     weight: torch.Tensor | None,
     stats: torch.Tensor,
     g: torch.Tensor | None,
-    scale: torch.Tensor | None,
+    factor: torch.Tensor | None,
     t: float,
     smooth: bool,
 ) -> torch.Tensor:
     """The gradient with respect to ``x`` of the entries' losses, each scaled by ``g`` (one per
-    row, a 0-d tensor for all, or None for 1) and by ``scale`` (0-d, or None), from their
-    ``stats``. See ``kernels.ce_grad_kernel``."""
+    row, a 0-d tensor for all, or None for 1) and by ``factor`` (0-d, or None), recomputed
+    from their ``stats``. See ``kernels.ce_grad_kernel``."""
     dx = torch.empty_like(x)
     rows, n = x.shape
     block, _, warps = config(min(n, CHUNK))
@@ -240,11 +268,49 @@ def _launch_cross_entropy_grad(
         g = g.to(torch.float32)
     kernels.ce_grad_kernel[(rows,)](
         x, target, _pointer(weight, x), stats, rows, _pointer(g, stats),
-        g.stride(0) if g is not None and g.dim() else 0, _pointer(scale, stats), dx, n,
+        g.stride(0) if g is not None and g.dim() else 0, _pointer(factor, stats), dx, n,
         1.0 / t, x.stride(0), HAS_W=weight is not None, SMOOTH=smooth, HAS_G=g is not None,
-        HAS_SCALE=scale is not None, BLOCK=block, num_warps=warps,
+        HAS_FACTOR=factor is not None, BLOCK=block, num_warps=warps,
     )  # fmt: skip
     return dx
+
+
+def _launch_scale(grad: torch.Tensor, g: torch.Tensor) -> None:
+    """``grad *= g`` per row (``g`` one per row, or 0-d), in place; rows whose ``g`` is 1 are
+    left alone on the device."""
+    rows, n = grad.shape
+    g = g.to(torch.float32)
+    block, _, warps = config(min(n, CHUNK))
+    kernels.ce_scale_kernel[(rows,)](
+        grad, g, g.stride(0) if g.dim() else 0, n, grad.stride(0), BLOCK=block, num_warps=warps
+    )
+
+
+class _CrossEntropyTrain(torch.autograd.Function):
+    """Eager autograd: the forward writes the gradient (``_forward``'s ``write_grad``), the
+    first backward scales it in place; a second backward (``retain_graph=True``) recomputes
+    it from the statistics, since the buffer is scaled (and may now be ``x.grad``)."""
+
+    @staticmethod
+    def forward(ctx: Any, *args: Any) -> torch.Tensor:  # old style: no signature binding
+        x, target, weight, _, _, ctx.t, eps, _, ctx.reduction = args
+        ctx.smooth = eps != 0
+        loss, ctx.stats, ctx.grad, _, ctx.factor = _forward(args[:-1], ctx.reduction, True)
+        ctx.save_for_backward(x, target, weight)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        if ctx.grad is not None:
+            grad, ctx.grad = ctx.grad, None
+            _launch_scale(grad, g)
+        else:
+            x, target, weight = ctx.saved_tensors
+            factor = ctx.factor if ctx.reduction == MEAN else None
+            grad = _launch_cross_entropy_grad(
+                x, target, weight, ctx.stats, g, factor, ctx.t, ctx.smooth
+            )
+        return (grad,) + (None,) * 8
 
 
 _cross_entropy_rows_op = torch.library.custom_op("xpsoftmax::cross_entropy_rows", mutates_args=())(
@@ -282,10 +348,10 @@ def _(
     t: float,
     eps: float,
     z_loss: float,
-    mean: bool,
+    reduction: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     one = x.new_empty((), dtype=torch.float32)
-    return one, torch.empty_like(one), x.new_empty((_STATS, x.shape[0]), dtype=torch.float32)
+    return one, x.new_empty((_STATS, x.shape[0]), dtype=torch.float32), torch.empty_like(one)
 
 
 _cross_entropy_grad_op = torch.library.custom_op("xpsoftmax::cross_entropy_grad", mutates_args=())(
@@ -300,7 +366,7 @@ def _(
     weight: torch.Tensor | None,
     stats: torch.Tensor,
     g: torch.Tensor | None,
-    scale: torch.Tensor | None,
+    factor: torch.Tensor | None,
     t: float,
     smooth: bool,
 ) -> torch.Tensor:
@@ -310,9 +376,8 @@ def _(
 def _ce_rows_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     x, target, weight, _, _, ctx.t, eps, _ = inputs
     ctx.smooth = eps != 0
-    _, stats = output
-    ctx.mark_non_differentiable(stats)
-    ctx.save_for_backward(x, target, weight, stats)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, target, weight, output[1])
 
 
 def _ce_rows_backward(ctx: Any, g_per: torch.Tensor, _: Any) -> tuple[Any, ...]:
@@ -322,17 +387,18 @@ def _ce_rows_backward(ctx: Any, g_per: torch.Tensor, _: Any) -> tuple[Any, ...]:
 
 
 def _ce_loss_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    x, target, weight, _, _, ctx.t, eps, _, _ = inputs
+    x, target, weight, _, _, ctx.t, eps, _, ctx.reduction = inputs
     ctx.smooth = eps != 0
-    _, scale, stats = output
+    _, stats, factor = output
     # Only the loss has a gradient: no zero tensors are made for the others' (a kernel each).
-    ctx.mark_non_differentiable(scale, stats)
-    ctx.save_for_backward(x, target, weight, stats, scale)
+    ctx.mark_non_differentiable(stats, factor)
+    ctx.save_for_backward(x, target, weight, stats, factor)
 
 
 def _ce_loss_backward(ctx: Any, g: torch.Tensor, *unused: Any) -> tuple[Any, ...]:
-    x, target, weight, stats, scale = ctx.saved_tensors
-    dx = cross_entropy_grad(x, target, weight, stats, g, scale, ctx.t, ctx.smooth)
+    x, target, weight, stats, factor = ctx.saved_tensors
+    factor = factor if ctx.reduction == MEAN else None
+    dx = cross_entropy_grad(x, target, weight, stats, g, factor, ctx.t, ctx.smooth)
     return dx, None, None, None, None, None, None, None, None
 
 
@@ -357,12 +423,6 @@ def _function(launch: Any, setup: Any, backward: Any, name: str) -> Any:
 
 _Normalize = _function(_launch_normalize, _normalize_setup, _normalize_backward, "_Normalize")
 _Logsumexp = _function(_launch_logsumexp_rows, _logsumexp_setup, _logsumexp_backward, "_Logsumexp")
-_CrossEntropyRows = _function(
-    _launch_cross_entropy_rows, _ce_rows_setup, _ce_rows_backward, "_CrossEntropyRows"
-)
-_CrossEntropyLoss = _function(
-    _launch_cross_entropy_loss, _ce_loss_setup, _ce_loss_backward, "_CrossEntropyLoss"
-)
 
 
 def normalize(x: torch.Tensor, t: float, log: bool) -> torch.Tensor:
@@ -390,14 +450,35 @@ def logsumexp_rows(x: torch.Tensor) -> torch.Tensor:
     return _launch_logsumexp_rows(x)
 
 
-def cross_entropy_rows(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """See :func:`_launch_cross_entropy_rows` (the same arguments)."""
-    return _dispatch(_cross_entropy_rows_op, _CrossEntropyRows, _launch_cross_entropy_rows, args)
+def cross_entropy(*args: Any, reduction: int) -> torch.Tensor:
+    """The loss of :func:`_forward`'s arguments (``reduction``: ``NONE``, ``SUM``, ``MEAN``),
+    through the custom operators under torch.compile, the training Function when ``x`` needs a
+    gradient, else the launchers."""
+    if _as_operator(args[0]):
+        if reduction == NONE:
+            return _cross_entropy_rows_op(*args)[0]
+        return _cross_entropy_loss_op(*args, reduction)[0]
+    if _differentiated(args[0]):
+        return _CrossEntropyTrain.apply(*args, reduction)
+    loss, _, _, _, _ = _forward(args, reduction, False)
+    return loss
 
 
-def cross_entropy_loss(*args: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """See :func:`_launch_cross_entropy_loss` (the same arguments)."""
-    return _dispatch(_cross_entropy_loss_op, _CrossEntropyLoss, _launch_cross_entropy_loss, args)
+def cross_entropy_with_grad(*args: Any, reduction: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, d loss / d x)`` without autograd (``NONE``: the gradient of the entries'
+    sum)."""
+    if not _as_operator(args[0]):
+        loss, _, grad, _, _ = _forward(args, reduction, True)
+        return loss, grad  # type: ignore[return-value]
+    x, target, weight, _, _, t, eps, _ = args
+    factor = None
+    if reduction == NONE:
+        loss, stats = _cross_entropy_rows_op(*args)
+    else:
+        loss, stats, factor = _cross_entropy_loss_op(*args, reduction)
+        factor = factor if reduction == MEAN else None
+    grad = _cross_entropy_grad_op(x, target, weight, stats, None, factor, t, eps != 0)
+    return loss, grad
 
 
 def cross_entropy_grad(*args: Any) -> torch.Tensor:
@@ -405,13 +486,3 @@ def cross_entropy_grad(*args: Any) -> torch.Tensor:
     if _as_operator(args[0]):
         return _cross_entropy_grad_op(*args)
     return _launch_cross_entropy_grad(*args)
-
-
-def _dispatch(operator: Any, function: Any, launch: Any, args: tuple[Any, ...]) -> Any:
-    """The custom operator under torch.compile, the autograd Function when the first argument
-    needs a gradient, else the launcher itself (module docstring)."""
-    if _as_operator(args[0]):
-        return operator(*args)
-    if _differentiated(args[0]):
-        return function.apply(*args)
-    return launch(*args)

@@ -149,6 +149,12 @@ def _ops(x: torch.Tensor, t: torch.Tensor, ours: bool) -> dict[str, tuple[Callab
     }
     if ours:  # the launcher alone, without the public function's checks and dispatch
         found["softmax_raw"] = (lambda: ops._launch_normalize(x, 1.0, False), 2 * nbytes)
+
+        def with_grad() -> Any:  # the same step without autograd
+            with xs.use("torch.triton"):
+                return xs.cross_entropy_with_grad(x, t)
+
+        found["ce_with_grad"] = (with_grad, 2 * nbytes)
     return found
 
 

@@ -48,7 +48,7 @@ def normalize(x: Any, t: float, log: bool) -> Any:
     """softmax (``log=False``) or log_softmax of each row of ``x`` divided by ``t``."""
     y = cp.empty_like(x)
     acc = accumulator(x.dtype)
-    _launch("normalize", x, y, cp.int64(x.shape[1]), acc(1.0 / t), cp.int32(log))
+    _launch("normalize", x, y, cp.int64(x.shape[1]), acc(t), cp.int32(log))
     return y
 
 
@@ -81,7 +81,7 @@ def cross_entropy(
     w = None if weight is None else cp.ascontiguousarray(weight, dtype=acc)
     w_total = None if w is None or eps == 0 else w.sum()  # on the device: no host read
     _launch(
-        "cross_entropy", x, target, w, per, grad, factor, cp.int64(n), acc(1.0 / t),
+        "cross_entropy", x, target, w, per, grad, factor, cp.int64(n), acc(t),
         cp.int64(ignore_index), cp.int32(has_ignore), w_total, acc(eps), acc(z_loss),
     )  # fmt: skip
     return per, grad

@@ -5,7 +5,8 @@ Each function takes and returns NumPy arrays, like :mod:`.kernels` takes and ret
 ones: a thread's walk over the entries ``i, i + THREADS, ...`` of its row (all rows and
 threads at once), the same update and merge in the accumulator's dtype, the same tree over
 the block. It is not bit-identical to the device (CUDA's ``exp`` and NumPy's differ in the
-last unit), but it runs the same algorithm through every edge case.
+last unit), but it runs the same algorithm through every edge case, and it flushes float32
+subnormal quotients to zero as the device does (CuPy compiles with ``-ftz=true``).
 """
 
 from __future__ import annotations
@@ -21,33 +22,42 @@ def accumulator(dtype: Any) -> Any:
     return np.float64 if np.dtype(dtype) == np.float64 else np.float32
 
 
-def _update(m: Any, k: Any, r: Any, x: Any, inv_t: Any) -> tuple[Any, Any, Any]:
+def _div(a: Any, t: Any) -> Any:
+    """``a / t`` as the device computes it: float32 subnormal results flushed to zero."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        q = np.asarray(a / t)
+    if q.dtype == np.float32:
+        q = np.where(np.abs(q) < np.finfo(np.float32).tiny, np.float32(0) * q, q)
+    return q
+
+
+def _update(m: Any, k: Any, r: Any, x: Any, t: Any) -> tuple[Any, Any, Any]:
     ninf = -np.inf
     gt = x > m
     eq = (x == m) & (x != ninf)
     low = np.where(gt, m, x)
     high = np.where(gt, x, m)
     with np.errstate(invalid="ignore", over="ignore"):
-        e = np.where(low == ninf, 0, np.exp((low - high) * inv_t))
+        e = np.where(low == ninf, 0, np.exp(_div(low - high, t)))
         r = np.where(gt, (r + k) * e, np.where(eq, r, r + e))
     k = np.where(gt, 1, np.where(eq, k + 1, k))
     return np.where(gt, x, m), k.astype(m.dtype), r.astype(m.dtype)
 
 
-def _merge(a: tuple[Any, ...], b: tuple[Any, ...], inv_t: Any) -> tuple[Any, Any, Any]:
+def _merge(a: tuple[Any, ...], b: tuple[Any, ...], t: Any) -> tuple[Any, Any, Any]:
     big = np.maximum(a[0], b[0])
     k = np.zeros_like(big)
     r = np.zeros_like(big)
     for m, sk, sr in (a, b):
         top = (m == big) & (big != -np.inf)
         with np.errstate(invalid="ignore", over="ignore"):
-            scale = np.where(m == -np.inf, 0, np.exp((m - big) * inv_t)).astype(big.dtype)
+            scale = np.where(m == -np.inf, 0, np.exp(_div(m - big, t))).astype(big.dtype)
             k = k + np.where(top, sk, 0).astype(big.dtype)
             r = r + np.where(top, sr, (sk + sr) * scale).astype(big.dtype)
     return big, k, r
 
 
-def _row_stats(x: Any, inv_t: Any) -> tuple[Any, Any, Any]:
+def _row_stats(x: Any, t: Any) -> tuple[Any, Any, Any]:
     """``(m, K, R)`` per row of ``x`` (rows, n) in the accumulator's dtype."""
     rows, n = x.shape
     m = np.full((rows, THREADS), -np.inf, dtype=x.dtype)
@@ -57,14 +67,14 @@ def _row_stats(x: Any, inv_t: Any) -> tuple[Any, Any, Any]:
         cols = start + np.arange(THREADS)
         inside = cols < n
         entry = x[:, np.minimum(cols, n - 1)]
-        new = _update(m, k, r, entry, inv_t)
+        new = _update(m, k, r, entry, t)
         m, k, r = (np.where(inside, a, b) for a, b in zip(new, (m, k, r)))
     half = THREADS // 2
     while half:
         m, k, r = _merge(
             (m[:, :half], k[:, :half], r[:, :half]),
             (m[:, half : 2 * half], k[:, half : 2 * half], r[:, half : 2 * half]),
-            inv_t,
+            t,
         )
         half //= 2
     return m[:, 0], k[:, 0], r[:, 0]
@@ -82,13 +92,13 @@ def _shift(m: Any) -> Any:
 def normalize(x: Any, t: float, log: bool) -> Any:
     acc = accumulator(x.dtype)
     a = x.astype(acc)
-    inv_t = acc(1.0 / t)
-    m, k, r = _row_stats(a, inv_t)
+    t_ = acc(t)
+    m, k, r = _row_stats(a, t_)
     shift = _shift(m)[:, None]
     empty = (k + r == 0)[:, None]
     inf_max = (m == np.inf)[:, None]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        z = (a - shift) * inv_t
+        z = _div(a - shift, t_)
         if log:
             offset = np.where(inf_max, np.nan, np.where(empty, np.inf, _log_total(k, r)[:, None]))
             y = z - offset.astype(acc)
@@ -120,17 +130,17 @@ def cross_entropy(
     acc = accumulator(x.dtype)
     a = x.astype(acc)
     rows, n = a.shape
-    inv_t, eps_, z_loss_ = acc(1.0 / t), acc(eps), acc(z_loss)
+    t_, eps_, z_loss_ = acc(t), acc(eps), acc(z_loss)
     w = None if weight is None else np.asarray(weight, dtype=acc)
     ignored = (target == ignore_index) if has_ignore else np.zeros(rows, dtype=bool)
     valid = (target >= 0) & (target < n) & ~ignored
     t_safe = np.where(valid, target, 0)
     w_t = np.ones(rows, dtype=acc) if w is None else w[t_safe]
-    m, k, r = _row_stats(a, inv_t)
+    m, k, r = _row_stats(a, t_)
     shift = _shift(m)
     empty = k + r == 0
     with np.errstate(invalid="ignore", over="ignore"):
-        z = (a - shift[:, None]) * inv_t
+        z = _div(a - shift[:, None], t_)
         lse = np.where(m == np.inf, np.nan, _log_total(k, r)).astype(acc)
         z_t = z[np.arange(rows), t_safe]
         loss = np.where(empty, np.inf, lse - z_t) * ((1 - eps_) * w_t)
@@ -141,14 +151,14 @@ def cross_entropy(
             loss = loss + (eps_ / n) * np.where(empty, np.inf, total_w * lse - wz)
             coef = coef + eps_ * total_w / n
         if z_loss:
-            lse_abs = shift * inv_t + lse
+            lse_abs = _div(shift, t_) + lse
             loss = loss + np.where(empty, np.inf, (z_loss_ * w_t) * (lse_abs * lse_abs))
             coef = coef + 2 * z_loss_ * w_t * lse_abs
     per = np.where(valid, loss, np.where(ignored, 0, np.nan)).astype(acc)
     if not with_grad:
         return per, None
     keep = (valid & ~empty)[:, None]
-    g = inv_t * np.asarray(factor, dtype=acc)[0]
+    g = _div(np.asarray(factor, dtype=acc)[0], t_)
     cl = np.where(keep, (coef * g)[:, None], 0)
     ct = np.where(keep, (-w_t * (1 - eps_) * g)[:, None], 0)
     cw = np.where(keep, -eps_ / n * g, 0)

@@ -6,11 +6,15 @@ walks the entries ``i, i + THREADS, ...`` of the row keeping its own online stat
 tree in shared memory. The rules are the generic implementation's:
 
 * the shift is the row maximum, 0 for an all -inf row (which then stays -inf, not NaN);
-* ``z = (x - shift) * inv_t``; the sum of ``exp(z)`` is kept as ``K + R``: ``K`` counts the
+* ``z = (x - shift) / t``; the sum of ``exp(z)`` is kept as ``K + R``: ``K`` counts the
   entries at the maximum (each adds exactly 1), ``R`` sums the others, so that
   ``log(sum) = log1p(K - 1 + R)`` keeps its accuracy near 0;
 * a NaN entry makes ``R`` NaN; a +inf maximum makes softmax/log_softmax NaN and logsumexp
   +inf.
+
+The temperature divides (``z = (x - shift) / t``), never multiplies by ``1 / t``: CuPy compiles
+with ``-ftz=true``, which flushes a subnormal ``1 / t`` (``t > 8.5e37``) to 0, and ``-inf * 0``
+is NaN; a flushed quotient is only a rounding away from the true one.
 
 16-bit input is read and written as raw bits with PTX conversions (NVRTC has no
 ``cuda_fp16.h`` of its own) and computed in float32; float64 in double. ``-inf`` is spelt
@@ -61,20 +65,20 @@ template <typename A> struct Stats { A m, k, r; };
 
 // One entry into a thread's statistics: one exponential, of (smaller - larger) / t between
 // the entry and the running maximum (a NaN entry is neither larger nor equal: NaN rest).
-template <typename A> __device__ __forceinline__ void update(Stats<A>& s, A x, A inv_t) {
+template <typename A> __device__ __forceinline__ void update(Stats<A>& s, A x, A t) {
     const A ninf = neg_inf(A(0));
     bool gt = x > s.m;
     bool eq = (x == s.m) && (x != ninf);
     A low = gt ? s.m : x;
     A high = gt ? x : s.m;
-    A e = low == ninf ? A(0) : exp((low - high) * inv_t);
+    A e = low == ninf ? A(0) : exp((low - high) / t);
     s.r = gt ? (s.r + s.k) * e : (eq ? s.r : s.r + e);
     s.k = gt ? A(1) : (eq ? s.k + A(1) : s.k);
     s.m = gt ? x : s.m;
 }
 
 // Two threads' statistics merged at the larger maximum.
-template <typename A> __device__ __forceinline__ Stats<A> merge(Stats<A> a, Stats<A> b, A inv_t) {
+template <typename A> __device__ __forceinline__ Stats<A> merge(Stats<A> a, Stats<A> b, A t) {
     const A ninf = neg_inf(A(0));
     A big = a.m > b.m ? a.m : b.m;
     Stats<A> out = {big, A(0), A(0)};
@@ -85,7 +89,7 @@ template <typename A> __device__ __forceinline__ Stats<A> merge(Stats<A> a, Stat
             out.k += s.k;
             out.r += s.r;
         } else {
-            A scale = s.m == ninf ? A(0) : exp((s.m - big) * inv_t);
+            A scale = s.m == ninf ? A(0) : exp((s.m - big) / t);
             out.r += (s.k + s.r) * scale;
         }
     }
@@ -95,14 +99,14 @@ template <typename A> __device__ __forceinline__ Stats<A> merge(Stats<A> a, Stat
 // The row's statistics: each thread's walk, then a tree over the block (every thread gets
 // the result). ``shared`` holds THREADS entries.
 template <typename T, typename A>
-__device__ Stats<A> row_stats(const T* x, long long n, A inv_t, Stats<A>* shared) {
+__device__ Stats<A> row_stats(const T* x, long long n, A t, Stats<A>* shared) {
     Stats<A> s = {neg_inf(A(0)), A(0), A(0)};
-    for (long long i = threadIdx.x; i < n; i += THREADS) update(s, to_acc(x[i]), inv_t);
+    for (long long i = threadIdx.x; i < n; i += THREADS) update(s, to_acc(x[i]), t);
     shared[threadIdx.x] = s;
     __syncthreads();
     for (int half = THREADS / 2; half > 0; half /= 2) {
         if (threadIdx.x < half)
-            shared[threadIdx.x] = merge(shared[threadIdx.x], shared[threadIdx.x + half], inv_t);
+            shared[threadIdx.x] = merge(shared[threadIdx.x], shared[threadIdx.x + half], t);
         __syncthreads();
     }
     Stats<A> out = shared[0];
@@ -135,13 +139,13 @@ template <typename A> __device__ __forceinline__ A block_sum(A v, A* shared) {
 _KERNELS = r"""
 // softmax (log == 0) or log_softmax of each row of x divided by t.
 extern "C" __global__ void normalize_%(suffix)s(
-        const %(T)s* x, %(T)s* y, long long n, %(A)s inv_t, int log) {
+        const %(T)s* x, %(T)s* y, long long n, %(A)s t, int log) {
     __shared__ Stats<%(A)s> shared[THREADS];
     typedef %(A)s A;
     long long row = blockIdx.x;
     const %(T)s* xr = x + row * n;
     %(T)s* yr = y + row * n;
-    Stats<A> s = row_stats(xr, n, inv_t, shared);
+    Stats<A> s = row_stats(xr, n, t, shared);
     A shift = shift_of(s.m);
     bool empty = s.k + s.r == A(0);
     bool inf_max = s.m == -neg_inf(A(0));
@@ -149,7 +153,7 @@ extern "C" __global__ void normalize_%(suffix)s(
     A scale = inf_max ? nan_of(A(0)) : (empty ? A(0) : A(1) / (s.k + s.r));
     A offset = inf_max ? nan_of(A(0)) : (empty ? -neg_inf(A(0)) : log_total(s));
     for (long long i = threadIdx.x; i < n; i += THREADS) {
-        A z = (to_acc(xr[i]) - shift) * inv_t;
+        A z = (to_acc(xr[i]) - shift) / t;
         yr[i] = from_acc<%(T)s>(log ? z - offset : exp(z) * scale);
     }
 }
@@ -169,19 +173,19 @@ extern "C" __global__ void logsumexp_%(suffix)s(const %(T)s* x, %(A)s* out, long
 // d mean / d entry, or 1).
 extern "C" __global__ void cross_entropy_%(suffix)s(
         const %(T)s* x, const long long* target, const %(A)s* weight, %(A)s* per,
-        %(T)s* dx, const %(A)s* factor, long long n, %(A)s inv_t, long long ignore_index,
+        %(T)s* dx, const %(A)s* factor, long long n, %(A)s t, long long ignore_index,
         int has_ignore, const %(A)s* w_total, %(A)s eps, %(A)s z_loss) {
     __shared__ Stats<%(A)s> shared[THREADS];
     __shared__ %(A)s sums[THREADS];
     typedef %(A)s A;
     long long row = blockIdx.x;
     const %(T)s* xr = x + row * n;
-    long long t = target[row];
-    bool ignored = has_ignore && t == ignore_index;
-    bool valid = t >= 0 && t < n && !ignored;
-    long long t_safe = valid ? t : 0;
+    long long c = target[row];
+    bool ignored = has_ignore && c == ignore_index;
+    bool valid = c >= 0 && c < n && !ignored;
+    long long t_safe = valid ? c : 0;
     A w_t = weight ? weight[t_safe] : A(1);
-    Stats<A> s = row_stats(xr, n, inv_t, shared);
+    Stats<A> s = row_stats(xr, n, t, shared);
     A shift = shift_of(s.m);
     bool empty = s.k + s.r == A(0);
     bool smooth = eps != A(0);
@@ -189,13 +193,13 @@ extern "C" __global__ void cross_entropy_%(suffix)s(
     if (smooth) {  // sum(w * z) needs the final shift: a second pass
         A acc = A(0);
         for (long long i = threadIdx.x; i < n; i += THREADS)
-            acc += (weight ? weight[i] : A(1)) * ((to_acc(xr[i]) - shift) * inv_t);
+            acc += (weight ? weight[i] : A(1)) * ((to_acc(xr[i]) - shift) / t);
         wz = block_sum(acc, sums);
     }
     // A +inf maximum: NaN (inf - inf in the generic path's z), not a finite log.
     A lse = s.m == -neg_inf(A(0)) ? nan_of(A(0)) : log_total(s);
     A inf = -neg_inf(A(0));
-    A z_t = (to_acc(xr[t_safe]) - shift) * inv_t;
+    A z_t = (to_acc(xr[t_safe]) - shift) / t;
     A loss = (empty ? inf : lse - z_t) * ((A(1) - eps) * w_t);
     A coef = w_t * (A(1) - eps);
     if (smooth) {
@@ -204,7 +208,7 @@ extern "C" __global__ void cross_entropy_%(suffix)s(
         coef += eps * total_w / n;
     }
     if (z_loss != A(0)) {
-        A lse_abs = shift * inv_t + lse;
+        A lse_abs = shift / t + lse;
         loss += empty ? inf : (z_loss * w_t) * (lse_abs * lse_abs);
         coef += A(2) * z_loss * w_t * lse_abs;
     }
@@ -213,14 +217,14 @@ extern "C" __global__ void cross_entropy_%(suffix)s(
     // Rows without a gradient (ignored, out of range, all -inf): zeros, also where the
     // logits are NaN.
     bool keep = valid && !empty;
-    A g = inv_t * factor[0];
+    A g = factor[0] / t;
     A cl = keep ? coef * g : A(0);
     A ct = keep ? -w_t * (A(1) - eps) * g : A(0);
     A cw = keep ? -eps / n * g : A(0);
     %(T)s* dr = dx + row * n;
     for (long long i = threadIdx.x; i < n; i += THREADS) {
-        A p = keep ? exp((to_acc(xr[i]) - shift) * inv_t - lse) : A(0);
-        A d = cl * p + (i == t ? ct : A(0));
+        A p = keep ? exp((to_acc(xr[i]) - shift) / t - lse) : A(0);
+        A d = cl * p + (i == c ? ct : A(0));
         if (smooth) d += cw * (weight ? weight[i] : A(1));
         dr[i] = from_acc<%(T)s>(d);
     }

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 #: The modules under this package that register fast paths, in order.
-FAST_PATH_MODULES = ("rules",)
+FAST_PATH_MODULES = ("rules", "pallas.entries")
 
 
 def device_kind(x: Any) -> str:
@@ -59,6 +59,12 @@ def secondary_array(value: Any) -> Any:
     if isinstance(value, (np.ndarray, np.generic)):
         return jnp.asarray(value)
     return value
+
+
+def hold(x: Any) -> Any:
+    """A value XLA may not fold constants across (``_generic._divide``'s extreme
+    temperatures)."""
+    return jax.lax.optimization_barrier(x)
 
 
 def eager() -> Any:

@@ -121,6 +121,11 @@ def _logsumexp_jvp(axes: tuple[int, ...], primals: Any, tangents: Any) -> Any:
     return out, jnp.sum(p * dx, axis=axes, keepdims=True)
 
 
+def scaled(d: Any, t: float) -> Any:
+    """``d / t`` as :func:`_times` computes it: safe from XLA's flushing of subnormals."""
+    return _times(d, 1.0 / t)
+
+
 def _times(d: Any, inv_t: float) -> Any:
     """``d * (1 / T)``. A reciprocal below float32's smallest normal number would be flushed
     to 0 by XLA on CPU (``-inf * 0 = NaN``): then in two exact steps, as in
@@ -129,7 +134,8 @@ def _times(d: Any, inv_t: float) -> Any:
         return d
     if inv_t >= 1 / BIG_T:
         return d * inv_t
-    return (d * (1 / BIG_T)) * (inv_t * BIG_T)
+    # Held: XLA would fold the two factors into one subnormal constant, flushed to 0.
+    return jax.lax.optimization_barrier(d * (1 / BIG_T)) * (inv_t * BIG_T)
 
 
 def _inv(t: Temperature) -> float:

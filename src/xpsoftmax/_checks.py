@@ -110,6 +110,13 @@ def load_early_backends() -> None:
                 _backend(lib.name)
 
 
+def held(xp: Any, value: Array) -> Array:
+    """``value`` through the library's ``hold`` trait (a barrier its compiler cannot fold
+    constants across: ``jax.lax.optimization_barrier``), or as it is."""
+    hook = _trait(library_name(xp), "hold")
+    return value if hook is None else hook(value)
+
+
 def _trait(library: str, name: str) -> Any:
     return getattr(_backend(library), name, None)
 

@@ -27,6 +27,7 @@ from ._checks import (
     array_device,
     compute_dtype,
     dtype_name,
+    held,
     index_dtype,
     known,
     reduced_shape,
@@ -98,14 +99,16 @@ def _classes(xp: Any, t: Array) -> tuple[Array, Array, Array]:
 
 #: Above this a temperature's reciprocal is subnormal in float32, and XLA on CPU, which
 #: divides by multiplying with the reciprocal and flushes subnormals to zero, would compute
-#: ``x / T`` as ``x * 0`` (NaN for x = -inf). Such temperatures divide in two exact steps.
+#: ``x / T`` as ``x * 0`` (NaN for x = -inf). Such temperatures divide in two exact steps,
+#: the first held (``_checks.held``) so that a compiler cannot fold the two constants into
+#: one subnormal factor again (XLA under ``jax.jit`` did).
 BIG_T = 2.0**64
 
 
 def _divide(xp: Any, d: Array, t: Any) -> Array:
     """``d / t`` for ``t > 0``, exact wherever ``1 / t`` would be subnormal."""
     if isinstance(t, float):
-        return d / t if t <= BIG_T else (d * (1 / BIG_T)) / (t / BIG_T)
+        return d / t if t <= BIG_T else held(xp, d * (1 / BIG_T)) / (t / BIG_T)
     down = xp.where(t > BIG_T, 1 / BIG_T, xp.ones_like(t))
     return (d * down) / (t * down)
 

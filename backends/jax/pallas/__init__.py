@@ -1,19 +1,35 @@
-"""Home of the Pallas kernels for JAX on GPU (the GPU issue): none is registered yet.
+"""Pallas kernels (Triton backend) for JAX on GPU, in three modules:
 
-What is here already is the check every Pallas entry will register as its ``available``; the
-kernels will import ``jax.experimental.pallas`` inside their modules only, so that a JAX
-without Pallas or without a GPU keeps the ``rules`` fast paths.
+``kernels``
+    the kernels, their ``pallas_call`` and their ``jax.custom_jvp`` rules (imports Pallas);
+``entries``
+    the registry entries, which import neither Pallas nor the kernels until a call.
+
+Opt-in for now (``xpsoftmax.use("jax.pallas")``): the entries rank below ``jax.custom_jvp``
+until the kernels have been measured on a GPU. ``XPSOFTMAX_PALLAS_INTERPRET=1`` runs them with
+``interpret=True`` on any device (the tests on CPU).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+
+#: Looked up once, at import (see ``xpsoftmax.backends.torch.triton``).
+_INSTALLED = importlib.util.find_spec("jax.experimental.pallas") is not None
+
+
+def interpreting() -> bool:
+    """Whether the kernels run under Pallas' interpreter (``XPSOFTMAX_PALLAS_INTERPRET=1``)."""
+    return os.environ.get("XPSOFTMAX_PALLAS_INTERPRET") == "1"
 
 
 def available() -> str | None:
-    """None when Pallas GPU kernels can run here, else the reason."""
-    if importlib.util.find_spec("jax.experimental.pallas") is None:
+    """None when Pallas GPU kernels can run here (or are interpreted), else the reason."""
+    if not _INSTALLED:
         return "this JAX has no Pallas"
+    if interpreting():
+        return None
     import jax
 
     try:

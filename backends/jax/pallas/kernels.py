@@ -1,0 +1,186 @@
+"""The Pallas kernels (Triton backend) and their derivative rules.
+
+One program per row of a row-major ``(rows, n)`` view, as the Triton kernels for torch
+(``xpsoftmax.backends.torch.triton.kernels``, whose module docstring gives the rules): a row
+of at most :data:`CHUNK` entries is read once and kept on chip; a longer one is read in chunks
+with the row's running maximum and per-lane ``K`` (entries at the maximum) and ``R`` (the
+others' ``exp(z)``), then read again to write the result. The temperature divides
+by ``1 / t`` in two exact steps when that is subnormal (``rules.scaled``): XLA on CPU, which
+runs the kernels under ``interpret=True``, flushes subnormals to zero, and turns a division
+by a constant into a multiplication by its reciprocal.
+
+The derivative rules are ``jax.custom_jvp`` tangents computed from the kernels' outputs with
+``jax.numpy`` (XLA fuses them): softmax ``p * (dz - <p, dz>)``, log_softmax
+``dz - <exp(y), dz>`` (zero on an all -inf row), logsumexp ``<exp(x - lse), dx>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
+
+from xpsoftmax.backends.jax.pallas import interpreting
+from xpsoftmax.backends.jax.rules import scaled
+
+#: Rows of at most this many entries are read once; longer ones in chunks of this size.
+CHUNK = 4096
+NINF = -math.inf
+
+
+def _block(n: int) -> int:
+    return min(pl.next_power_of_2(max(n, 1)), CHUNK)
+
+
+def _index(i: Any) -> Any:
+    """An index as the ref wants it: int32 (JAX's 64-bit mode makes Python ints int64)."""
+    return jnp.asarray(i, jnp.int32)
+
+
+def _load(x_ref: Any, row: Any, start: Any, block: int, n: int) -> Any:
+    row, start = _index(row), _index(start)
+    cols = start + jnp.arange(block, dtype=jnp.int32)
+    x = plt.load(x_ref.at[row, pl.ds(start, block)], mask=cols < n, other=NINF)
+    return x.astype(jnp.float32)
+
+
+def _stats(x_ref: Any, row: Any, n: int, block: int, t: float) -> tuple[Any, Any, Any]:
+    """``(shift, K, R)`` of the row, read in chunks."""
+
+    def step(i: Any, carry: Any) -> Any:
+        m, k, r = carry
+        x = _load(x_ref, row, i * block, block, n)
+        new = jnp.maximum(m, jnp.max(x))
+        grow = new > m
+        # The ones counted at the old maximum join the rest, rescaled (exp(-inf) = 0 also drops
+        # what an all -inf start counted).
+        r = jnp.where(grow, (r + k) * jnp.exp(scaled(m - new, t)), r)
+        k = jnp.where(grow, 0.0, k)
+        m = jnp.where(grow, new, m)
+        shift = jnp.where(m == NINF, 0.0, m)
+        top = x == m
+        r = r + jnp.where(top, 0.0, jnp.exp(scaled(x - shift, t)))
+        return m, k + top.astype(jnp.float32), r  # not where(top, 1.0, 0.0): float64 in 64-bit mode
+
+    zeros = jnp.zeros(block, jnp.float32)
+    m, k, r = jax.lax.fori_loop(0, pl.cdiv(n, block), step, (jnp.float32(NINF), zeros, zeros))
+    shift = jnp.where(m == NINF, 0.0, m)
+    return shift, jnp.where(m == NINF, 0.0, jnp.sum(k)), jnp.sum(r)
+
+
+def _block_stats(x: Any, t: float) -> tuple[Any, Any, Any]:
+    big = jnp.max(x)
+    shift = jnp.where(big == NINF, 0.0, big)
+    top = x == big
+    count = jnp.where(big == NINF, 0.0, jnp.sum(top.astype(jnp.float32)))
+    return shift, count, jnp.sum(jnp.where(top, 0.0, jnp.exp(scaled(x - shift, t))))
+
+
+def _log_total(count: Any, rest: Any) -> Any:
+    """``log(K + R)``, accurate near 0 (``log1p``); 0 for an empty row."""
+    return jnp.log1p(jnp.where(count > 0, count - 1.0, 0.0) + rest)
+
+
+def _finish(z: Any, shift: Any, count: Any, rest: Any, log: bool) -> Any:
+    """softmax / log_softmax of the row's ``z``; the special rows settled in one scalar: an
+    all -inf row gives 0 / -inf, a +inf maximum NaN."""
+    empty = count + rest == 0.0
+    inf_max = shift == math.inf
+    if log:
+        offset = jnp.where(empty, math.inf, _log_total(count, rest))
+        return z - jnp.where(inf_max, math.nan, offset)
+    scale = jnp.where(empty, 0.0, 1.0 / jnp.where(empty, 1.0, count + rest))
+    return jnp.exp(z) * jnp.where(inf_max, math.nan, scale)
+
+
+def _normalize_kernel(x_ref: Any, y_ref: Any, *, n: int, t: float, log: bool) -> None:
+    row = pl.program_id(0)
+    block = _block(n)
+    if n <= CHUNK:
+        x = _load(x_ref, row, 0, block, n)
+        shift, count, rest = _block_stats(x, t)
+        y = _finish(scaled(x - shift, t), shift, count, rest, log)
+        mask = jnp.arange(block, dtype=jnp.int32) < n
+        plt.store(y_ref.at[_index(row), pl.ds(_index(0), block)], y.astype(y_ref.dtype), mask=mask)
+        return
+    shift, count, rest = _stats(x_ref, row, n, block, t)
+
+    def write(i: Any, _: Any) -> Any:
+        start = _index(i * block)
+        x = _load(x_ref, row, start, block, n)
+        y = _finish(scaled(x - shift, t), shift, count, rest, log)
+        mask = start + jnp.arange(block, dtype=jnp.int32) < n
+        plt.store(y_ref.at[_index(row), pl.ds(start, block)], y.astype(y_ref.dtype), mask=mask)
+        return 0
+
+    jax.lax.fori_loop(0, pl.cdiv(n, block), write, 0)
+
+
+def _logsumexp_kernel(x_ref: Any, out_ref: Any, *, n: int) -> None:
+    row = pl.program_id(0)
+    block = _block(n)
+    if n <= CHUNK:
+        shift, count, rest = _block_stats(_load(x_ref, row, 0, block, n), 1.0)
+    else:
+        shift, count, rest = _stats(x_ref, row, n, block, 1.0)
+    out = jnp.where(count + rest == 0.0, NINF, shift + _log_total(count, rest))
+    out_ref[row] = out.astype(out_ref.dtype)
+
+
+def _warps(n: int) -> int:
+    return min(32, max(4, _block(n) // 512))
+
+
+def _call(kernel: Any, x: Any, out: Any) -> Any:
+    rows, n = x.shape
+    return pl.pallas_call(
+        kernel,
+        out_shape=out,
+        grid=(rows,),
+        interpret=interpreting(),
+        compiler_params=plt.CompilerParams(num_warps=_warps(n), num_stages=1),
+    )(x)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def normalize(x: Any, t: float, log: bool) -> Any:
+    """softmax (``log=False``) or log_softmax of each row of ``x`` (rows, n), rows > 0,
+    divided by ``t``."""
+    kernel = functools.partial(_normalize_kernel, n=x.shape[1], t=t, log=log)
+    return _call(kernel, x, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+
+@normalize.defjvp
+def _normalize_jvp(t: float, log: bool, primals: Any, tangents: Any) -> Any:
+    (x,), (dx,) = primals, tangents
+    y = normalize(x, t, log)
+    dz = scaled(dx.astype(jnp.float32), t)
+    yf = y.astype(jnp.float32)
+    if log:
+        p = jnp.exp(yf)
+        mass = jnp.sum(p, axis=-1, keepdims=True)
+        tangent = jnp.where(mass == 0, 0.0, dz - jnp.sum(p * dz, axis=-1, keepdims=True))
+    else:
+        tangent = yf * (dz - jnp.sum(yf * dz, axis=-1, keepdims=True))
+    return y, tangent.astype(y.dtype)
+
+
+@jax.custom_jvp
+def logsumexp(x: Any) -> Any:
+    """logsumexp of each row of ``x`` (rows, n), rows > 0, in float32."""
+    kernel = functools.partial(_logsumexp_kernel, n=x.shape[1])
+    return _call(kernel, x, jax.ShapeDtypeStruct((x.shape[0],), jnp.float32))
+
+
+@logsumexp.defjvp
+def _logsumexp_jvp(primals: Any, tangents: Any) -> Any:
+    (x,), (dx,) = primals, tangents
+    out = logsumexp(x)
+    live = (out != NINF)[:, None]
+    p = jnp.where(live, jnp.exp(x.astype(jnp.float32) - jnp.where(live, out[:, None], 0.0)), 0.0)
+    return out, jnp.sum(p * dx.astype(jnp.float32), axis=-1)

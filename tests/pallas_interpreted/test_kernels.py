@@ -1,0 +1,84 @@
+"""The Pallas kernels for JAX without a GPU: run by Pallas' interpreter on CPU arrays
+(``XPSOFTMAX_PALLAS_INTERPRET=1``, set by ``tests/test_pallas.py``) through the kit's
+catalogue, rows held on chip and rows read in chunks, and their derivative rules against the
+generic path's autodiff."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+pytest.importorskip("jax.experimental.pallas")
+
+import jax.numpy as jnp  # noqa: E402
+
+import xpsoftmax as xs  # noqa: E402
+from xpsoftmax.testing import BY_ID, check_implementation  # noqa: E402
+from xpsoftmax.testing.conformance import _plan  # noqa: E402
+
+PALLAS = "jax.pallas"
+OPS = ("softmax", "log_softmax", "logsumexp")
+
+
+def _entries() -> dict[str, Any]:
+    xs.softmax(jnp.zeros(2, dtype=jnp.float32))  # loads the JAX backend
+    return {e.op: e for e in xs.fast_paths(library="jax") if e.name == PALLAS}
+
+
+@pytest.fixture(params=["one_pass", "chunks"])
+def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Rows held on chip, or read in chunks of 4 (the catalogue's rows span several)."""
+    if request.param == "chunks":
+        from xpsoftmax.backends.jax.pallas import kernels
+
+        monkeypatch.setattr(kernels, "CHUNK", 4)
+    return str(request.param)
+
+
+def test_opt_in_only() -> None:
+    entries = _entries()
+    assert set(entries) == set(OPS)
+    assert all(e.priority < 50 for e in entries.values())  # below jax.custom_jvp
+    x = jnp.zeros((2, 3), dtype=jnp.float32)
+    assert xs.which("softmax", x) == "jax.custom_jvp"
+    with xs.use(PALLAS):
+        assert xs.which("softmax", x) == PALLAS
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("op", OPS)
+def test_kernel_conforms(op: str, dtype: str, layout: str) -> None:
+    entry = _entries()[op]
+
+    def fast(*args: Any, **kw: Any) -> Any:
+        plan = _plan(op, args, kw)
+        return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
+
+    fast.__name__ = f"{PALLAS}[{layout}]"
+    assert check_implementation(op, fast, BY_ID["jax:cpu"], dtype, accepts=entry.accepts) > 0
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_gradient_equals_generic(op: str, layout: str) -> None:
+    """jax.grad through the kernels' rules (under jit) against the generic path's autodiff:
+    masked entries, an all -inf row, a temperature."""
+    x = np.random.default_rng(5).normal(size=(4, 9)).astype(np.float32)
+    x[1, :3] = -np.inf
+    x[2] = -np.inf
+    w = jnp.linspace(-1.0, 1.0, 9)
+    kw = {"axis": -1} if op == "logsumexp" else {"temperature": 0.7}
+
+    def loss(a: Any) -> Any:
+        out = getattr(xs, op)(a, **kw)
+        return jnp.sum(jnp.where(jnp.isfinite(out), out, 0.0) * (w if out.ndim == 2 else 1.0))
+
+    grads = []
+    for context in (xs.use(PALLAS), xs.force_generic()):
+        with context:
+            grads.append(jax.jit(jax.grad(loss))(jnp.asarray(x)))
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(grads[0])[2] == 0)  # the all -inf row: no gradient, not NaN

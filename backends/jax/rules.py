@@ -121,11 +121,6 @@ def _logsumexp_jvp(axes: tuple[int, ...], primals: Any, tangents: Any) -> Any:
     return out, jnp.sum(p * dx, axis=axes, keepdims=True)
 
 
-def scaled(d: Any, t: float) -> Any:
-    """``d / t`` as :func:`_times` computes it: safe from XLA's flushing of subnormals."""
-    return _times(d, 1.0 / t)
-
-
 def _times(d: Any, inv_t: float) -> Any:
     """``d * (1 / T)``. A reciprocal below float32's smallest normal number would be flushed
     to 0 by XLA on CPU (``-inf * 0 = NaN``): then in two exact steps, as in

@@ -5,7 +5,7 @@ One program per row of a row-major ``(rows, n)`` view, as the Triton kernels for
 of at most :data:`CHUNK` entries is read once and kept on chip; a longer one is read in chunks
 with the row's running maximum and per-lane ``K`` (entries at the maximum) and ``R`` (the
 others' ``exp(z)``), then read again to write the result. The temperature divides
-by ``1 / t`` in two exact steps when that is subnormal (``rules.scaled``): XLA on CPU, which
+by ``1 / t`` in two exact steps when that is subnormal (:func:`scaled`): XLA on CPU, which
 runs the kernels under ``interpret=True``, flushes subnormals to zero, and turns a division
 by a constant into a multiplication by its reciprocal.
 
@@ -25,12 +25,26 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
+from xpsoftmax._generic import BIG_T
 from xpsoftmax.backends.jax.pallas import interpreting
-from xpsoftmax.backends.jax.rules import scaled
 
 #: Rows of at most this many entries are read once; longer ones in chunks of this size.
 CHUNK = 4096
 NINF = -math.inf
+
+
+def scaled(d: Any, t: float) -> Any:
+    """``d / t`` as ``d * (1 / t)``, in two exact steps where ``1 / t`` is subnormal; the
+    first held from XLA's constant folding when interpreted (``rules._times``; Triton on the
+    GPU neither folds nor flushes, and has no lowering for the barrier)."""
+    if t == 1.0:
+        return d
+    if 1.0 / t >= 1 / BIG_T:
+        return d * (1.0 / t)
+    first = d * (1 / BIG_T)
+    if interpreting():
+        first = jax.lax.optimization_barrier(first)
+    return first * (BIG_T / t)
 
 
 def _block(n: int) -> int:

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import CrossEntropySettings, Temperature
+from xpsoftmax._checks import CrossEntropySettings, Temperature, reduced_shape
 from xpsoftmax._registry import Call, register
 
 _INSTALLED = importlib.util.find_spec("cupy") is not None
@@ -116,8 +116,7 @@ def logsumexp(
     where: Any,
 ) -> Any:
     kernels = _kernels()
-    kept = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
-    shape = kept if keepdims else tuple(s for a, s in enumerate(x.shape) if a not in axes)
+    shape = reduced_shape(x.shape, axes, keepdims)
     if math.prod([x.shape[a] for a in axes]) == 0:  # an empty sum: -inf
         return xp.full(shape, -math.inf, dtype=kernels.accumulator(x.dtype))
     return kernels.logsumexp(_view(x, axes)).reshape(shape)

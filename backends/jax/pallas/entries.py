@@ -10,7 +10,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from xpsoftmax._checks import Temperature
+from xpsoftmax._checks import Temperature, reduced_shape
 from xpsoftmax._registry import Call, register
 from xpsoftmax.backends.jax.pallas import available, interpreting
 
@@ -94,8 +94,7 @@ def logsumexp(
     return_sign: bool,
     where: Any,
 ) -> Any:
-    kept = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
-    shape = kept if keepdims else tuple(s for a, s in enumerate(x.shape) if a not in axes)
+    shape = reduced_shape(x.shape, axes, keepdims)
     if x.size == 0:
         return jnp.full(shape, -math.inf, dtype=jnp.float32)
     from xpsoftmax.backends.jax.pallas import kernels

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from xpsoftmax import _generic
-from xpsoftmax._checks import CrossEntropySettings, Temperature
+from xpsoftmax._checks import CrossEntropySettings, Temperature, reduced_shape
 from xpsoftmax._registry import Call, register
 from xpsoftmax.backends.torch import transformed as _transformed
 from xpsoftmax.backends.torch.triton import available, interpreting
@@ -132,8 +132,7 @@ def logsumexp(
     return_sign: bool,
     where: Any,
 ) -> Any:
-    kept = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
-    shape = kept if keepdims else tuple(s for a, s in enumerate(x.shape) if a not in axes)
+    shape = reduced_shape(x.shape, axes, keepdims)
     if _transformed(x):
         return _generic.logsumexp(
             xp, x, axes, keepdims=keepdims, b=b, return_sign=return_sign, where=where

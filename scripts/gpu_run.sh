@@ -7,6 +7,10 @@
 #   bench.json   python -m xpsoftmax bench on the GPU libraries (fast, generic, own), float32
 #   bench.png    its chart
 #   bench-bf16.json  the same in bfloat16 on longer rows (BF16_SHAPE, default 4096x32768)
+#   tune.txt     scripts/tune_triton.py --defaults: the Triton kernels' GPU time apart from the
+#                host's (CUDA graphs), beside torch's kernels
+# (install.txt, the editable install's log, is removed when the install worked: the lent
+# machine returns at most 8 files.)
 #
 # The GPU image has torch, jax and cupy but not this package's other dependencies: carry them
 # as wheels in .whl/ (see README, "GPU"); they are installed into /tmp/site first.
@@ -26,8 +30,11 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
 # The package itself from the working tree (src/, whose xpsoftmax/backends links to backends/).
-python3 -m pip install -q --no-deps --no-build-isolation --no-compile -e . > "$OUT/install.txt" 2>&1 \
-  || echo "editable install failed (see install.txt); relying on PYTHONPATH" >> "$OUT/install.txt"
+if python3 -m pip install -q --no-deps --no-build-isolation --no-compile -e . > "$OUT/install.txt" 2>&1; then
+  rm -f "$OUT/install.txt"
+else
+  echo "editable install failed (see install.txt); relying on PYTHONPATH" >> "$OUT/install.txt"
+fi
 
 {
   nvidia-smi || echo "nvidia-smi: not found"
@@ -60,6 +67,10 @@ bf16=(--shape "${BF16_SHAPE:-4096x32768}")
 python3 -m xpsoftmax bench "${bf16[@]}" --dtype bfloat16 --library torch --library jax \
   --library cupy --json "$OUT/bench-bf16.json" 2>&1 | tee -a "$OUT/bench.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || bench=1
+
+tune=(--defaults)
+[ -n "${QUICK:-}" ] && tune+=(--quick)
+timeout 300 python3 scripts/tune_triton.py "${tune[@]}" > "$OUT/tune.txt" 2>&1 || bench=1
 
 echo "tests exit $tests, bench exit $bench" | tee -a "$OUT/device.txt"
 [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]

@@ -32,6 +32,8 @@ def _signature(kernel: str, dtype: str) -> dict[str, str]:
         "normalize_backward_kernel": {"DY": p, "Y": p, "DX": p, "n": "i32", "inv_t": "fp32",
                                       "row_stride": "i64"},
         "logsumexp_kernel": {"X": p, "OUT": "*fp32", "n": "i32", "x_row_stride": "i64"},
+        "logsumexp_backward_kernel": {"X": p, "OUT": "*fp32", "G": "*fp32", "g_stride": "i32",
+                                      "DX": p, "n": "i32", "row_stride": "i64"},
         "ce_mean_kernel": {"TARGET": "*i64", "W": "*fp32", "rows": "i32", "n": "i32",
                            "ignore_index": "i64", "DEN": "*fp32", "FACTOR": "*fp32"},
         "ce_forward_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "PER": "*fp32",
@@ -52,6 +54,7 @@ _FLAGS = {
     "normalize_kernel": ({"LOG": False}, {"LOG": True}),
     "normalize_backward_kernel": ({"LOG": False}, {"LOG": True}),
     "logsumexp_kernel": ({},),
+    "logsumexp_backward_kernel": ({},),
     "ce_mean_kernel": ({"HAS_W": False, "HAS_IGNORE": True}, {"HAS_W": True, "HAS_IGNORE": False}),
     "ce_forward_kernel": (
         {
@@ -80,6 +83,7 @@ _FLAGS = {
 }
 #: Kernels without the ONE_PASS switch: read in chunks always, or not rows at all.
 _CHUNKED = {
+    "logsumexp_backward_kernel": "chunks",
     "ce_grad_kernel": "chunks",
     "ce_scale_kernel": "chunks",
     "ce_mean_kernel": "a reduction over rows",

@@ -8,7 +8,15 @@ not collected.
 
 import os
 
+import torch  # noqa: F401
+
+from xpsoftmax._checks import load_early_backends
 from xpsoftmax.testing.fixtures import *  # noqa: F403
+
+# What ``import xpsoftmax`` after ``import torch`` does (``Library.load_early``); here pytest's
+# plugins may have imported xpsoftmax first. Then a test whose first call is compiled
+# (``fullgraph=True``) can run alone.
+load_early_backends()
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     collect_ignore_glob = ["test_*.py"]

@@ -173,6 +173,24 @@ def logsumexp_kernel(X, OUT, n, x_row_stride, BLOCK: tl.constexpr, ONE_PASS: tl.
 
 
 @triton.jit
+def logsumexp_backward_kernel(X, OUT, G, g_stride, DX, n, row_stride, BLOCK: tl.constexpr):
+    """``DX[row] = G[row * g_stride] * exp(X[row] - OUT[row])``, the gradient of
+    :func:`logsumexp_kernel`'s ``OUT``; zero on an all -inf row (``OUT`` -inf: no event)."""
+    row = tl.program_id(0).to(tl.int64)
+    lse = tl.load(OUT + row)
+    live = lse != float("-inf")
+    g = tl.load(G + row * g_stride).to(tl.float32)
+    x_ptr = X + row * row_stride
+    dx_ptr = DX + row * row_stride
+    for start in range(0, n, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < n
+        x = tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        p = tl.where(live, tl.exp(x - tl.where(live, lse, 0.0)), 0.0)
+        tl.store(dx_ptr + cols, (p * g).to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def normalize_backward_kernel(
     DY,
     Y,

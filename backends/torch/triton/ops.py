@@ -141,12 +141,35 @@ def _logsumexp_setup(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) ->
     ctx.save_for_backward(inputs[0], output)
 
 
+def _launch_logsumexp_backward(x: torch.Tensor, out: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``g[:, None] * exp(x - out[:, None])``: d logsumexp / d x scaled by the incoming ``g``
+    (one per row), zero on an all -inf row (the contract: empty events)."""
+    dx = torch.empty_like(x)
+    rows, n = x.shape
+    if rows and n:
+        block, _, warps = config(min(n, CHUNK))
+        g = g.to(torch.float32)
+        kernels.logsumexp_backward_kernel[(rows,)](
+            x, out, g, g.stride(0), dx, n, x.stride(0), BLOCK=block, num_warps=warps
+        )
+    return dx
+
+
+_logsumexp_backward_op = torch.library.custom_op("xpsoftmax::logsumexp_backward", mutates_args=())(
+    _launch_logsumexp_backward
+)
+
+
+@_logsumexp_backward_op.register_fake
+def _(x: torch.Tensor, out: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
 def _logsumexp_backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
     x, out = ctx.saved_tensors
-    # d lse / d x = exp(x - lse); zero on an all -inf row (the contract: empty events).
-    live = (out != -torch.inf)[:, None]
-    p = torch.exp(x.to(torch.float32) - torch.where(live, out[:, None], 0.0))
-    return (torch.where(live, p, 0.0) * g[:, None]).to(x.dtype)
+    if _as_operator(g):
+        return _logsumexp_backward_op(x, out, g)
+    return _launch_logsumexp_backward(x, out, g)
 
 
 _logsumexp_rows_op.register_autograd(_logsumexp_backward, setup_context=_logsumexp_setup)

@@ -38,7 +38,9 @@ def test_gpu_only_here() -> None:
 
     xs.softmax(jnp.zeros(2, dtype=jnp.float32))  # loads the JAX backend
     entries = [e for e in xs.fast_paths(library="jax") if e.name == "jax.pallas"]
-    assert {e.op for e in entries} == {"softmax", "log_softmax", "logsumexp"}
+    assert {e.op for e in entries} == {
+        "softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad"
+    }  # fmt: skip
     assert all(e.devices == ("gpu",) for e in entries)
     with xs.use("jax.pallas"):
         assert xs.which("softmax", jnp.zeros((2, 3), dtype=jnp.float32)) == "generic"

@@ -21,7 +21,7 @@ from xpsoftmax.testing import BY_ID, check_implementation  # noqa: E402
 from xpsoftmax.testing.conformance import _plan  # noqa: E402
 
 PALLAS = "jax.pallas"
-OPS = ("softmax", "log_softmax", "logsumexp")
+OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
 
 
 def _entries() -> dict[str, Any]:
@@ -62,7 +62,7 @@ def test_kernel_conforms(op: str, dtype: str, layout: str) -> None:
     assert check_implementation(op, fast, BY_ID["jax:cpu"], dtype, accepts=entry.accepts) > 0
 
 
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", OPS[:3])
 def test_gradient_equals_generic(op: str, layout: str) -> None:
     """jax.grad through the kernels' rules (under jit) against the generic path's autodiff:
     masked entries, an all -inf row, a temperature."""
@@ -82,3 +82,34 @@ def test_gradient_equals_generic(op: str, layout: str) -> None:
             grads.append(jax.jit(jax.grad(loss))(jnp.asarray(x)))
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
     assert np.all(np.asarray(grads[0])[2] == 0)  # the all -inf row: no gradient, not NaN
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"reduction": "none"}, {"reduction": "sum", "label_smoothing": 0.2},
+     {"z_loss": 1e-2, "temperature": 0.7}],
+    ids=lambda o: ",".join(o) or "default",
+)  # fmt: skip
+def test_cross_entropy_gradient_equals_generic(options: dict, layout: str) -> None:
+    """jax.grad (under jit) through the fused rule against the generic path's autodiff: an
+    ignored row, an all -inf row, a masked entry; and cross_entropy_with_grad alike."""
+    x = np.random.default_rng(9).normal(size=(5, 9)).astype(np.float32)
+    x[1, 0] = -np.inf
+    x[2] = -np.inf  # its loss is +inf: left out of the summed loss below
+    target = jnp.asarray([1, 3, 0, 8, -100])
+    keep = jnp.asarray([1.0, 1.0, 0.0, 1.0, 1.0])
+
+    def loss(a: Any) -> Any:
+        out = xs.cross_entropy(a, target, **options)
+        return jnp.sum(jnp.where(jnp.isfinite(out), out, 0.0) * (keep if out.ndim else 1.0))
+
+    grads, pairs = [], []
+    for context in (xs.use(PALLAS), xs.force_generic()):
+        with context:
+            grads.append(jax.jit(jax.grad(loss))(jnp.asarray(x)))
+            pairs.append(xs.cross_entropy_with_grad(jnp.asarray(x), target, **options))
+    rows = [0, 1, 3, 4] if options.get("reduction") == "none" else slice(None)
+    np.testing.assert_allclose(np.asarray(grads[0])[rows], np.asarray(grads[1])[rows],
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    for got, want in zip(*pairs):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)

@@ -5,12 +5,15 @@ axes, in float16, bfloat16 and float32, on a GPU (or anywhere, interpreted:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
-from xpsoftmax._checks import Temperature, reduced_shape
+from xpsoftmax import _generic
+from xpsoftmax._checks import CrossEntropySettings, Temperature, reduced_shape, target_masks
 from xpsoftmax._registry import Call, register
 from xpsoftmax.backends.jax.pallas import available, interpreting
 
@@ -100,3 +103,94 @@ def logsumexp(
     from xpsoftmax.backends.jax.pallas import kernels
 
     return kernels.logsumexp(_view(x, axes)).reshape(shape)
+
+
+# --- cross-entropy with class indices, no class weights ---------------------------------------
+def _ce_ok(call: Call) -> bool:
+    return (
+        call.opt("target") == "index"
+        and not call.opt("weight")
+        and call.axes == (call.ndim - 1,)
+        and 0 < call.length <= LONG_ROW
+        and call.opt("temperature") in ("one", "positive")
+    )
+
+
+def _ce(logits: Any, target: Any, o: CrossEntropySettings, with_grad: bool) -> Any:
+    """``loss`` or ``(loss, grad)`` through the kernel: the codes and the mean's factor from
+    the targets first (``_checks.target_masks``: judged in the target's own dtype)."""
+    from xpsoftmax.backends.jax.pallas import kernels
+
+    n = logits.shape[-1]
+    flat = target.reshape(-1)
+    ignored, valid = target_masks(jnp, flat, n, o.ignore_index)
+    codes = jnp.where(valid, flat, jnp.where(ignored, -2, -1)).astype(jnp.int32)
+    den = jnp.sum(~ignored).astype(jnp.float32)
+    factor = _generic.mean_over(jnp, 1.0, den) if o.reduction == "mean" else jnp.float32(1)
+    found = kernels.cross_entropy_rows(
+        logits.reshape(-1, n), codes, jnp.reshape(factor, (1,)).astype(jnp.float32),
+        t=_t(o.temperature), eps=o.label_smoothing, z_loss=o.z_loss, with_grad=with_grad,
+    )  # fmt: skip
+    per = found[0] if with_grad else found
+    if o.reduction == "none":
+        loss = per.reshape(target.shape)
+    elif o.reduction == "sum":
+        loss = jnp.sum(per)
+    else:
+        loss = _generic.mean_over(jnp, jnp.sum(per), den)
+    return (loss, found[1].reshape(logits.shape)) if with_grad else loss
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _fused(logits: Any, target: Any, o: CrossEntropySettings) -> Any:
+    return _ce(logits, target, o, with_grad=False)
+
+
+@_fused.defjvp
+def _fused_jvp(o: CrossEntropySettings, primals: Any, tangents: Any) -> Any:
+    # As rules._fused_ce: the kernel writes d loss / d logits with the loss; the tangent
+    # <G, dx> is linear in dx, so reverse mode only scales G.
+    logits, target = primals
+    dx, _ = tangents
+    loss, grad = _ce(logits, target, o, with_grad=True)
+    prod = grad.astype(loss.dtype) * dx.astype(loss.dtype)
+    tangent = jnp.sum(prod, axis=-1) if loss.ndim else jnp.sum(prod)
+    return loss, tangent.astype(loss.dtype)
+
+
+@register(
+    "cross_entropy",
+    "jax",
+    "jax.pallas",
+    priority=40,
+    supports=_ce_ok,
+    devices=_DEVICES,
+    dtypes=("float16", "bfloat16", "float32"),
+    available=available,
+    description="class indices along the last axis, weight=None, scalar temperature > 0; opt-in",
+)
+def cross_entropy(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> Any:
+    if logits.size == 0:
+        return _generic.cross_entropy(jnp, logits, target, axis, options)
+    return _fused(logits, target, options)
+
+
+@register(
+    "cross_entropy_with_grad",
+    "jax",
+    "jax.pallas",
+    priority=40,
+    supports=_ce_ok,
+    devices=_DEVICES,
+    dtypes=("float16", "bfloat16", "float32"),
+    available=available,
+    description="class indices along the last axis, weight=None, scalar temperature > 0; opt-in",
+)
+def cross_entropy_with_grad(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> Any:
+    if logits.size == 0:
+        return _generic.cross_entropy_with_grad(jnp, logits, target, axis, options)
+    return _ce(logits, target, options, with_grad=True)

@@ -198,3 +198,94 @@ def _logsumexp_jvp(primals: Any, tangents: Any) -> Any:
     live = (out != NINF)[:, None]
     p = jnp.where(live, jnp.exp(x.astype(jnp.float32) - jnp.where(live, out[:, None], 0.0)), 0.0)
     return out, jnp.sum(p * dx.astype(jnp.float32), axis=-1)
+
+
+# --- cross-entropy with class indices (no class weights) --------------------------------------
+def _ce_kernel(
+    x_ref: Any,
+    t_ref: Any,
+    f_ref: Any,
+    per_ref: Any,
+    *grad_ref: Any,
+    n: int,
+    t: float,
+    eps: float,
+    z_loss: float,
+) -> None:
+    """Row ``row``'s loss (the generic ``_index_terms`` on its statistics) and, with a
+    ``grad_ref``, its gradient times ``f_ref[0]`` (the mean's factor, or 1). ``t_ref`` holds
+    codes: the class index where valid, -2 where ignored, -1 out of range."""
+    row = pl.program_id(0)
+    block = _block(n)
+    target = t_ref[row]
+    ignored = target == -2
+    valid = target >= 0
+    t_safe = jnp.where(valid, target, 0)
+    if n <= CHUNK:
+        x = _load(x_ref, row, 0, block, n)
+        shift, count, rest = _block_stats(x, t)
+    else:
+        shift, count, rest = _stats(x_ref, row, n, block, t)
+
+    def z_sum(i: Any, acc: Any) -> Any:  # sum(z) over the row, for label smoothing
+        start = _index(i * block)
+        x = _load(x_ref, row, start, block, n)
+        inside = start + jnp.arange(block, dtype=jnp.int32) < n
+        return acc + jnp.sum(jnp.where(inside, scaled(x - shift, t), 0.0))
+
+    empty = count + rest == 0.0
+    lse = jnp.where(shift == math.inf, math.nan, _log_total(count, rest))
+    picked = plt.load(x_ref.at[_index(row), pl.ds(_index(t_safe), 1)]).astype(jnp.float32)
+    z_t = scaled(picked[0] - shift, t)
+    loss = jnp.where(empty, math.inf, lse - z_t) * (1.0 - eps)
+    coef = jnp.float32(1.0 - eps)
+    if eps:
+        wz = jax.lax.fori_loop(0, pl.cdiv(n, block), z_sum, jnp.float32(0))
+        loss = loss + (eps / n) * jnp.where(empty, math.inf, n * lse - wz)
+        coef = coef + eps
+    if z_loss:
+        lse_abs = scaled(shift, t) + lse
+        loss = loss + jnp.where(empty, math.inf, z_loss * lse_abs * lse_abs)
+        coef = coef + 2.0 * z_loss * lse_abs
+    per_ref[row] = jnp.where(valid, loss, jnp.where(ignored, 0.0, math.nan)).astype(per_ref.dtype)
+    if not grad_ref:
+        return
+    keep = valid & ~empty
+    g = scaled(f_ref[0], t)
+    cl = jnp.where(keep, coef * g, 0.0)
+    ct = jnp.where(keep, -(1.0 - eps) * g, 0.0)
+    cw = jnp.where(keep, -eps / n * g, 0.0)
+
+    def write(i: Any, _: Any) -> Any:
+        start = _index(i * block)
+        cols = start + jnp.arange(block, dtype=jnp.int32)
+        x = _load(x_ref, row, start, block, n)
+        p = jnp.where(keep, jnp.exp(scaled(x - shift, t) - lse), 0.0)
+        d = cl * p + jnp.where(cols == target, ct, 0.0) + (cw if eps else 0.0)
+        plt.store(grad_ref[0].at[_index(row), pl.ds(start, block)],
+                  d.astype(grad_ref[0].dtype), mask=cols < n)  # fmt: skip
+        return 0
+
+    jax.lax.fori_loop(0, pl.cdiv(n, block), write, 0)
+
+
+def cross_entropy_rows(
+    x: Any, codes: Any, factor: Any, *, t: float, eps: float, z_loss: float, with_grad: bool
+) -> Any:
+    """``per`` (float32, one per row of ``x`` (rows, n), rows > 0) or ``(per, grad)``: the
+    gradient of the entries' losses times ``factor`` (a (1,) float32 array). ``codes``
+    (int32): each row's class index, -2 where ignored, -1 out of range (judged in the
+    target's own dtype by the caller)."""
+    rows, n = x.shape
+    kernel = functools.partial(_ce_kernel, n=n, t=t, eps=eps, z_loss=z_loss)
+    out = [jax.ShapeDtypeStruct((rows,), jnp.float32)]
+    if with_grad:
+        out.append(jax.ShapeDtypeStruct(x.shape, x.dtype))
+    found = pl.pallas_call(
+        kernel,
+        out_shape=tuple(out),
+        grid=(rows,),
+        interpret=interpreting(),
+        compiler_params=plt.CompilerParams(num_warps=_warps(n), num_stages=1),
+    )(x, codes, factor)
+    return found if with_grad else found[0]

@@ -1,4 +1,5 @@
-"""Pallas kernels (Triton backend) for JAX on GPU, in three modules:
+"""Pallas kernels (Triton backend) for JAX on GPU (softmax, log_softmax, logsumexp,
+cross-entropy with class indices), in two modules:
 
 ``kernels``
     the kernels, their ``pallas_call`` and their ``jax.custom_jvp`` rules (imports Pallas);

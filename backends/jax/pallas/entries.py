@@ -1,5 +1,6 @@
 """The Pallas kernels as fast paths for JAX: softmax, log_softmax and logsumexp over trailing
-axes, in float16, bfloat16 and float32, on a GPU (or anywhere, interpreted:
+axes, cross-entropy with class indices and no class weights over the last, in float16,
+bfloat16 and float32, on a GPU (or anywhere, interpreted:
 ``XPSOFTMAX_PALLAS_INTERPRET=1``). Priority 40, below ``jax.custom_jvp``: opt-in with
 ``xpsoftmax.use("jax.pallas")`` until measured on a GPU."""
 

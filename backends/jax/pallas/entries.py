@@ -39,7 +39,9 @@ def _rows(call: Call) -> bool:
 LONG_ROW = 2**20
 
 
-def _entry(op: str, supports: Any) -> Any:
+def _entry(op: str, supports: Any, description: str = _DESCRIPTION) -> Any:
+    """The registration of this module's entry for ``op``: one name, priority, device list,
+    dtypes and availability check for all."""
     return register(
         op,
         "jax",
@@ -49,7 +51,7 @@ def _entry(op: str, supports: Any) -> Any:
         devices=_DEVICES,
         dtypes=("float16", "bfloat16", "float32"),
         available=available,
-        description=_DESCRIPTION,
+        description=description,
     )
 
 
@@ -107,6 +109,9 @@ def logsumexp(
 
 
 # --- cross-entropy with class indices, no class weights ---------------------------------------
+_CE = "class indices along the last axis, weight=None, scalar temperature > 0; opt-in"
+
+
 def _ce_ok(call: Call) -> bool:
     return (
         call.opt("target") == "index"
@@ -159,17 +164,7 @@ def _fused_jvp(o: CrossEntropySettings, primals: Any, tangents: Any) -> Any:
     return loss, tangent.astype(loss.dtype)
 
 
-@register(
-    "cross_entropy",
-    "jax",
-    "jax.pallas",
-    priority=40,
-    supports=_ce_ok,
-    devices=_DEVICES,
-    dtypes=("float16", "bfloat16", "float32"),
-    available=available,
-    description="class indices along the last axis, weight=None, scalar temperature > 0; opt-in",
-)
+@_entry("cross_entropy", _ce_ok, _CE)
 def cross_entropy(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:
@@ -178,17 +173,7 @@ def cross_entropy(
     return _fused(logits, target, options)
 
 
-@register(
-    "cross_entropy_with_grad",
-    "jax",
-    "jax.pallas",
-    priority=40,
-    supports=_ce_ok,
-    devices=_DEVICES,
-    dtypes=("float16", "bfloat16", "float32"),
-    available=available,
-    description="class indices along the last axis, weight=None, scalar temperature > 0; opt-in",
-)
+@_entry("cross_entropy_with_grad", _ce_ok, _CE)
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:

@@ -12,14 +12,15 @@ import importlib.util
 import math
 from typing import Any
 
-from xpsoftmax import _generic
+from xpsoftmax import _generic, _rows
 from xpsoftmax._checks import CrossEntropySettings, Temperature, reduced_shape
-from xpsoftmax._registry import Call, register
+from xpsoftmax._registry import register
 
 _INSTALLED = importlib.util.find_spec("cupy") is not None
 _DTYPES = ("float16", "float32", "float64")
 _ROWS = "trailing axes of a C-contiguous array"
 _CE = "class indices along the last axis of a C-contiguous array, scalar temperature > 0"
+_CE_OK = _rows.class_index_ok
 
 
 def available() -> str | None:
@@ -33,24 +34,6 @@ def available() -> str | None:
     except cupy.cuda.runtime.CUDARuntimeError as exc:
         return f"no CUDA device ({exc})"
     return None if count else "no CUDA device"
-
-
-def _rows(call: Call) -> bool:
-    k = len(call.axes)
-    return k > 0 and call.axes == tuple(range(call.ndim - k, call.ndim)) and call.contiguous
-
-
-def _normalization_ok(call: Call) -> bool:
-    return _rows(call) and not call.opt("where") and call.opt("temperature") in ("one", "positive")
-
-
-def _ce_ok(call: Call) -> bool:
-    return (
-        call.opt("target") == "index"
-        and call.axes == (call.ndim - 1,)
-        and call.contiguous
-        and call.opt("temperature") in ("one", "positive")
-    )
 
 
 def _entry(op: str, supports: Any, description: str) -> Any:
@@ -74,26 +57,22 @@ def _kernels() -> Any:
     return kernels
 
 
-def _view(x: Any, axes: tuple[int, ...]) -> Any:
-    return x.reshape(-1, math.prod([x.shape[a] for a in axes]))
-
-
-def _t(temperature: Temperature) -> float:
-    return 1.0 if temperature.kind == "one" else float(temperature.value)
-
-
 def _normalize(x: Any, axes: tuple[int, ...], temperature: Temperature, log: bool) -> Any:
     if x.size == 0:
         return x.copy()
-    return _kernels().normalize(_view(x, axes), _t(temperature), log).reshape(x.shape)
+    return (
+        _kernels()
+        .normalize(_rows.as_rows(x, axes), _rows.scalar_temperature(temperature), log)
+        .reshape(x.shape)
+    )
 
 
-@_entry("softmax", _normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
+@_entry("softmax", _rows.normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     return _normalize(x, axes, temperature, log=False)
 
 
-@_entry("log_softmax", _normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
+@_entry("log_softmax", _rows.normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
@@ -102,7 +81,7 @@ def log_softmax(
 
 @_entry(
     "logsumexp",
-    lambda c: _rows(c) and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
+    _rows.logsumexp_ok,
     _ROWS + ", b=None, where=None, return_sign=False",
 )
 def logsumexp(
@@ -119,7 +98,7 @@ def logsumexp(
     shape = reduced_shape(x.shape, axes, keepdims)
     if math.prod([x.shape[a] for a in axes]) == 0:  # an empty sum: -inf
         return xp.full(shape, -math.inf, dtype=kernels.accumulator(x.dtype))
-    return kernels.logsumexp(_view(x, axes)).reshape(shape)
+    return kernels.logsumexp(_rows.as_rows(x, axes)).reshape(shape)
 
 
 def _served(logits: Any, target: Any) -> bool:
@@ -137,7 +116,7 @@ def _cross_entropy(
     x, flat = logits.reshape(-1, n), xp.astype(target.reshape(-1), xp.int64)
     acc = kernels.accumulator(logits.dtype)
     has_ignore = -(2**63) <= o.ignore_index < 2**63
-    factor = xp.ones(1, dtype=acc)
+    factor = xp.ones(1, dtype=acc) if with_grad else None  # read with the gradient only
     if o.reduction == "mean":
         # The kernel's rule for the denominator: each entry not ignored adds its class weight
         # (class 0's for an index out of range, whose loss is NaN anyway).
@@ -148,9 +127,11 @@ def _cross_entropy(
             valid = (flat >= 0) & (flat < n) & keep
             w_t = xp.take(xp.astype(o.weight, acc), xp.where(valid, flat, 0))
             den = xp.sum(xp.where(keep, w_t, xp.zeros_like(w_t)))
-        factor = xp.reshape(_generic.mean_over(xp, 1.0, den), (1,))
+        if with_grad:
+            factor = xp.reshape(_generic.mean_over(xp, 1.0, den), (1,))
+    t = _rows.scalar_temperature(o.temperature)
     per, grad = kernels.cross_entropy(
-        x, flat, o.weight, o.ignore_index if has_ignore else 0, has_ignore, _t(o.temperature),
+        x, flat, o.weight, o.ignore_index if has_ignore else 0, has_ignore, t,
         o.label_smoothing, o.z_loss, factor, with_grad,
     )  # fmt: skip
     if o.reduction == "none":
@@ -162,7 +143,7 @@ def _cross_entropy(
     return loss, None if grad is None else grad.reshape(logits.shape)
 
 
-@_entry("cross_entropy", _ce_ok, _CE)
+@_entry("cross_entropy", _CE_OK, _CE)
 def cross_entropy(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:
@@ -171,7 +152,7 @@ def cross_entropy(
     return _cross_entropy(xp, logits, target, options, with_grad=False)[0]
 
 
-@_entry("cross_entropy_with_grad", _ce_ok, _CE)
+@_entry("cross_entropy_with_grad", _CE_OK, _CE)
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:

@@ -73,7 +73,7 @@ def cross_entropy(
 ) -> tuple[Any, Any]:
     """``(per, grad or None)``: each row's loss for its class index in ``target`` (int64),
     and with ``with_grad`` the gradient of the losses times ``factor`` (a 1-element array of
-    the accumulator's dtype: the mean's factor, or 1)."""
+    the accumulator's dtype: the mean's factor, or 1; unread, may be None, without it)."""
     rows, n = x.shape
     acc = accumulator(x.dtype)
     per = cp.empty(rows, dtype=acc)

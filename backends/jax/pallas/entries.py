@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from xpsoftmax import _generic
+from xpsoftmax import _generic, _rows
 from xpsoftmax._checks import CrossEntropySettings, Temperature, reduced_shape, target_masks
 from xpsoftmax._registry import Call, register
 from xpsoftmax.backends.jax.pallas import available, interpreting
@@ -24,15 +24,6 @@ _DESCRIPTION = "trailing axes, where=None, scalar temperature > 0; opt-in"
 #: The GPU, and every device when the kernels are interpreted (decided at import, as the
 #: registry's device lists are).
 _DEVICES = ("gpu", "cpu", "tpu") if interpreting() else ("gpu",)
-
-
-def _rows(call: Call) -> bool:
-    k = len(call.axes)
-    return (
-        k > 0
-        and call.axes == tuple(range(call.ndim - k, call.ndim))
-        and 0 < call.length <= LONG_ROW
-    )
 
 
 #: The longest slice served (as the Triton kernels: each lane sums at most 256 chunks).
@@ -55,41 +46,29 @@ def _entry(op: str, supports: Any, description: str = _DESCRIPTION) -> Any:
     )
 
 
-def _normalization_ok(call: Call) -> bool:
-    return _rows(call) and not call.opt("where") and call.opt("temperature") in ("one", "positive")
-
-
-def _t(temperature: Temperature) -> float:
-    return 1.0 if temperature.kind == "one" else float(temperature.value)
-
-
-def _view(x: Any, axes: tuple[int, ...]) -> Any:
-    return x.reshape(-1, math.prod([x.shape[a] for a in axes]))
-
-
 def _normalize(x: Any, axes: tuple[int, ...], temperature: Temperature, log: bool) -> Any:
     if x.size == 0:
         return jnp.zeros_like(x)
     from xpsoftmax.backends.jax.pallas import kernels
 
-    return kernels.normalize(_view(x, axes), _t(temperature), log).reshape(x.shape)
+    return kernels.normalize(
+        _rows.as_rows(x, axes), _rows.scalar_temperature(temperature), log
+    ).reshape(x.shape)
 
 
-@_entry("softmax", _normalization_ok)
+@_entry("softmax", lambda c: _rows.normalization_ok(c, LONG_ROW))
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     return _normalize(x, axes, temperature, log=False)
 
 
-@_entry("log_softmax", _normalization_ok)
+@_entry("log_softmax", lambda c: _rows.normalization_ok(c, LONG_ROW))
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
     return _normalize(x, axes, temperature, log=True)
 
 
-@_entry(
-    "logsumexp", lambda c: _rows(c) and not (c.opt("b") or c.opt("return_sign") or c.opt("where"))
-)
+@_entry("logsumexp", lambda c: _rows.logsumexp_ok(c, LONG_ROW))
 def logsumexp(
     xp: Any,
     x: Any,
@@ -105,7 +84,7 @@ def logsumexp(
         return jnp.full(shape, -math.inf, dtype=jnp.float32)
     from xpsoftmax.backends.jax.pallas import kernels
 
-    return kernels.logsumexp(_view(x, axes)).reshape(shape)
+    return kernels.logsumexp(_rows.as_rows(x, axes)).reshape(shape)
 
 
 # --- cross-entropy with class indices, no class weights ---------------------------------------
@@ -113,13 +92,7 @@ _CE = "class indices along the last axis, weight=None, scalar temperature > 0; o
 
 
 def _ce_ok(call: Call) -> bool:
-    return (
-        call.opt("target") == "index"
-        and not call.opt("weight")
-        and call.axes == (call.ndim - 1,)
-        and 0 < call.length <= LONG_ROW
-        and call.opt("temperature") in ("one", "positive")
-    )
+    return _rows.class_index_ok(call, LONG_ROW) and not call.opt("weight")
 
 
 def _ce(logits: Any, target: Any, o: CrossEntropySettings, with_grad: bool) -> Any:
@@ -134,8 +107,9 @@ def _ce(logits: Any, target: Any, o: CrossEntropySettings, with_grad: bool) -> A
     den = jnp.sum(~ignored).astype(jnp.float32)
     factor = _generic.mean_over(jnp, 1.0, den) if o.reduction == "mean" else jnp.float32(1)
     found = kernels.cross_entropy_rows(
-        logits.reshape(-1, n), codes, jnp.reshape(factor, (1,)).astype(jnp.float32),
-        t=_t(o.temperature), eps=o.label_smoothing, z_loss=o.z_loss, with_grad=with_grad,
+        _rows.as_rows(logits, (logits.ndim - 1,)), codes,
+        jnp.reshape(factor, (1,)).astype(jnp.float32), t=_rows.scalar_temperature(o.temperature),
+        eps=o.label_smoothing, z_loss=o.z_loss, with_grad=with_grad,
     )  # fmt: skip
     per = found[0] if with_grad else found
     if o.reduction == "none":

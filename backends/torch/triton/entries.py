@@ -29,14 +29,15 @@ kernels.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import torch
 
-from xpsoftmax import _generic
+from xpsoftmax import _generic, _rows
 from xpsoftmax._checks import CrossEntropySettings, Temperature, reduced_shape
-from xpsoftmax._registry import Call, register
+from xpsoftmax._registry import register
 from xpsoftmax.backends.torch import transformed as _transformed
 from xpsoftmax.backends.torch.triton import available, interpreting
 
@@ -47,20 +48,6 @@ _DEVICES = ("cuda", "cpu") if interpreting() else ("cuda",)
 #: one after another: up to this length that is at most 256, whose rounding stays within the
 #: contract's few units; longer rows take ``native`` or the generic path.
 LONG_ROW = 2**20
-
-
-def _rows(call: Call) -> bool:
-    k = len(call.axes)
-    return (
-        k > 0
-        and call.axes == tuple(range(call.ndim - k, call.ndim))
-        and call.contiguous
-        and 0 <= call.length <= LONG_ROW
-    )
-
-
-def _normalization_ok(call: Call) -> bool:
-    return _rows(call) and not call.opt("where") and call.opt("temperature") in ("one", "positive")
 
 
 def _entry(op: str, supports: Any, description: str) -> Any:
@@ -81,15 +68,7 @@ def _entry(op: str, supports: Any, description: str) -> Any:
 
 _ROWS = "trailing axes of a contiguous tensor"
 _CE = "class indices along the last axis of a contiguous tensor, scalar temperature > 0"
-
-
-def _view(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-    """``x`` as ``(rows, n)``, the slices along ``axes`` (trailing, contiguous) as rows."""
-    return x.reshape(-1, math.prod([x.shape[a] for a in axes]))
-
-
-def _t(temperature: Temperature) -> float:
-    return 1.0 if temperature.kind == "one" else float(temperature.value)
+_CE_OK = functools.partial(_rows.class_index_ok, longest=LONG_ROW)
 
 
 def _normalize(
@@ -102,15 +81,25 @@ def _normalize(
         return torch.zeros_like(x)
     from xpsoftmax.backends.torch.triton import ops
 
-    return ops.normalize(_view(x, axes), _t(temperature), log).reshape(x.shape)
+    return ops.normalize(
+        _rows.as_rows(x, axes), _rows.scalar_temperature(temperature), log
+    ).reshape(x.shape)
 
 
-@_entry("softmax", _normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
+@_entry(
+    "softmax",
+    lambda c: _rows.normalization_ok(c, LONG_ROW),
+    _ROWS + ", where=None, scalar temperature > 0",
+)
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     return _normalize(xp, x, axes, temperature, log=False)
 
 
-@_entry("log_softmax", _normalization_ok, _ROWS + ", where=None, scalar temperature > 0")
+@_entry(
+    "log_softmax",
+    lambda c: _rows.normalization_ok(c, LONG_ROW),
+    _ROWS + ", where=None, scalar temperature > 0",
+)
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
@@ -119,7 +108,7 @@ def log_softmax(
 
 @_entry(
     "logsumexp",
-    lambda c: _rows(c) and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
+    lambda c: _rows.logsumexp_ok(c, LONG_ROW),
     _ROWS + ", b=None, where=None, return_sign=False",
 )
 def logsumexp(
@@ -141,19 +130,10 @@ def logsumexp(
         return torch.full(shape, -math.inf, dtype=torch.float32, device=x.device)
     from xpsoftmax.backends.torch.triton import ops
 
-    return ops.logsumexp_rows(_view(x, axes)).reshape(shape)
+    return ops.logsumexp_rows(_rows.as_rows(x, axes)).reshape(shape)
 
 
 # --- cross-entropy -----------------------------------------------------------------------------
-def _ce_ok(call: Call) -> bool:
-    return (
-        call.opt("target") == "index"
-        and call.axes == (call.ndim - 1,)
-        and call.contiguous
-        and call.opt("temperature") in ("one", "positive")
-        and 0 <= call.length <= LONG_ROW
-    )
-
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -165,7 +145,7 @@ def _arguments(logits: Any, target: Any, o: CrossEntropySettings) -> tuple[Any, 
     has_ignore = _INT64[0] <= o.ignore_index <= _INT64[1]
     return (
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), o.weight,
-        o.ignore_index if has_ignore else 0, has_ignore, _t(o.temperature),
+        o.ignore_index if has_ignore else 0, has_ignore, _rows.scalar_temperature(o.temperature),
         o.label_smoothing, o.z_loss,
     )  # fmt: skip
 
@@ -181,7 +161,7 @@ def _reduction(o: CrossEntropySettings) -> int:
     return {"none": ops.NONE, "sum": ops.SUM, "mean": ops.MEAN}[o.reduction]
 
 
-@_entry("cross_entropy", _ce_ok, _CE)
+@_entry("cross_entropy", _CE_OK, _CE)
 def cross_entropy(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:
@@ -195,7 +175,7 @@ def cross_entropy(
     return loss.reshape(target.shape) if options.reduction == "none" else loss
 
 
-@_entry("cross_entropy_with_grad", _ce_ok, _CE)
+@_entry("cross_entropy_with_grad", _CE_OK, _CE)
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:

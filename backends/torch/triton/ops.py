@@ -199,12 +199,12 @@ def _pointer(tensor: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
 
 def _forward(
     args: tuple[Any, ...], reduction: int, write_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """``(loss, stats, grad or None, den, factor)`` for ``args = (x, target, weight,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``(loss, stats, grad or None, factor)`` for ``args = (x, target, weight,
     ignore_index, has_ignore, t, eps, z_loss)``: ``x`` (rows, C), rows > 0, and its class
     indices ``target`` (rows,); the loss reduced (per entry for ``NONE``), float32; the
     ``(5, rows)`` statistics of ``ce_grad_kernel``; the gradient of the loss (``write_grad``);
-    the mean's denominator and factor (``MEAN``; unread 0-d tensors otherwise). At most three
+    the mean's factor (``MEAN``; an unread 0-d tensor otherwise). At most three
     kernels, whatever the options: a training step's host cost is its launches."""
     x, target, weight, ignore_index, has_ignore, t, eps, z_loss = args
     rows, n = x.shape
@@ -229,12 +229,12 @@ def _forward(
         HAS_FACTOR=reduction == MEAN, BLOCK=block, ONE_PASS=one_pass, num_warps=warps,
     )  # fmt: skip
     if reduction == NONE:
-        return per, stats, grad, den, factor
+        return per, stats, grad, factor
     loss = per.new_empty(())
     kernels.ce_reduce_kernel[(1,)](
         per, rows, den, loss, MEAN=reduction == MEAN, BLOCK=REDUCE_BLOCK, num_warps=REDUCE_WARPS
     )
-    return loss, stats, grad, den, factor
+    return loss, stats, grad, factor
 
 
 def _launch_cross_entropy_rows(
@@ -249,7 +249,7 @@ def _launch_cross_entropy_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(per, stats)``: each entry's loss and the gradient kernel's statistics."""
     args = (x, target, weight, ignore_index, has_ignore, t, eps, z_loss)
-    per, stats, _, _, _ = _forward(args, NONE, False)
+    per, stats, _, _ = _forward(args, NONE, False)
     return per, stats
 
 
@@ -267,7 +267,7 @@ def _launch_cross_entropy_loss(
     """``(loss, stats, factor)``: the summed (``SUM``) or averaged (``MEAN``) loss, the
     gradient kernel's statistics and the mean's factor."""
     args = (x, target, weight, ignore_index, has_ignore, t, eps, z_loss)
-    loss, stats, _, _, factor = _forward(args, reduction, False)
+    loss, stats, _, factor = _forward(args, reduction, False)
     return loss, stats, factor
 
 
@@ -318,7 +318,7 @@ class _CrossEntropyTrain(torch.autograd.Function):
     def forward(ctx: Any, *args: Any) -> torch.Tensor:  # old style: no signature binding
         x, target, weight, _, _, ctx.t, eps, _, ctx.reduction = args
         ctx.smooth = eps != 0
-        loss, ctx.stats, ctx.grad, _, ctx.factor = _forward(args[:-1], ctx.reduction, True)
+        loss, ctx.stats, ctx.grad, ctx.factor = _forward(args[:-1], ctx.reduction, True)
         ctx.save_for_backward(x, target, weight)
         return loss
 
@@ -483,7 +483,7 @@ def cross_entropy(*args: Any, reduction: int) -> torch.Tensor:
         return _cross_entropy_loss_op(*args, reduction)[0]
     if _differentiated(args[0]):
         return _CrossEntropyTrain.apply(*args, reduction)
-    loss, _, _, _, _ = _forward(args, reduction, False)
+    loss, _, _, _ = _forward(args, reduction, False)
     return loss
 
 
@@ -491,7 +491,7 @@ def cross_entropy_with_grad(*args: Any, reduction: int) -> tuple[torch.Tensor, t
     """``(loss, d loss / d x)`` without autograd (``NONE``: the gradient of the entries'
     sum)."""
     if not _as_operator(args[0]):
-        loss, _, grad, _, _ = _forward(args, reduction, True)
+        loss, _, grad, _ = _forward(args, reduction, True)
         return loss, grad  # type: ignore[return-value]
     x, target, weight, _, _, t, eps, _ = args
     factor = None

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import inspect
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,34 @@ print(bench.in_bytes, bench.out_bytes)
     assert proc.returncode == 0, proc.stderr
     # 8x16 float32 logits and 8 int64 labels read; the loss and the 8x16 gradient written.
     assert proc.stdout.split() == [str(8 * 16 * 4 + 8 * 8), str(4 + 8 * 16 * 4)]
+
+
+def test_the_recorded_profile_runs(tmp_path: Path) -> None:
+    """The profile (``asv_bench/record``'s benchmark) on a tiny shape, in a process of its own:
+    it binds that process to one CPU and changes its allocator."""
+    code = f"""
+import json, os, sys
+sys.path.insert(0, {str(BENCH_DIR.parent)!r})
+from benchmarks import profile
+profile.SHAPES = ["{TINY}"]
+profile.ROUNDS = 2
+out = profile.measure_all()
+print(json.dumps({{"out": out, "cpus": len(os.sched_getaffinity(0))}}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    out = report["out"]
+    assert report["cpus"] == 1
+    if sys.platform.startswith("linux"):
+        assert "(steady allocator)" in proc.stderr
+    key = f"softmax|numpy|fast|{TINY}|float32"
+    assert out["ms"][key] > 0 and out["spread"][key] >= 0
+    assert out["vs_peer"][f"softmax|numpy|{TINY}|float32"] > 0
+    assert 0 < out["limit"][f"softmax|numpy|{TINY}|float32"]
+    # every configuration is measured or skipped with its reason
+    measured = {k.replace("|fast|", "|") for k in out["ms"] if "|fast|" in k}
+    assert measured <= set(out["limit"])
+    assert all(isinstance(reason, str) and reason for reason in out["skip"].values())

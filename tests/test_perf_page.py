@@ -181,6 +181,25 @@ def test_a_run_that_failed_throughout_is_left_out(results: Path) -> None:
     assert [r.commit for r in runs] == [COMMITS[0], COMMITS[2]]
 
 
+def test_results_of_another_way_of_measuring_are_left_out(results: Path) -> None:
+    """As asv's own site does: only benchmarks of the version ``benchmarks.json`` names (the
+    profile's ``VERSION``) count; a commit measured the old way has no numbers until recorded
+    again."""
+    current = {
+        bench: {"version": "1" * 64, "param_names": list(names)}
+        for bench, names in perf_page.PARAM_NAMES.items()
+    }
+    (results / "benchmarks.json").write_text(json.dumps(current))
+    for commit in COMMITS[1:]:
+        path = next((results / MACHINE).glob(f"{commit[:4]}*.json"))
+        data = json.loads(path.read_text())
+        for row in data["results"].values():
+            row[COLUMNS.index("version")] = "1" * 64
+        path.write_text(json.dumps(data))
+    runs = perf_page.load_profile(str(results))[MACHINE]
+    assert [r.commit for r in runs] == [COMMITS[2], COMMITS[1]]
+
+
 # --- the profile's section -----------------------------------------------------------------
 
 

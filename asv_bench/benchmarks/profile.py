@@ -24,12 +24,21 @@ those numbers (asv runs each of them in a process of its own, which costs millis
   over that of a plain copy of the same bytes, measured once per device (here the CPU, with
   NumPy) and used for every library on it.
 
-Every library runs on **one thread** here (xpsoftmax's NumPy pool, torch's intra-op pool,
-XLA's CPU runtime). On the project's shared 2-core machine a second thread makes every threaded
-timing bimodal: torch's and JAX's own softmax took 1.8 or 7.9 ms (2.4 or 10.4 ms) from one
-commit to the next, depending on whether the other core was free, which no threshold can tell
-from a regression. One thread measures the code, not the neighbours; the quick run
-(``python -m xpsoftmax bench``) measures multi-threaded speed.
+The process is made steady before anything is measured, so that what moves between commits
+is the code (measured: the paired ratio fast/peer moves by 2% median, under 10% at the 95th
+percentile, at most 23% between fresh processes of the same commit):
+
+* every library runs on **one thread**, bound to one CPU (xpsoftmax's NumPy pool, torch's
+  intra-op pool, XLA's CPU runtime, which only the CPU binding restrains), JAX without
+  asynchronous dispatch. On the project's shared 2-core machine a second thread made every
+  threaded timing bimodal, depending on whether the other core was free. The quick run
+  (``python -m xpsoftmax bench``) measures multi-threaded speed;
+* the C allocator keeps the memory that is freed (:func:`steady_allocator`): otherwise a call's
+  big output may or may not be fresh pages to fault in, by the process's history;
+* each implementation runs a few times untimed, and the garbage collector is off while timing.
+
+:data:`VERSION` names this way of measuring: asv shows only results of the current version, and
+``asv_bench/record`` benchmarks again every commit whose results are of another.
 
 Only xpsoftmax's public functions are used, so old commits run too; a function a commit does
 not have yet (``cross_entropy_with_grad``, ``force_generic``) is recorded as skipped there.
@@ -37,6 +46,9 @@ not have yet (``cross_entropy_with_grad``, ``force_generic``) is recorded as ski
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import itertools
 import math
 import os
@@ -60,6 +72,11 @@ DTYPES = ["float32", "bfloat16"]
 #: Rounds of (fast, generic, peer) per configuration; each sample lasts at least MIN_SAMPLE s.
 ROUNDS = 5
 MIN_SAMPLE = 0.004
+#: The way of measuring (asv's benchmark version); change it when a change of the measurement
+#: makes old numbers incomparable, and record the history again.
+VERSION = "2: steady allocator, one CPU"
+#: Untimed calls of each implementation first: its memory comes from the allocator once.
+WARMUP_CALLS = 3
 
 
 class _Case(XPBenchmark):
@@ -101,10 +118,18 @@ def _calls_per_sample(run):
 
 
 def _time(run, number):
-    start = time.perf_counter()
-    for _ in range(number):
-        run()
-    return (time.perf_counter() - start) / number
+    """Seconds per call over ``number`` calls, without the garbage collector (as ``timeit``):
+    a collection landing in one sample and not in the next is noise, not the code."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(number):
+            run()
+        return (time.perf_counter() - start) / number
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _copy_seconds(nbytes, cache):
@@ -132,6 +157,9 @@ def _measure(op, backend, shape, dtype, copies, out):
         out["skip"][_key(op, backend, impl, shape, dtype)] = reason
     if not cases:
         return
+    for case in cases.values():
+        for _ in range(WARMUP_CALLS):
+            case.run()
     numbers = {impl: _calls_per_sample(case.run) for impl, case in cases.items()}
     samples = {impl: [] for impl in cases}
     for _ in range(ROUNDS):
@@ -155,38 +183,80 @@ def _measure(op, backend, shape, dtype, copies, out):
         case.teardown()
 
 
+def steady_allocator():
+    """Make the C allocator keep the memory that is freed, so that every timed call reuses it
+    (glibc; elsewhere nothing happens). True when applied.
+
+    By default glibc gives big blocks back to the kernel when they are freed: a block over
+    32 MiB is a mapping of its own, and the heap's free top is trimmed. The next call's output
+    or temporary is then fresh memory that faults in page by page (a 32 MB softmax output:
+    8000 page faults, about 10 ms here). Whether it happens depended on the process's history
+    (which freed blocks happened to lie together), not on the code measured: torch.softmax on
+    256x32000 took 3.5 or 13.8 ms from one commit to the next, the JAX fast path's logsumexp
+    7 or 20 ms, and XLA's 62.5 MiB temporary buffer was mapped and unmapped at every call in
+    some processes and reused in others. With no mappings, no trimming and one arena (XLA's
+    worker threads would otherwise have heaps of their own), memory is faulted in once, during
+    the warm-up, and the rounds time the computation. All three implementations run under the
+    same allocator, so the comparison stays fair; the memory the process holds is the largest
+    it ever used (a few hundred MB here).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
+    settings = ((m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, 2**31 - 1))
+    return all(mallopt(option, value) == 1 for option, value in settings)
+
+
 def one_thread():
     """Every library on one thread (see the module's docstring). Called before torch and JAX
-    are imported in this process: XLA reads its flags when it starts."""
+    are imported in this process: XLA sizes its thread pool when it starts.
+
+    The process is also bound to one CPU: XLA's CPU runtime runs a fusion's loop on a pool of
+    as many threads as the process has CPUs, whatever its flags say (with the flags alone JAX
+    still used both cores here, and its timings moved by up to 60% between processes). One CPU
+    also keeps the scheduler from moving the measurement between cores. And JAX's CPU
+    computations run inline, on the calling thread, rather than handed to a worker thread and
+    waited for: that hand-over's wake-up took 6 to 70 us from one process to the next, which
+    moved the tiny shape's times 5-10x between commits.
+    """
+    if hasattr(os, "sched_setaffinity"):  # Linux
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     os.environ["XPSOFTMAX_NUM_THREADS"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["XLA_FLAGS"] = " ".join(
-        [
-            os.environ.get("XLA_FLAGS", ""),
-            "--xla_cpu_multi_thread_eigen=false",
-            "intra_op_parallelism_threads=1",
-        ]
+        [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_multi_thread_eigen=false"]
     ).strip()
     if hasattr(xs, "set_num_threads"):  # commits before the thread pool have none to set
         xs.set_num_threads(1)
-    try:
+    with contextlib.suppress(ImportError, AttributeError):  # JAX without the option: async
+        import jax
+
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    with contextlib.suppress(ImportError):
         import torch
-    except ImportError:
-        return
-    torch.set_num_threads(1)
+
+        torch.set_num_threads(1)
 
 
 def measure_all():
     """Every configuration of the profile: ``{"ms", "spread", "vs_peer", "limit", "skip"}``,
     each a dict keyed by ``"op|backend|impl|shape|dtype"`` (no ``impl`` for ``vs_peer`` and
     ``limit``); ``skip`` holds the reason of each configuration that could not run."""
+    steady = steady_allocator()  # first: before torch and XLA start their threads
     one_thread()
     out = {"ms": {}, "spread": {}, "vs_peer": {}, "limit": {}, "skip": {}}
     copies = {}
     started = time.perf_counter()
     for op, backend, shape, dtype in itertools.product(OPS, BACKENDS, SHAPES, DTYPES):
         _measure(op, backend, shape, dtype, copies, out)
-    print(f"profile measured in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    allocator = "steady allocator" if steady else "default allocator"
+    print(
+        f"profile measured in {time.perf_counter() - started:.0f} s ({allocator})", file=sys.stderr
+    )
     return out
 
 
@@ -212,6 +282,7 @@ def _read(method, table, *names):
         return cache[table][key]
 
     track.__name__ = method
+    track.version = VERSION
     track.params = params
     track.param_names = param_names
     # NumPy has no bfloat16: left out without a process.

@@ -212,32 +212,43 @@ class Run:
         return out
 
 
-def _param_names(results_dir: str) -> dict[str, tuple[str, ...]]:
-    """The profile's parameter names from ``benchmarks.json`` where it has them."""
-    names = dict(PARAM_NAMES)
+def _suite(results_dir: str) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """The profile's parameter names and current versions from ``benchmarks.json`` where it
+    has them (asv writes it when it runs the suite)."""
+    names, versions = dict(PARAM_NAMES), {}
     try:
         with open(os.path.join(results_dir, "benchmarks.json"), encoding="utf-8") as f:
             described = json.load(f)
     except (OSError, ValueError):
-        return names
+        return names, versions
     if isinstance(described, dict):
         for key, bench in described.items():
             if key.startswith(PROFILE) and isinstance(bench, dict):
                 given = bench.get("param_names")
                 if isinstance(given, list) and all(isinstance(n, str) for n in given):
                     names[key] = tuple(given)
-    return names
+                if isinstance(bench.get("version"), str):
+                    versions[key] = bench["version"]
+    return names, versions
 
 
-def read_run(path: str, machine: str, names: Mapping[str, tuple[str, ...]]) -> Run | None:
+def read_run(
+    path: str,
+    machine: str,
+    names: Mapping[str, tuple[str, ...]],
+    versions: Mapping[str, str] | None = None,
+) -> Run | None:
     """The profile's numbers in one asv results file; None when it has none (no profile, or
-    every entry skipped or failed) or is not a results file."""
+    every entry skipped or failed) or is not a results file. A benchmark measured by another
+    version than ``versions`` names (another way of measuring) is left out, as asv's own site
+    does."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         columns = data["result_columns"]
         results = data["results"]
         i_result, i_params = columns.index("result"), columns.index("params")
+        i_version = columns.index("version") if "version" in columns else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     run = Run(
@@ -253,6 +264,10 @@ def read_run(path: str, machine: str, names: Mapping[str, tuple[str, ...]]) -> R
     for bench, row in results.items():
         if not bench.startswith(PROFILE) or not isinstance(row, list):
             continue
+        current = (versions or {}).get(bench)
+        if current is not None and i_version is not None and len(row) > i_version:
+            if row[i_version] != current:
+                continue
         result = row[i_result] if len(row) > i_result else None
         params = row[i_params] if len(row) > i_params else None
         if not isinstance(params, list) or not isinstance(result, list):
@@ -283,7 +298,7 @@ def load_profile(results_dir: str) -> dict[str, list[Run]]:
     with the most numbers."""
     if not os.path.isdir(results_dir):
         return {}
-    names = _param_names(results_dir)
+    names, versions = _suite(results_dir)
     machines: dict[str, list[Run]] = {}
     for machine in sorted(os.listdir(results_dir)):
         machine_dir = os.path.join(results_dir, machine)
@@ -294,7 +309,7 @@ def load_profile(results_dir: str) -> dict[str, list[Run]]:
         for name in sorted(os.listdir(machine_dir)):
             if not name.endswith(".json") or name == "machine.json":
                 continue
-            run = read_run(os.path.join(machine_dir, name), machine, names)
+            run = read_run(os.path.join(machine_dir, name), machine, names, versions)
             if run is None:
                 continue
             run.machine_info = {**run.machine_info, **{k: v for k, v in info.items() if v}}

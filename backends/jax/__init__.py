@@ -3,6 +3,9 @@
 ``rules``
     The contract's formulas in ``jax.numpy`` with hand-written derivative rules
     (``custom_jvp``), on every platform.
+``linear``
+    The linear cross-entropy by chunks of rows, with a ``custom_vjp`` rule that keeps no
+    logits for the backward pass.
 ``pallas/``
     Home of the Pallas kernels for GPU (the GPU issue; none yet), with their availability
     check ``pallas.available``.
@@ -24,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 #: The modules under this package that register fast paths, in order.
-FAST_PATH_MODULES = ("rules", "pallas.entries")
+FAST_PATH_MODULES = ("rules", "linear", "pallas.entries")
 
 
 def device_kind(x: Any) -> str:

@@ -3,6 +3,8 @@
 ``native``
     torch's own kernels with the cases where their semantics differ from the contract fixed
     around them (CPU and CUDA).
+``linear``
+    the linear cross-entropy as an autograd Function over chunks of rows (CPU and CUDA).
 ``triton/``
     Triton kernels for CUDA tensors (softmax, log_softmax, logsumexp), registered above
     ``native`` with the availability check ``triton.available``, so that a machine without
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 
 #: The modules under this package that register fast paths, in order.
-FAST_PATH_MODULES = ("native", "triton.entries")
+FAST_PATH_MODULES = ("native", "linear", "triton.entries")
 
 _wrapped: Any
 try:  # vmap and grad transforms wrap tensors; their values cannot be read

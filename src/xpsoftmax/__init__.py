@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import importlib.metadata as _metadata
 
-from ._api import cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax, which
+from ._api import (
+    cross_entropy,
+    cross_entropy_with_grad,
+    linear_cross_entropy,
+    linear_cross_entropy_with_grad,
+    log_softmax,
+    logsumexp,
+    softmax,
+    which,
+)
 from ._checks import load_early_backends as _load_early_backends
 from ._listing import implementations
 from ._registry import Call, FastPath, fast_paths, force_generic, generic_forced, use
@@ -34,6 +43,8 @@ __all__ = [
     "generic_forced",
     "get_num_threads",
     "implementations",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "log_softmax",
     "logsumexp",
     "num_threads",

@@ -635,27 +635,68 @@ def check_cross_entropy(
     before any work) and normalised."""
     logits = as_primary_array(logits, "logits")
     xp = namespace(logits=logits)
+    target = _as_target(target, xp, "logits", logits)
+    library = library_name(xp)
+    logits = promote(xp, logits, "logits")
+    ax = _class_axis(axis, logits)
+    target, index_target, settings = _check_target_and_options(
+        xp,
+        library,
+        "logits",
+        logits,
+        tuple(logits.shape),
+        ax,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        temperature=temperature,
+        z_loss=z_loss,
+    )
+    return CrossEntropyArgs(xp, library, logits, target, ax, index_target, settings)
+
+
+def _as_target(target: Any, xp: Any, primary: str, like: Array) -> Array:
     if not (is_array(target) or isinstance(target, (list, tuple))):
         raise TypeError(
             f"target must be an array of class indices or of class probabilities, got "
             f"{type(target).__name__}"
         )
-    target = as_secondary_array(target, "target", xp, logits)
-    namespace(logits=logits, target=target)
-    library = library_name(xp)
-    logits = promote(xp, logits, "logits")
-    ax = _class_axis(axis, logits)
-    cdt = compute_dtype(xp, logits.dtype)
+    target = as_secondary_array(target, "target", xp, like)
+    namespace(**{primary: like, "target": target})
+    return target
+
+
+def _check_target_and_options(
+    xp: Any,
+    library: str,
+    primary: str,
+    like: Array,
+    shape: tuple[Any, ...],
+    ax: int,
+    target: Array,
+    *,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    temperature: Any,
+    z_loss: Any,
+) -> tuple[Array, bool, CrossEntropySettings]:
+    """The target and the options of a cross-entropy over logits of ``shape`` (class axis
+    ``ax``), whose values ``like`` stands for (an array of the logits' library, device and
+    dtype, named ``primary`` in errors: the logits, or ``h`` of the linear cross-entropy)."""
+    cdt = compute_dtype(xp, like.dtype)
     ignore, smoothing, zl = _check_scalar_options(reduction, ignore_index, label_smoothing, z_loss)
-    index_target = _check_target_kind(xp, target, tuple(logits.shape), ax)
-    w = None if weight is None else _check_weight(weight, xp, logits, ax, cdt)
-    temp = check_temperature(temperature, xp, logits, (ax,), cdt)
+    index_target = _check_target_kind(xp, target, shape, ax)
+    w = None if weight is None else _check_weight(weight, xp, like, primary, shape[ax], cdt)
+    temp = check_temperature(temperature, xp, like, (ax,), cdt)
     if index_target:
         target = _backend_hook(library, "index_target", target)
         if values_visible(target, library):
-            _check_range(xp, library, target, logits.shape[ax], ignore)
-    settings = CrossEntropySettings(w, ignore, reduction, smoothing, temp, zl)
-    return CrossEntropyArgs(xp, library, logits, target, ax, index_target, settings)
+            _check_range(xp, library, target, shape[ax], ignore)
+    return target, index_target, CrossEntropySettings(w, ignore, reduction, smoothing, temp, zl)
 
 
 def _class_axis(axis: Any, logits: Array) -> int:
@@ -688,11 +729,12 @@ def _check_scalar_options(
     )
 
 
-def _check_weight(weight: Any, xp: Any, logits: Array, ax: int, cdt: Any) -> Array:
+def _check_weight(
+    weight: Any, xp: Any, like: Array, primary: str, n_classes: int, cdt: Any
+) -> Array:
     """The class weights as an array of the computation dtype, shape ``(C,)``."""
-    n_classes = logits.shape[ax]
-    w = as_secondary_array(weight, "weight", xp, logits)
-    namespace(logits=logits, weight=w)
+    w = as_secondary_array(weight, "weight", xp, like)
+    namespace(**{primary: like, "weight": w})
     if not xp.isdtype(w.dtype, ("real floating", "integral")):
         raise TypeError(f"weight must be a real array, got dtype {dtype_name(w.dtype)}")
     if not shape_matches(tuple(w.shape), (n_classes,)):
@@ -701,3 +743,106 @@ def _check_weight(weight: Any, xp: Any, logits: Array, ax: int, cdt: Any) -> Arr
             f"got {tuple(w.shape)}"
         )
     return xp.astype(w, cdt)
+
+
+# --- linear cross-entropy ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinearCrossEntropyArgs:
+    """A checked ``linear_cross_entropy`` call: ``h`` (..., H) with ``axis`` its hidden axis,
+    ``linear_weight`` (V, H), ``bias`` (V,) or None, the target for logits of ``h``'s shape
+    with V classes on ``axis``, and ``chunk_size`` (rows per chunk, None for the default)."""
+
+    xp: Any
+    library: str
+    h: Array
+    linear_weight: Array
+    bias: Array | None
+    target: Array
+    axis: int
+    index_target: bool
+    settings: CrossEntropySettings
+    chunk_size: int | None
+
+
+def check_linear_cross_entropy(
+    h: Any,
+    linear_weight: Any,
+    target: Any,
+    *,
+    bias: Any,
+    axis: Any,
+    chunk_size: Any,
+    temperature: Any,
+    **options: Any,
+) -> LinearCrossEntropyArgs:
+    """Every argument of a linear cross-entropy call checked, before any work: the layer's
+    shapes (``linear_weight`` is ``torch.nn.Linear``'s ``(vocab, hidden)``), then the target
+    and the options as for ``cross_entropy`` over the logits it stands for."""
+    h = as_primary_array(h, "h")
+    xp = namespace(h=h)
+    w = _layer_array(linear_weight, "linear_weight", xp, h)
+    b = None if bias is None else _layer_array(bias, "bias", xp, h)
+    target = _as_target(target, xp, "h", h)
+    library = library_name(xp)
+    h = promote(xp, h, "h")
+    if h.ndim < 1:
+        raise ValueError("h must have at least one dimension (the hidden axis), got a 0-d array")
+    if isinstance(axis, tuple) or axis is None:
+        raise TypeError(f"axis must be an int naming h's hidden axis, got {axis!r}")
+    (ax,) = normalize_axes(axis, h.ndim)
+    hidden = h.shape[ax]
+    if w.ndim != 2 or not shape_matches((w.shape[1],), (hidden,)):
+        hint = ""
+        if w.ndim == 2 and shape_matches((w.shape[0],), (hidden,)):
+            hint = " (it looks transposed: pass its transpose)"
+        raise ValueError(
+            f"linear_weight must be (vocab, hidden) = (V, {hidden}), as torch.nn.Linear's "
+            f"weight, for h of hidden size {hidden} on axis {ax}; got {tuple(w.shape)}{hint}"
+        )
+    dtypes = {dtype_name(a.dtype) for a in (h, w, b) if a is not None}
+    if len(dtypes) > 1:
+        raise TypeError(
+            "h, linear_weight and bias must share one floating dtype (as torch's linear "
+            f"requires); got {dtype_name(h.dtype)}, {dtype_name(w.dtype)}"
+            + ("" if b is None else f", {dtype_name(b.dtype)}")
+        )
+    vocab = w.shape[0]
+    if b is not None and not shape_matches(tuple(b.shape), (vocab,)):
+        raise ValueError(f"bias must have shape ({vocab},), one per class; got {tuple(b.shape)}")
+    if not (isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)):
+        raise TypeError(
+            f"temperature of linear_cross_entropy must be a real number, got {temperature!r}"
+        )
+    rows = _check_chunk_size(chunk_size)
+    shape = (*h.shape[:ax], vocab, *h.shape[ax + 1 :])
+    target, index_target, settings = _check_target_and_options(
+        xp, library, "h", h, shape, ax, target, temperature=temperature, **options
+    )
+    return LinearCrossEntropyArgs(xp, library, h, w, b, target, ax, index_target, settings, rows)
+
+
+def _layer_array(value: Any, name: str, xp: Any, h: Array) -> Array:
+    """``linear_weight`` or ``bias``: a real floating array of ``h``'s library."""
+    if not is_array(value):
+        raise TypeError(f"{name} must be an array of h's library, got {type(value).__name__}")
+    arr = as_secondary_array(value, name, xp, h)
+    namespace(h=h, **{name: arr})
+    if not xp.isdtype(arr.dtype, "real floating"):
+        raise TypeError(f"{name} must have a real floating dtype, got {dtype_name(arr.dtype)}")
+    return arr
+
+
+def _check_chunk_size(chunk_size: Any) -> int | None:
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool):
+        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    try:
+        rows = operator.index(chunk_size)
+    except TypeError:
+        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}") from None
+    if rows < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {rows}")
+    return rows

@@ -27,6 +27,7 @@ __all__ = [
     "Call",
     "CrossEntropyOptions",
     "FastPath",
+    "LinearCrossEntropyOptions",
     "LogsumexpOptions",
     "NormalizationOptions",
     "fast_paths",
@@ -39,7 +40,15 @@ __all__ = [
 ]
 
 #: The operations a fast path can serve.
-OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
+OPS = (
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
+)
 
 #: Set to 1 (or true/yes) to force the generic implementation for a whole run.
 ENV_FORCE_GENERIC = "XPSOFTMAX_FORCE_GENERIC"
@@ -86,7 +95,23 @@ class CrossEntropyOptions:
     temperature: str = "one"
 
 
-Options = NormalizationOptions | LogsumexpOptions | CrossEntropyOptions
+@dataclass(frozen=True, slots=True)
+class LinearCrossEntropyOptions:
+    """linear_cross_entropy and linear_cross_entropy_with_grad: those of the cross-entropy on
+    the logits it stands for, whether a bias is given, and the rows per chunk asked for (None:
+    the default)."""
+
+    target: str = "index"
+    weight: bool = False
+    reduction: str = "mean"
+    label_smoothing: bool = False
+    z_loss: bool = False
+    temperature: str = "one"
+    bias: bool = False
+    chunk_size: int | None = None
+
+
+Options = NormalizationOptions | LogsumexpOptions | CrossEntropyOptions | LinearCrossEntropyOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +121,8 @@ class Call:
     Attributes
     ----------
     op : str
-        One of :data:`OPS`.
+        One of :data:`OPS`. For the linear cross-entropy, the input is ``h`` (its dtype,
+        shape and layout) and ``axes`` is its hidden axis.
     library : str
         A name of ``xpsoftmax._libraries.LIBRARIES`` (or another library's short name).
     device : str
@@ -107,7 +133,8 @@ class Call:
         The input's number of dimensions.
     axes : tuple of int
         The normalised (non-negative, sorted) axes the operation runs along.
-    options : NormalizationOptions, LogsumexpOptions or CrossEntropyOptions
+    options : NormalizationOptions, LogsumexpOptions, CrossEntropyOptions or
+        LinearCrossEntropyOptions
         The operation's options as metadata.
     shape : tuple of int
         The input's shape (after broadcasting with ``b``); -1 for a size not known yet (Dask).

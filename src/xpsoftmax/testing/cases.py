@@ -22,7 +22,8 @@ import math
 import os
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -422,6 +423,77 @@ def ce_catalogue(rng: np.random.Generator) -> list[CECase]:
 
     x = _random(rng, (3, 4))
     out.append(CECase("ce_all_ignored", x, np.full(3, IGNORE), _probs(rng, x.shape, -1)))
+    return out
+
+
+@dataclass(frozen=True)
+class LinearCase:
+    """Linear cross-entropy input: hidden states ``h`` (float64, hidden axis ``axis``), the
+    layer ``w`` (V, H) and ``bias`` (V,), an integer target (may hold ``ignore_index``), a
+    probability target shaped like the logits, and the rows per chunk to ask for."""
+
+    name: str
+    h: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray
+    index: np.ndarray
+    probs: np.ndarray
+    axis: int = -1
+    chunk_size: int | None = None
+
+    def __repr__(self) -> str:
+        return f"LinearCase({self.name!r}, h={self.h.shape}, w={self.w.shape}, axis={self.axis})"
+
+
+def _layer(
+    rng: np.random.Generator, name: str, h: np.ndarray, vocab: int, axis: int = -1, **kw: Any
+) -> LinearCase:
+    hidden = h.shape[axis]
+    w = _random(rng, (vocab, hidden), scale=1.0)
+    bias = _random(rng, (vocab,), scale=1.0)
+    lead = tuple(n for i, n in enumerate(h.shape) if i != axis % h.ndim)
+    index = rng.integers(0, max(vocab, 1), size=lead)
+    logits_shape = list(h.shape)
+    logits_shape[axis] = vocab
+    probs = _probs(rng, tuple(logits_shape), axis) if vocab else np.zeros(logits_shape)
+    case = LinearCase(name, h, w, bias, index, probs, axis)
+    return replace(case, **kw)
+
+
+def linear_catalogue(rng: np.random.Generator) -> list[LinearCase]:
+    """Linear cross-entropy inputs: rows in chunks that do not divide them, ignored entries,
+    PyTorch's hidden axis 1, one row (a 0-d target), an empty batch, no hidden units, one
+    class, a class masked by a -inf bias, every class masked (all -inf rows), logits that
+    overflow, a NaN row."""
+    out = [_layer(rng, "lin_rows", _random(rng, (7, 5)), 11, chunk_size=3)]
+    case = _layer(rng, "lin_ignored", _random(rng, (6, 4)), 9, chunk_size=4)
+    index = case.index.copy()
+    index[[1, 4]] = IGNORE
+    out.append(replace(case, index=index))
+    out.append(_layer(rng, "lin_axis1_3d", _random(rng, (2, 5, 3)), 6, axis=1, chunk_size=2))
+    out.append(_layer(rng, "lin_one_row", _random(rng, (5,)), 4))
+    out.append(_layer(rng, "lin_empty_batch", np.zeros((0, 5)), 4))
+    out.append(_layer(rng, "lin_no_hidden", np.zeros((3, 0)), 4, chunk_size=2))
+    out.append(_layer(rng, "lin_one_class", _random(rng, (4, 3)), 1))
+    case = _layer(rng, "lin_masked_class", _random(rng, (5, 3)), 6, chunk_size=2)
+    bias = case.bias.copy()
+    bias[2] = -INF
+    probs = case.probs.copy()
+    probs[..., 2] = 0.0  # a zero target on a -inf logit contributes 0
+    probs /= probs.sum(axis=-1, keepdims=True)
+    out.append(
+        replace(case, bias=bias, index=np.where(case.index == 2, 0, case.index), probs=probs)
+    )
+    case = _layer(rng, "lin_all_masked", _random(rng, (3, 2)), 4)
+    out.append(replace(case, bias=np.full(4, -INF)))
+    case = _layer(rng, "lin_huge", _random(rng, (4, 3)), 5, chunk_size=3)
+    h = case.h.copy()
+    h[1] *= 1e30  # logits beyond float32 (and float64 after the square of the z-loss)
+    out.append(replace(case, h=h))
+    case = _layer(rng, "lin_nan_row", _random(rng, (4, 3)), 5, chunk_size=2)
+    h = case.h.copy()
+    h[2, 1] = np.nan
+    out.append(replace(case, h=h))
     return out
 
 

@@ -162,6 +162,52 @@ def _cross_entropy_calls(
                 yield f"{case.name} {kind} {opts}", (x, target), kw
 
 
+#: The cross-entropy options the linear cross-entropy is checked with: each option, and the
+#: temperatures at the edges, once (a number temperature only: it takes no per-entry arrays).
+LINEAR_OPTIONS: list[dict[str, Any]] = [
+    {},
+    {"reduction": "sum"},
+    {"reduction": "none"},
+    {"weight": True, "reduction": "none"},
+    {"label_smoothing": 0.2, "weight": True, "reduction": "sum"},
+    {"temperature": 0.5},
+    {"temperature": 0.0},
+    {"temperature": INF},
+    {"ignore_index": 1},
+    {"temperature": 1e-39, "label_smoothing": 0.1, "weight": True},
+    {"temperature": 1e38, "z_loss": 1e-2},
+    {"z_loss": 1e-2, "weight": True, "label_smoothing": 0.1, "temperature": 2.0},
+]
+
+
+def _linear_calls(
+    b: Backend, dtype: str, rng: np.random.Generator
+) -> Iterator[tuple[str, tuple, dict]]:
+    # Dask builds and runs a graph per call (a tenth of a second for the gradients): it takes
+    # every fourth option, the cases whole; the other libraries take the whole grid.
+    options = LINEAR_OPTIONS[::4] if b.library == "dask" else LINEAR_OPTIONS
+    for case in cases.linear_catalogue(rng):
+        h, w = b.asarray(case.h, dtype), b.asarray(case.w, dtype)
+        vocab = case.w.shape[0]
+        for kind in ("index", "probs"):
+            for opts in options:
+                for with_bias in (True, False):
+                    if with_bias is False and (opts or kind == "probs"):
+                        continue  # without a bias: the plain options only
+                    kw: dict[str, Any] = dict(opts, axis=case.axis, chunk_size=case.chunk_size)
+                    index = case.index
+                    if "ignore_index" in opts:
+                        if kind == "probs" or vocab < 2:
+                            continue
+                        index = np.where(index == cases.IGNORE, opts["ignore_index"], index)
+                    if opts.get("weight"):
+                        kw["weight"] = b.asarray(rng.uniform(0.2, 2.0, vocab), dtype)
+                    if with_bias:
+                        kw["bias"] = b.asarray(case.bias, dtype)
+                    target = b.asarray(index) if kind == "index" else b.asarray(case.probs, dtype)
+                    yield f"{case.name} {kind} {opts} bias={with_bias}", (h, w, target), kw
+
+
 def calls(
     op: str, b: Backend, dtype: str, rng: np.random.Generator
 ) -> Iterator[tuple[str, tuple, dict]]:
@@ -171,6 +217,8 @@ def calls(
         return _normalization_calls(b, dtype, rng)
     if op == "logsumexp":
         return _logsumexp_calls(b, dtype, rng)
+    if op.startswith("linear_"):
+        return _linear_calls(b, dtype, rng)
     return _cross_entropy_calls(b, dtype, rng)
 
 
@@ -191,8 +239,13 @@ def _tolerance(dtype: Any) -> tuple[float, float]:
 
 def _magnitude(b: Backend, args: tuple, kw: dict) -> float:
     """max |x / T| over the finite inputs: rounding x / T (or x - max) costs that many units
-    of rounding on any path, so differences between paths scale with it."""
+    of rounding on any path, so differences between paths scale with it. For the linear
+    cross-entropy, x is the logits (computed here), times the hidden size: each logit is a
+    sum of that many rounded products."""
     x = b.numpy_float(args[0])
+    if len(args) == 3 and args[0].ndim >= 1 and getattr(args[1], "ndim", 0) == 2:
+        x = _linear_logits(b, args, kw)
+        x = x * max(1, args[1].shape[1])
     finite = x[np.isfinite(x)]
     big = float(np.abs(finite).max(initial=0.0))
     t = kw.get("temperature", 1.0)
@@ -205,11 +258,28 @@ def _magnitude(b: Backend, args: tuple, kw: dict) -> float:
     return scaled if math.isfinite(scaled) else big
 
 
+def _linear_logits(b: Backend, args: tuple, kw: dict) -> np.ndarray:
+    """The logits ``h @ W.T + bias`` in float64, with the class axis last."""
+    axis = kw.get("axis", -1)
+    h = np.moveaxis(b.numpy_float(args[0]), axis, -1)
+    with np.errstate(all="ignore"):
+        z = h @ b.numpy_float(args[1]).T
+        bias = kw.get("bias")
+        return z if bias is None else z + b.numpy_float(bias)
+
+
+def _first(result: Any) -> Any:
+    return result[0] if isinstance(result, tuple) else result
+
+
 def _compare(b: Backend, fast: Any, generic: Any, what: str, magnitude: float) -> None:
     fast_t = fast if isinstance(fast, tuple) else (fast,)
     gen_t = generic if isinstance(generic, tuple) else (generic,)
     assert len(fast_t) == len(gen_t), f"{what}: {len(fast_t)} results, generic gives {len(gen_t)}"
     for i, (f, g) in enumerate(zip(fast_t, gen_t)):
+        if f is None or g is None:  # db without a bias
+            assert f is None and g is None, f"{what} [result {i}]: {f!r}, generic gives {g!r}"
+            continue
         assert cases.dtype_name(f.dtype) == cases.dtype_name(g.dtype), (
             f"{what} [result {i}]: dtype {f.dtype}, generic gives {g.dtype}"
         )
@@ -226,6 +296,8 @@ def _reference(op: str, b: Backend, args: tuple, kw: dict) -> Any | None:
     """The extended-precision reference for the call, or None where it has none."""
     from xpsoftmax._checks import classify_temperature
 
+    if op.startswith("linear_"):
+        return _linear_reference(op, b, args, kw)
     t = kw.get("temperature", 1.0)
     if not isinstance(t, (int, float)):
         return None  # arrays: compared with the generic path only
@@ -251,6 +323,43 @@ def _reference(op: str, b: Backend, args: tuple, kw: dict) -> Any | None:
             b=None if bw is None else b.numpy_float(bw),
         )
     return None
+
+
+def _linear_reference(op: str, b: Backend, args: tuple, kw: dict) -> Any | None:
+    """What the linear cross-entropy stands for: the cross-entropy of the full logits, in
+    float64 with NumPy (and ``(G W, G^T h, sum G)`` from its gradient ``G``), where the
+    logits are finite in the computation dtype (beyond it the paths overflow alike)."""
+    import xpsoftmax
+    from xpsoftmax._checks import classify_temperature
+
+    dtype = cases.compute_dtype(cases.dtype_name(args[0].dtype))
+    kind = classify_temperature(float(kw.get("temperature", 1.0)), dtype)
+    if kind.kind in ("zero", "inf"):
+        return None  # the limits as the computation dtype judges them: vs the generic path
+    axis = kw.get("axis", -1)
+    z = np.moveaxis(_linear_logits(b, args, kw), -1, axis)
+    finite = z[~np.isnan(z) & (np.abs(z) != INF)]
+    if finite.size and np.abs(finite).max() > np.finfo(dtype).max / 1e3:
+        return None
+    options = {k: v for k, v in kw.items() if k not in ("bias", "chunk_size")}
+    options["temperature"] = kind.value
+    if "weight" in options:
+        options["weight"] = b.numpy_float(options["weight"])
+    target = b.to_numpy(args[2])
+    if np.issubdtype(target.dtype, np.floating):
+        target = target.astype(np.float64)
+    if op == "linear_cross_entropy":
+        return xpsoftmax.cross_entropy(z, target, **options)
+    loss, g = xpsoftmax.cross_entropy_with_grad(z, target, **options)
+    g_last = np.moveaxis(g, axis, -1)
+    h = np.moveaxis(b.numpy_float(args[0]), axis, -1)
+    rows = math.prod(h.shape[:-1])  # explicit: reshape(-1, 0) is ambiguous
+    g_rows, h_rows = g_last.reshape(rows, g_last.shape[-1]), h.reshape(rows, h.shape[-1])
+    with np.errstate(all="ignore"):
+        dh = np.moveaxis((g_rows @ b.numpy_float(args[1])).reshape(h.shape), -1, axis)
+        dw = g_rows.T @ h_rows
+    db = g_rows.sum(axis=0) if "bias" in kw else None
+    return loss, dh, dw, db
 
 
 def _rounded(ref: np.ndarray, dtype: Any) -> np.ndarray:
@@ -344,16 +453,21 @@ def check_implementation(
             _compare(backend, got, generic, f"{what} vs generic", magnitude)
             ref = _reference(op, backend, args, kw) if against_reference else None
             if ref is not None:
-                got_np = got[0] if isinstance(got, tuple) else got
-                rtol, atol = _tolerance(got_np.dtype)
-                scale = 1.0 + magnitude
-                assert_close(
-                    backend.numpy_float(got_np),
-                    _rounded(ref, got_np.dtype),
-                    rtol=rtol * scale,
-                    atol=atol * scale,
-                    what=f"{what} vs the float64 reference",
-                )
+                # One reference result (the first of cross_entropy_with_grad's), or one per
+                # result (the linear cross-entropy's gradients).
+                pairs = zip(got, ref) if isinstance(ref, tuple) else [(_first(got), ref)]
+                for i, (got_i, ref_i) in enumerate(pairs):
+                    if ref_i is None:
+                        continue
+                    rtol, atol = _tolerance(got_i.dtype)
+                    scale = 1.0 + magnitude
+                    assert_close(
+                        backend.numpy_float(got_i),
+                        _rounded(np.asarray(ref_i), got_i.dtype),
+                        rtol=rtol * scale,
+                        atol=atol * scale,
+                        what=f"{what} [result {i}] vs the float64 reference",
+                    )
     failures.raise_if_any(f"{name} vs the contract: ")
     if checked < min_calls:
         raise AssertionError(

@@ -14,7 +14,15 @@ import xpsoftmax
 from xpsoftmax.testing import Backend, check_implementation
 from xpsoftmax.testing.conformance import _plan, fast_path_params
 
-OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
+OPS = (
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
+)
 
 
 def _usable(backend: Backend) -> None:

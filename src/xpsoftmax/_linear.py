@@ -1,0 +1,246 @@
+"""The language-model head without its logits: ``cross_entropy(h @ W.T + b, target)`` by chunks.
+
+For rows ``h_i`` (hidden size H), a layer ``W`` of shape (V, H) as ``torch.nn.Linear`` holds it
+and a bias ``b`` (V,), the logits are ``z_i = W h_i + b`` and
+
+.. math::
+
+    \\mathrm{loss}_i = \\mathrm{CE}(z_i, t_i), \\quad
+    G_i = \\partial \\mathrm{loss} / \\partial z_i, \\quad
+    dh_i = G_i W, \\quad dW = \\sum_i G_i^T h_i, \\quad db = \\sum_i G_i
+
+where CE is :func:`xpsoftmax.cross_entropy` with every option, and ``G`` is the gradient that
+:func:`xpsoftmax.cross_entropy_with_grad` gives (the reduction's factor included). The rows are
+taken a chunk at a time: a chunk's logits, losses and ``G`` exist only while it is worked on,
+``dh`` takes the chunk's rows, and ``dW`` and ``db`` accumulate. The memory beyond the inputs
+and the gradients is one chunk of logits and the cross-entropy's temporaries on it, whatever
+the number of rows.
+
+The mean's denominator (the target classes' weights of the entries not ignored, or the number
+of entries) depends on the targets alone, so it is known before the first chunk: every chunk's
+``G`` takes its final factor at once. 16-bit inputs are multiplied in float32 (as the
+cross-entropy computes), so the logits are those of float32 accumulation; the loss is float32.
+
+Every implementation of ``linear_cross_entropy`` takes ``(xp, h, linear_weight, bias, target,
+axis, settings, chunk_size)``; the fast paths build their autodiff rules on :func:`parts`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ._checks import (
+    CrossEntropySettings,
+    compute_dtype,
+    index_dtype,
+    known,
+    result_dtype,
+    target_masks,
+)
+from ._generic import _class_weights, _cross_entropy, _device, mean_over
+
+__all__ = ["Parts", "default_chunk_rows", "linear_cross_entropy", "parts"]
+
+Array = Any
+
+#: The default chunk holds at most this share of all the float32 logits...
+_SHARE = 16
+#: ...and at most this many bytes of them...
+_CHUNK_BYTES = 64 * 2**20
+#: ...but at least this many rows: each chunk reads all of W three times (the logits, dh and
+#: dW), so fewer rows spend the time moving W rather than multiplying.
+_MIN_ROWS = 256
+
+
+def default_chunk_rows(rows: int, vocab: int) -> int:
+    """Rows per chunk when ``chunk_size`` is None: at most 1/16 of the logits and 64 MiB of
+    float32 logits, but at least 256 rows (or all of them, if fewer)."""
+    by_share = -(-rows // _SHARE)
+    by_bytes = _CHUNK_BYTES // (4 * max(vocab, 1))
+    return max(1, min(rows, max(_MIN_ROWS, min(by_share, by_bytes))))
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The loss and, when asked for, its gradients (None otherwise; ``db`` None without a
+    bias)."""
+
+    loss: Array
+    dh: Array | None = None
+    dw: Array | None = None
+    db: Array | None = None
+
+
+def _to_rows(xp: Any, a: Array, axis: int) -> tuple[Array, tuple[int, ...]]:
+    """``a`` with ``axis`` moved last and the other axes flattened into rows, and the shape of
+    those other axes."""
+    if axis != a.ndim - 1:
+        order = (*(i for i in range(a.ndim) if i != axis), axis)
+        a = xp.permute_dims(a, order)
+    lead = tuple(a.shape[:-1])
+    rows = math.prod(lead) if all(known(n) for n in lead) else -1
+    return xp.reshape(a, (rows, a.shape[-1])), lead
+
+
+def _from_rows(xp: Any, a: Array, lead: tuple[int, ...], axis: int) -> Array:
+    """The inverse of :func:`_to_rows`."""
+    a = xp.reshape(a, (*lead, a.shape[-1]))
+    if axis == a.ndim - 1:
+        return a
+    order = list(range(a.ndim - 1))
+    order.insert(axis, a.ndim - 1)
+    return xp.permute_dims(a, tuple(order))
+
+
+def _chunks(rows: int, step: int) -> list[tuple[int | None, int | None]]:
+    """The ``(start, stop)`` of each chunk; one chunk of everything where the number of rows
+    is not known yet (Dask)."""
+    if rows < 0:
+        return [(None, None)]
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def _denominator(
+    xp: Any, target: Array, index_target: bool, vocab: int, o: CrossEntropySettings, cdt: Any
+) -> Array | float:
+    """The mean's denominator over every entry, as the cross-entropy's terms define it."""
+    if not index_target:
+        if known(target.shape[0]):
+            return float(target.shape[0])
+        return xp.sum(xp.ones_like(xp.sum(target, axis=1)))
+    ignored, valid = target_masks(xp, target, vocab, o.ignore_index)
+    t_safe = xp.where(valid, xp.astype(target, index_dtype(xp, target), copy=False), 0)
+    w_t = _class_weights(xp, o.weight, t_safe) * xp.ones_like(target, dtype=cdt)
+    return xp.sum(xp.where(ignored, 0.0, w_t))
+
+
+def parts(
+    xp: Any,
+    h: Array,
+    linear_weight: Array,
+    bias: Array | None,
+    target: Array,
+    axis: int,
+    o: CrossEntropySettings,
+    chunk_size: int | None,
+    *,
+    grads: bool,
+    cotangent: Array | None = None,
+) -> Parts:
+    """The loss of ``cross_entropy(h @ W.T + bias, target, axis=axis)`` with the options ``o``,
+    by chunks of ``chunk_size`` rows; with ``grads``, also ``dh``, ``dW`` and ``db``: those of
+    the loss (of the sum of the entries' losses for ``reduction="none"``), or, given
+    ``cotangent`` (the entries' shape, ``reduction="none"`` only), those of
+    ``sum(cotangent * loss)``: what reverse-mode autodiff asks of this function."""
+    cdt = compute_dtype(xp, h.dtype)
+    index_target = not xp.isdtype(target.dtype, "real floating")
+    h2, lead = _to_rows(xp, h, axis)
+    t2 = xp.reshape(target, (h2.shape[0],)) if index_target else _to_rows(xp, target, axis)[0]
+    c2 = None if cotangent is None else xp.reshape(cotangent, (h2.shape[0],))
+    vocab, rows = linear_weight.shape[0], h2.shape[0]
+    w = xp.astype(linear_weight, cdt, copy=False)
+    b = None if bias is None else xp.astype(bias, cdt, copy=False)
+    factor: Any = 1.0
+    if o.reduction == "mean":
+        den = _denominator(xp, t2, index_target, vocab, o, cdt)
+        if isinstance(den, float):
+            den = xp.asarray(den, dtype=cdt, device=_device(h2))
+        factor = mean_over(xp, 1.0, den)
+    per_entry = replace(o, reduction="none")
+    losses, dh_rows = [], []
+    total: Any = xp.sum(xp.astype(h2, cdt, copy=False)) if rows == 0 else 0.0  # 0, on h's graph
+    dw = db = None
+    for start, stop in _chunks(rows, chunk_size or default_chunk_rows(rows, vocab)):
+        hc = xp.astype(h2[start:stop, ...], cdt, copy=False)
+        z = hc @ xp.matrix_transpose(w)
+        if b is not None:
+            z = z + b
+        per, g = _cross_entropy(xp, z, t2[start:stop, ...], 1, per_entry, with_grad=grads)
+        if o.reduction == "none":
+            losses.append(per)
+        else:
+            total = total + xp.sum(per)
+        if g is None:
+            continue
+        if c2 is not None:
+            g = g * xp.astype(c2[start:stop, None], cdt, copy=False)
+        elif o.reduction == "mean":
+            g = g * factor
+        dh_rows.append(g @ w)
+        dw_c = xp.matrix_transpose(g) @ hc
+        dw = dw_c if dw is None else dw + dw_c
+        if b is not None:
+            db_c = xp.sum(g, axis=0)
+            db = db_c if db is None else db + db_c
+    out_dtype = result_dtype(xp, h.dtype, reduction=True)
+    if o.reduction == "none":
+        flat = xp.concat(losses) if losses else xp.zeros((0,), dtype=cdt, device=_device(h2))
+        loss = xp.reshape(flat, lead)
+    elif o.reduction == "sum":
+        loss = total
+    else:
+        loss = mean_over(xp, total, den)
+    loss = xp.astype(loss, out_dtype, copy=False)
+    if not grads:
+        return Parts(loss)
+    return Parts(loss, *_gradients(xp, h, linear_weight, bias, h2, lead, axis, dh_rows, dw, db))
+
+
+def _gradients(
+    xp: Any,
+    h: Array,
+    linear_weight: Array,
+    bias: Array | None,
+    h2: Array,
+    lead: tuple[int, ...],
+    axis: int,
+    dh_rows: list[Array],
+    dw: Array | None,
+    db: Array | None,
+) -> tuple[Array, Array, Array | None]:
+    """The accumulated gradients in the inputs' shapes and dtypes (zeros where no row was)."""
+    dev = _device(h2)
+    if dh_rows:
+        dh = _from_rows(xp, xp.concat(dh_rows) if len(dh_rows) > 1 else dh_rows[0], lead, axis)
+    else:
+        dh = xp.zeros(h.shape, dtype=h.dtype, device=dev)
+    if dw is None:
+        dw = xp.zeros(linear_weight.shape, dtype=linear_weight.dtype, device=dev)
+    if bias is not None and db is None:
+        db = xp.zeros(bias.shape, dtype=bias.dtype, device=dev)
+    dh = xp.astype(dh, h.dtype, copy=False)
+    dw = xp.astype(dw, linear_weight.dtype, copy=False)
+    db = None if bias is None else xp.astype(db, bias.dtype, copy=False)
+    return dh, dw, db
+
+
+def linear_cross_entropy(
+    xp: Any,
+    h: Array,
+    linear_weight: Array,
+    bias: Array | None,
+    target: Array,
+    axis: int,
+    options: CrossEntropySettings,
+    chunk_size: int | None,
+) -> Array:
+    """Generic linear cross-entropy; see :func:`xpsoftmax.linear_cross_entropy`."""
+    return parts(xp, h, linear_weight, bias, target, axis, options, chunk_size, grads=False).loss
+
+
+def linear_cross_entropy_with_grad(
+    xp: Any,
+    h: Array,
+    linear_weight: Array,
+    bias: Array | None,
+    target: Array,
+    axis: int,
+    options: CrossEntropySettings,
+    chunk_size: int | None,
+) -> tuple[Array, Array, Array, Array | None]:
+    """Generic linear cross-entropy and its gradients; see
+    :func:`xpsoftmax.linear_cross_entropy_with_grad`."""
+    p = parts(xp, h, linear_weight, bias, target, axis, options, chunk_size, grads=True)
+    return p.loss, p.dh, p.dw, p.db

@@ -18,10 +18,123 @@ import torch
 from array_api_compat import torch as xp_torch
 
 from xpsoftmax import _linear
-from xpsoftmax._checks import CrossEntropySettings
+from xpsoftmax._checks import CrossEntropySettings, compute_dtype, result_dtype, target_masks
+from xpsoftmax._generic import BIG_T, mean_over
 from xpsoftmax._registry import Call, register
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
+
+
+def _lean(o: CrossEntropySettings, target: torch.Tensor, vocab: int) -> bool:
+    """The options the in-place chunk below computes; the others take the generic chunk
+    formulas (more temporaries per chunk, the same accumulation)."""
+    return (
+        not torch.is_floating_point(target)
+        and o.label_smoothing == 0
+        and o.z_loss == 0
+        and o.temperature.kind in ("one", "positive")
+        and vocab > 0
+    )
+
+
+def parts(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    target: torch.Tensor,
+    axis: int,
+    o: CrossEntropySettings,
+    rows: int | None,
+    *,
+    grads: bool,
+    cotangent: torch.Tensor | None = None,
+) -> _linear.Parts:
+    """:func:`xpsoftmax._linear.parts` with one chunk of logits alive at a time: the chunk's
+    logits buffer becomes its exponentials, then its gradient, in place; ``dh`` rows are
+    written where they belong and ``dW`` accumulates by ``addmm_``. The formulas are the
+    generic ones (``xpsoftmax._generic``: shift by the maximum, divide by T, the logsumexp
+    accurate near 0, the weighted mean over the entries not ignored)."""
+    if not _lean(o, target, w.shape[0]):
+        return _linear.parts(
+            xp_torch, h, w, b, target, axis, o, rows, grads=grads, cotangent=cotangent
+        )
+    cdt = compute_dtype(torch, h.dtype)
+    h2, lead = _linear._to_rows(xp_torch, h, axis)
+    n, vocab = h2.shape[0], w.shape[0]
+    t2 = target.reshape(n)
+    wc = w.to(cdt)
+    bc = None if b is None else b.to(cdt)
+    ignored, valid = target_masks(xp_torch, t2, vocab, o.ignore_index)
+    t_safe = torch.where(valid, t2.to(torch.int64), 0)
+    w_t = torch.ones(n, dtype=cdt, device=h.device) if o.weight is None else o.weight[t_safe]
+    den = torch.where(ignored, 0.0, w_t).sum()
+    scale: Any = mean_over(xp_torch, 1.0, den) if o.reduction == "mean" else 1.0
+    if cotangent is not None:
+        scale = cotangent.reshape(n).to(cdt)
+    t_kind, t_value = o.temperature.kind, o.temperature.value
+    per = torch.empty(n, dtype=cdt, device=h.device)
+    if grads:
+        dh2 = torch.empty((n, h2.shape[1]), dtype=cdt, device=h.device)
+        dw = torch.zeros((vocab, h2.shape[1]), dtype=cdt, device=h.device)
+        db = None if b is None else torch.zeros(vocab, dtype=cdt, device=h.device)
+    step = rows or _linear.default_chunk_rows(n, vocab)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        hc = h2[start:stop].to(cdt)
+        z = hc @ wc.T if bc is None else torch.addmm(bc, hc, wc.T)
+        m = z.amax(dim=1, keepdim=True)
+        z.sub_(m.clamp(min=torch.finfo(cdt).min))  # an all -inf row stays -inf
+        if t_kind == "positive":
+            if t_value <= BIG_T:
+                z.div_(t_value)
+            else:
+                z.mul_(1 / BIG_T).div_(t_value / BIG_T)
+        ts = t_safe[start:stop, None]
+        z_t = z.gather(1, ts).squeeze(1)
+        # The logsumexp accurate near 0 (the generic _log_total): one maximum per row, which
+        # is exactly 0 now, is set aside, so the sum of the others (ties included) is the
+        # log1p argument itself, without a mask of the maxima.
+        top = z.argmax(dim=1, keepdim=True)
+        z.scatter_(1, top, -torch.inf)
+        e = z.exp_()
+        rest = e.sum(dim=1)
+        m1 = m.squeeze(1)
+        empty = m1 == -torch.inf
+        # A +inf or NaN maximum makes the row NaN (the generic path's shift by it does).
+        poisoned = (m1 == torch.inf) | torch.isnan(m1)
+        lse = torch.where(poisoned, torch.nan, torch.log1p(rest))
+        s = torch.where(poisoned, torch.nan, 1.0 + rest)  # the sum of e
+        e.scatter_(1, top, torch.where(empty, 0.0, 1.0).to(cdt)[:, None])
+        nll = torch.where(empty, torch.inf, lse - z_t)
+        v, ig = valid[start:stop], ignored[start:stop]
+        per[start:stop] = torch.where(v, nll * w_t[start:stop], torch.where(ig, 0.0, torch.nan))
+        if not grads:
+            continue
+        keep = v & ~empty
+        inv_t = 1.0 / t_value if t_kind == "positive" else 1.0
+        row_scale = scale[start:stop] if isinstance(scale, torch.Tensor) and scale.ndim else scale
+        coef = torch.where(keep, w_t[start:stop] * row_scale * inv_t, 0.0)
+        g = e.div_(torch.where(empty, 1.0, s)[:, None]).mul_(coef[:, None])  # coef * p
+        g.scatter_add_(1, ts, -coef[:, None])  # coef * (p - onehot)
+        g.masked_fill_(~keep[:, None], 0.0)  # 0, not 0 * NaN, where no gradient flows
+        torch.matmul(g, wc, out=dh2[start:stop])
+        dw.addmm_(g.T, hc)
+        if db is not None:
+            db.add_(g.sum(dim=0))
+    out_dtype = result_dtype(torch, h.dtype, reduction=True)
+    if o.reduction == "none":
+        loss = per.reshape(lead)
+    elif o.reduction == "sum":
+        loss = per.sum()
+    else:
+        loss = mean_over(xp_torch, per.sum(), den)
+    loss = loss.to(out_dtype)
+    if not grads:
+        return _linear.Parts(loss)
+    dh = _linear._from_rows(xp_torch, dh2, lead, axis).to(h.dtype)
+    return _linear.Parts(
+        loss, dh, dw.to(w.dtype), None if db is None or b is None else db.to(b.dtype)
+    )
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -40,7 +153,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.axis, ctx.o, ctx.rows = axis, o, rows
         ahead = any(ctx.needs_input_grad[:3]) and o.reduction != "none"
-        p = _linear.parts(xp_torch, h, w, b, target, axis, o, rows, grads=ahead)
+        p = parts(h, w, b, target, axis, o, rows, grads=ahead)
         ctx.save_for_backward(h, w, b, target)
         # Not saved tensors: scaled in place by the backward pass and handed over once.
         ctx.grads = (p.dh, p.dw, p.db) if ahead else None

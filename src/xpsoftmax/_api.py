@@ -696,7 +696,7 @@ def linear_cross_entropy(
     temperature : float, default 1.0
         As in :func:`cross_entropy`; a number only (no per-entry array).
     chunk_size : int, optional
-        Rows of logits per chunk. By default at most 1/16 of all the logits and 64 MiB of
+        Rows of logits per chunk. By default at most 1/32 of all the logits and 64 MiB of
         float32 logits, but at least 256 rows. Smaller chunks take less memory and, below a
         few hundred rows, more time.
 

@@ -45,8 +45,8 @@ __all__ = ["Parts", "default_chunk_rows", "linear_cross_entropy", "parts"]
 
 Array = Any
 
-#: The default chunk holds at most this share of all the float32 logits...
-_SHARE = 16
+#: The default chunk holds at most this share (1/32) of all the float32 logits...
+_SHARE = 32
 #: ...and at most this many bytes of them...
 _CHUNK_BYTES = 64 * 2**20
 #: ...but at least this many rows: each chunk reads all of W three times (the logits, dh and
@@ -55,7 +55,7 @@ _MIN_ROWS = 256
 
 
 def default_chunk_rows(rows: int, vocab: int) -> int:
-    """Rows per chunk when ``chunk_size`` is None: at most 1/16 of the logits and 64 MiB of
+    """Rows per chunk when ``chunk_size`` is None: at most 1/32 of the logits and 64 MiB of
     float32 logits, but at least 256 rows (or all of them, if fewer)."""
     by_share = -(-rows // _SHARE)
     by_bytes = _CHUNK_BYTES // (4 * max(vocab, 1))

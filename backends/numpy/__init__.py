@@ -3,6 +3,8 @@
 ``blocks``
     Cache-sized blocks of rows computed in place with NumPy's ufuncs on the thread pool
     (every operation).
+``linear``
+    The linear cross-entropy with one reused chunk buffer, computed in place.
 ``compiled`` (not yet written)
     Home of the compiled fused CPU kernel (the compiled-kernel issue).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 #: The modules under this package that register fast paths, in order.
-FAST_PATH_MODULES = ("blocks",)
+FAST_PATH_MODULES = ("blocks", "linear")
 
 
 def device_kind(x: Any) -> str:

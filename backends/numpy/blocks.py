@@ -423,6 +423,8 @@ def _block_gradient(
     keep = tg.valid[rows] & ~empty
     row_factor = np.where(keep, coef * k / np.where(empty, 1.0, s), 0.0).astype(buf.dtype)
     np.multiply(buf, row_factor[:, None], out=buf)
+    if not keep.all():
+        buf[~keep] = 0.0  # 0, not 0 * NaN: an ignored row of NaN logits takes no gradient
     hit = np.arange(buf.shape[0])[keep]
     buf[hit, tb[keep]] -= (k * (1.0 - eps) * wb)[keep]
     if eps:

@@ -392,7 +392,8 @@ def _probs(rng: np.random.Generator, shape: tuple[int, ...], axis: int) -> np.nd
 
 def ce_catalogue(rng: np.random.Generator) -> list[CECase]:
     """Cross-entropy inputs: plain, all -inf rows, ignored entries, class axis 1 of a 3-D
-    input, a 1-D input (0-d target), huge logits, an empty batch, every entry ignored."""
+    input, a 1-D input (0-d target), huge logits, an empty batch, every entry ignored, ignored
+    entries whose logits hold NaN or +inf."""
     out = []
 
     x = _random(rng, (4, 5))
@@ -423,6 +424,13 @@ def ce_catalogue(rng: np.random.Generator) -> list[CECase]:
 
     x = _random(rng, (3, 4))
     out.append(CECase("ce_all_ignored", x, np.full(3, IGNORE), _probs(rng, x.shape, -1)))
+
+    # An ignored entry takes no part, whatever its logits: loss 0 and gradient 0 (not 0 * NaN).
+    x = _random(rng, (3, 4))
+    x[0, 1] = np.nan
+    x[2, 3] = INF
+    t = np.array([IGNORE, 2, IGNORE])
+    out.append(CECase("ce_ignored_nan_rows", x, t, _probs(rng, x.shape, -1)))
     return out
 
 

@@ -158,3 +158,28 @@ print(json.dumps({{"out": out, "cpus": len(os.sched_getaffinity(0))}}))
     measured = {k.replace("|fast|", "|") for k in out["ms"] if "|fast|" in k}
     assert measured <= set(out["limit"])
     assert all(isinstance(reason, str) and reason for reason in out["skip"].values())
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch:cpu", "jax:cpu"])
+def test_the_lm_head_benchmarks_run(backend: str) -> None:
+    """The linear cross-entropy benchmarks (their own parameters: tokens x hidden x vocab)
+    once on a tiny head, every implementation the backend has."""
+    library = backend.partition(":")[0]
+    if importlib.util.find_spec(library) is None:
+        pytest.skip(f"{library} is not installed")
+    module = importlib.import_module(f"{_package()}.linear_cross_entropy")
+    cls = module.LinearCrossEntropy
+    ran = 0
+    for impl, dtype in itertools.product(module.IMPLEMENTATIONS, module.DTYPES):
+        combo = (backend, impl, "8x4x16", dtype)
+        if module._skip(*combo):
+            continue
+        bench = cls()
+        try:
+            bench.setup(*combo)
+        except NotImplementedError:
+            continue  # a library too old for a peer (torch's linear_cross_entropy)
+        bench.time_step(*combo)
+        assert bench.track_peak_memory(*combo) >= 0
+        ran += 1
+    assert ran >= 2

@@ -119,7 +119,11 @@ def test_numpy_call_imports_only_the_numpy_backend() -> None:
         )))
         """
     )
-    assert found == ["xpsoftmax.backends.numpy", "xpsoftmax.backends.numpy.blocks"], found
+    assert found == [
+        "xpsoftmax.backends.numpy",
+        "xpsoftmax.backends.numpy.blocks",
+        "xpsoftmax.backends.numpy.linear",
+    ], found
 
 
 def test_array_api_strict_call_imports_no_backend() -> None:

@@ -143,6 +143,7 @@ def _data() -> dict[str, Any]:
         "mask": torch.rand(N, C, generator=g) > 0.2,
         "t_arr": torch.rand(N, 1, generator=g) + 0.5,
         "b": torch.rand(N, C, generator=g),
+        "lw": torch.randn(C, D, generator=g),
     }
 
 
@@ -169,6 +170,12 @@ CALLS: dict[str, Callable[[dict[str, Any]], Any]] = {
     ),
     "cross_entropy-probs-z_loss": lambda d: xs.cross_entropy(
         d["logits"], d["probs"], z_loss=1e-3, reduction="sum"
+    ),
+    "linear_cross_entropy": lambda d: xs.linear_cross_entropy(
+        d["x"], d["lw"], d["target"], chunk_size=5
+    ),
+    "linear_cross_entropy-class-chunks-smoothing": lambda d: xs.linear_cross_entropy(
+        d["x"], d["lw"], d["target"], chunk_size=(5, 2), label_smoothing=0.1
     ),
 }
 
@@ -245,6 +252,37 @@ def test_compiled_loss_backward_is_one_graph() -> None:
     _assert_quiet(found)
     _assert_same(out.detach(), loss_ref)
     for p, g in zip(model.parameters(), grads_ref):
+        _assert_same(p.grad, g)
+
+
+@pytest.mark.parametrize("chunk_size", [5, (5, 2)])
+def test_compiled_linear_head_backward_is_one_graph(chunk_size: Any) -> None:
+    """A model's body and the LM head's loss (its autograd Function) as one graph, with the
+    backward pass through it; the gradients as in eager."""
+    data = _data()
+    x, target = data["x"], data["target"]
+
+    def run(body: Any, head: Any) -> Any:
+        return xs.linear_cross_entropy(
+            body(x), head.weight, target, bias=head.bias, chunk_size=chunk_size
+        )
+
+    torch.manual_seed(0)
+    body, head = (
+        torch.nn.Sequential(torch.nn.Linear(D, 16), torch.nn.ReLU()),
+        torch.nn.Linear(16, C),
+    )
+    params = [*body.parameters(), *head.parameters()]
+    loss_ref = run(body, head)
+    loss_ref.backward()
+    grads_ref = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    out, found = _compiled(lambda: run(body, head), fullgraph=True)
+    out.backward()
+    _assert_quiet(found)
+    _assert_same(out.detach(), loss_ref.detach())
+    for p, g in zip(params, grads_ref):
         _assert_same(p.grad, g)
 
 

@@ -57,6 +57,9 @@ def _layer(rng: np.random.Generator, rows: int = 9, hidden: int = 5, vocab: int 
         ({"chunk_size": 0}, ValueError, "chunk_size"),
         ({"chunk_size": 2.5}, TypeError, "chunk_size"),
         ({"chunk_size": True}, TypeError, "chunk_size"),
+        ({"chunk_size": (4,)}, ValueError, "pair"),
+        ({"chunk_size": (4, 0)}, ValueError, "chunk_size"),
+        ({"chunk_size": (None, 2.5)}, TypeError, "chunk_size"),
         ({"h": np.float64(1.0)}, ValueError, "at least one dimension"),
         ({"axis": (0,)}, TypeError, "axis"),
         ({"t": np.zeros(8, dtype=np.int64)}, ValueError, "target of class indices"),
@@ -83,9 +86,42 @@ def test_chunks_do_not_change_the_answer() -> None:
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)
 
 
-def test_default_chunks() -> None:
-    from xpsoftmax._linear import default_chunk_rows
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"label_smoothing": 0.2, "z_loss": 1e-2, "temperature": 0.3, "weight": "classes"},
+        {"reduction": "none", "temperature": 0.0},
+        {"reduction": "sum", "temperature": float("inf"), "label_smoothing": 0.1},
+    ],
+)
+@pytest.mark.parametrize("target", ["index", "probs"])
+def test_chunks_of_classes_do_not_change_the_answer(options: dict, target: str) -> None:
+    """Rows split by classes too (two passes, the running maximum) equal whole rows."""
+    rng = np.random.default_rng(8)
+    h, w, b, t = _layer(rng, rows=11)
+    b[4] = -np.inf  # a masked class
+    b[:3] += np.array([-40.0, 0.0, 40.0])  # the maximum moves between chunks
+    if target == "probs":
+        t = rng.dirichlet(np.ones(13), size=11)
+        t[:, 4] = 0.0
+    kw = _options(options, options.get("reduction", "mean"), np.asarray)
+    whole = xs.linear_cross_entropy_with_grad(h, w, t, bias=b, chunk_size=(4, None), **kw)
+    for classes in (1, 2, 5, 12, 13, 100):
+        got = xs.linear_cross_entropy_with_grad(h, w, t, bias=b, chunk_size=(4, classes), **kw)
+        for a, c in zip(got, whole):
+            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-13)
 
+
+def test_default_chunks() -> None:
+    from xpsoftmax._linear import chunk_shape, default_chunk_rows
+    from xpsoftmax._registry import Chunks
+
+    assert chunk_shape(8192, 32000, Chunks()) == (256, 32000)  # whole rows up to 2**18
+    assert chunk_shape(8192, 2**18 + 1, Chunks()) == (256, 2**16)  # a row over 1 MiB: split
+    assert chunk_shape(8192, 2**20, Chunks(None, 1000)) == (256, 1000)
+    assert chunk_shape(100_000, 1000, Chunks(None, 10)) == (3125, 10)
+    assert chunk_shape(10, 4, Chunks(3, 50)) == (3, 4)
     assert default_chunk_rows(8192, 32000) == 256  # 1/32 of the logits, 33 MB
     assert default_chunk_rows(100, 32000) == 100  # fewer rows than the minimum: all
     assert default_chunk_rows(100_000, 256_000) == 256  # the minimum, whatever the bytes
@@ -100,7 +136,10 @@ def test_default_chunks() -> None:
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("options", OPTIONS)
 @pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
-def test_torch_autograd_equals_the_full_logits(reduction: str, options: dict, dtype: str) -> None:
+@pytest.mark.parametrize("chunks", [4, (4, 5)])
+def test_torch_autograd_equals_the_full_logits(
+    reduction: str, options: dict, dtype: str, chunks: Any
+) -> None:
     import torch
 
     rng = np.random.default_rng(2)
@@ -116,7 +155,7 @@ def test_torch_autograd_equals_the_full_logits(reduction: str, options: dict, dt
     kw = _options(options, reduction, lambda a: torch.tensor(a, dtype=torch.float64))
     ref = xs.cross_entropy(ref_in[0] @ ref_in[1].T + ref_in[2], t, **kw)
     ref.sum().backward()
-    got = xs.linear_cross_entropy(leaves[0], leaves[1], t, bias=leaves[2], chunk_size=4, **kw)
+    got = xs.linear_cross_entropy(leaves[0], leaves[1], t, bias=leaves[2], chunk_size=chunks, **kw)
     assert xs.which("linear_cross_entropy", leaves[0], leaves[1], t) == "torch.linear"
     got.sum().backward(retain_graph=True)
     first = [a.grad.clone() for a in leaves]
@@ -129,6 +168,21 @@ def test_torch_autograd_equals_the_full_logits(reduction: str, options: dict, dt
         assert leaf.grad.dtype == leaf.dtype
         torch.testing.assert_close(grad.double(), ref_leaf.grad.double(), **tol)
         torch.testing.assert_close(leaf.grad, grad)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_torch_frozen_layer(reduction: str) -> None:
+    """Only the gradients autograd asks for: a frozen layer gets none, h gets the same."""
+    import torch
+
+    h, w, b, t = (torch.tensor(a) for a in _layer(np.random.default_rng(9)))
+    h.requires_grad_()
+    xs.linear_cross_entropy(h, w, t, bias=b, reduction=reduction).sum().backward()
+    ref = h.detach().clone().requires_grad_()
+    xs.cross_entropy(ref @ w.T + b, t, reduction=reduction).sum().backward()
+    assert w.grad is None and b.grad is None
+    torch.testing.assert_close(h.grad, ref.grad)
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
@@ -154,8 +208,9 @@ def test_torch_keeps_no_logits_for_backward() -> None:
     logits = 64 * 40
     unfused = saved_sizes(lambda: xs.cross_entropy(h @ w.T + b, t))
     assert max(unfused) >= logits  # the test can fail: the unfused call keeps logits
-    fused = saved_sizes(lambda: xs.linear_cross_entropy(h, w, t, bias=b, chunk_size=16))
-    assert max(fused) < logits, fused
+    for chunks in (16, (16, 8)):
+        fused = saved_sizes(lambda c=chunks: xs.linear_cross_entropy(h, w, t, bias=b, chunk_size=c))
+        assert max(fused) < logits, (chunks, fused)
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
@@ -177,7 +232,8 @@ def test_torch_target_or_class_weight_gradients_take_the_generic_path() -> None:
 @pytest.mark.skipif(not HAS_JAX, reason="jax is not installed")
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("options", OPTIONS)
-def test_jax_grad_equals_the_full_logits(reduction: str, options: dict) -> None:
+@pytest.mark.parametrize("chunks", [4, (4, 5)])
+def test_jax_grad_equals_the_full_logits(reduction: str, options: dict, chunks: Any) -> None:
     import jax
     import jax.numpy as jnp
 
@@ -189,7 +245,7 @@ def test_jax_grad_equals_the_full_logits(reduction: str, options: dict) -> None:
         return xs.cross_entropy(h @ w.T + b, t, **kw).sum()
 
     def fused(h: Any, w: Any, b: Any) -> Any:
-        return xs.linear_cross_entropy(h, w, t, bias=b, chunk_size=4, **kw).sum()
+        return xs.linear_cross_entropy(h, w, t, bias=b, chunk_size=chunks, **kw).sum()
 
     expected = "generic" if "weight" in kw else "jax.linear_vjp"
     assert xs.which("linear_cross_entropy", h, w, t, bias=b, **kw) == expected
@@ -227,9 +283,10 @@ def test_jax_keeps_no_logits_for_backward() -> None:
 
     logits = (64, 13)
     assert logits in shapes(lambda h, w: xs.cross_entropy(h @ w.T + b, t))
-    assert logits not in shapes(
-        lambda h, w: xs.linear_cross_entropy(h, w, t, bias=b, chunk_size=16)
-    )
+    for chunks in (16, (16, 8)):
+        assert logits not in shapes(
+            lambda h, w, c=chunks: xs.linear_cross_entropy(h, w, t, bias=b, chunk_size=c)
+        )
 
 
 @pytest.mark.skipif(not HAS_JAX, reason="jax is not installed")

@@ -20,30 +20,34 @@ import jax.numpy as jnp
 
 from xpsoftmax import _linear
 from xpsoftmax._checks import CrossEntropySettings
-from xpsoftmax._registry import Call, register
+from xpsoftmax._registry import Call, Chunks, register
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _lce(h: Any, w: Any, b: Any, target: Any, axis: int, o: CrossEntropySettings, rows: Any) -> Any:
-    return _linear.parts(jnp, h, w, b, target, axis, o, rows, grads=False).loss
+def _lce(
+    h: Any, w: Any, b: Any, target: Any, axis: int, o: CrossEntropySettings, chunks: Chunks
+) -> Any:
+    return _linear.parts(jnp, h, w, b, target, axis, o, chunks, grads=False).loss
 
 
 def _lce_fwd(
-    h: Any, w: Any, b: Any, target: Any, axis: int, o: CrossEntropySettings, rows: Any
+    h: Any, w: Any, b: Any, target: Any, axis: int, o: CrossEntropySettings, chunks: Chunks
 ) -> tuple[Any, Any]:
     if o.reduction == "none":
-        loss = _linear.parts(jnp, h, w, b, target, axis, o, rows, grads=False).loss
+        loss = _linear.parts(jnp, h, w, b, target, axis, o, chunks, grads=False).loss
         return loss, (h, w, b, target)
-    p = _linear.parts(jnp, h, w, b, target, axis, o, rows, grads=True)
+    p = _linear.parts(jnp, h, w, b, target, axis, o, chunks, grads=True)
     return p.loss, (p.dh, p.dw, p.db, target)
 
 
-def _lce_bwd(axis: int, o: CrossEntropySettings, rows: Any, res: Any, g: Any) -> tuple[Any, ...]:
+def _lce_bwd(
+    axis: int, o: CrossEntropySettings, chunks: Chunks, res: Any, g: Any
+) -> tuple[Any, ...]:
     if o.reduction == "none":
         h, w, b, target = res
-        p = _linear.parts(jnp, h, w, b, target, axis, o, rows, grads=True, cotangent=g)
+        p = _linear.parts(jnp, h, w, b, target, axis, o, chunks, grads=True, cotangent=g)
         dh, dw, db = p.dh, p.dw, p.db
     else:
         dh, dw, db, target = res
@@ -81,6 +85,6 @@ def linear_cross_entropy(
     target: Any,
     axis: int,
     options: CrossEntropySettings,
-    chunk_size: int | None,
+    chunk_size: Chunks,
 ) -> Any:
     return _lce(h, linear_weight, bias, target, axis, replace(options, weight=None), chunk_size)

@@ -19,7 +19,7 @@ import numpy as np
 from xpsoftmax import _linear
 from xpsoftmax._checks import CrossEntropySettings, compute_dtype, result_dtype, target_masks
 from xpsoftmax._generic import BIG_T, mean_over
-from xpsoftmax._registry import Call, register
+from xpsoftmax._registry import Call, Chunks, register
 
 _FLOATS = ("float16", "float32", "float64")
 #: Classes of dW per in-place add (the product's temporary: this many rows of H).
@@ -43,7 +43,7 @@ def parts(
     target: np.ndarray,
     axis: int,
     o: CrossEntropySettings,
-    rows: int | None,
+    chunks: Chunks,
     *,
     grads: bool,
 ) -> _linear.Parts:
@@ -51,8 +51,9 @@ def parts(
     cdt = compute_dtype(np, h.dtype)
     h2, lead = _linear._to_rows(np, h, axis)
     n, hidden, vocab = h2.shape[0], h2.shape[1], w.shape[0]
-    if vocab == 0:
-        return _linear.parts(np, h, w, b, target, axis, o, rows, grads=grads)
+    step, classes = _linear.chunk_shape(n, vocab, chunks)
+    if vocab == 0 or classes < vocab:
+        return _linear.parts(np, h, w, b, target, axis, o, chunks, grads=grads)
     t2 = target.reshape(n)
     wc = w.astype(cdt, copy=False)
     bc = None if b is None else b.astype(cdt, copy=False)
@@ -64,7 +65,6 @@ def parts(
     t_kind, t_value = o.temperature.kind, o.temperature.value
     inv_t = 1.0 / t_value if t_kind == "positive" else 1.0
     per = np.empty(n, dtype=cdt)
-    step = rows or _linear.default_chunk_rows(n, vocab)
     buf = np.empty((min(step, n), vocab), dtype=cdt)
     if grads:
         dh2 = np.empty((n, hidden), dtype=cdt)
@@ -156,7 +156,7 @@ def linear_cross_entropy(
     target: Any,
     axis: int,
     options: CrossEntropySettings,
-    chunk_size: int | None,
+    chunk_size: Chunks,
 ) -> Any:
     return parts(h, linear_weight, bias, target, axis, options, chunk_size, grads=False).loss
 
@@ -178,7 +178,7 @@ def linear_cross_entropy_with_grad(
     target: Any,
     axis: int,
     options: CrossEntropySettings,
-    chunk_size: int | None,
+    chunk_size: Chunks,
 ) -> tuple[Any, Any, Any, Any]:
     p = parts(h, linear_weight, bias, target, axis, options, chunk_size, grads=True)
     return p.loss, p.dh, p.dw, p.db

@@ -20,16 +20,17 @@ from array_api_compat import torch as xp_torch
 from xpsoftmax import _linear
 from xpsoftmax._checks import CrossEntropySettings, compute_dtype, result_dtype, target_masks
 from xpsoftmax._generic import BIG_T, mean_over
-from xpsoftmax._registry import Call, register
+from xpsoftmax._registry import Call, Chunks, register
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
-def _lean(o: CrossEntropySettings, target: torch.Tensor, vocab: int) -> bool:
-    """The options the in-place chunk below computes; the others take the generic chunk
-    formulas (more temporaries per chunk, the same accumulation)."""
+def _lean(o: CrossEntropySettings, target: torch.Tensor, vocab: int, classes: int) -> bool:
+    """The options the in-place chunk below computes; the others, and chunks of classes, take
+    the generic chunk formulas (more temporaries per chunk, the same accumulation)."""
     return (
-        not torch.is_floating_point(target)
+        classes >= vocab
+        and not torch.is_floating_point(target)
         and o.label_smoothing == 0
         and o.z_loss == 0
         and o.temperature.kind in ("one", "positive")
@@ -44,23 +45,25 @@ def parts(
     target: torch.Tensor,
     axis: int,
     o: CrossEntropySettings,
-    rows: int | None,
+    chunks: Chunks,
     *,
     grads: bool,
     cotangent: torch.Tensor | None = None,
+    needed: tuple[bool, bool, bool] = (True, True, True),
 ) -> _linear.Parts:
     """:func:`xpsoftmax._linear.parts` with one chunk of logits alive at a time: the chunk's
     logits buffer becomes its exponentials, then its gradient, in place; ``dh`` rows are
     written where they belong and ``dW`` accumulates by ``addmm_``. The formulas are the
     generic ones (``xpsoftmax._generic``: shift by the maximum, divide by T, the logsumexp
     accurate near 0, the weighted mean over the entries not ignored)."""
-    if not _lean(o, target, w.shape[0]):
-        return _linear.parts(
-            xp_torch, h, w, b, target, axis, o, rows, grads=grads, cotangent=cotangent
-        )
-    cdt = compute_dtype(torch, h.dtype)
     h2, lead = _linear._to_rows(xp_torch, h, axis)
     n, vocab = h2.shape[0], w.shape[0]
+    step, classes = _linear.chunk_shape(n, vocab, chunks)
+    if not _lean(o, target, vocab, classes):
+        return _linear.parts(
+            xp_torch, h, w, b, target, axis, o, chunks, grads=grads, cotangent=cotangent
+        )
+    cdt = compute_dtype(torch, h.dtype)
     t2 = target.reshape(n)
     wc = w.to(cdt)
     bc = None if b is None else b.to(cdt)
@@ -74,10 +77,12 @@ def parts(
     t_kind, t_value = o.temperature.kind, o.temperature.value
     per = torch.empty(n, dtype=cdt, device=h.device)
     if grads:
-        dh2 = torch.empty((n, h2.shape[1]), dtype=cdt, device=h.device)
-        dw = torch.zeros((vocab, h2.shape[1]), dtype=cdt, device=h.device)
-        db = None if b is None else torch.zeros(vocab, dtype=cdt, device=h.device)
-    step = rows or _linear.default_chunk_rows(n, vocab)
+        # Only the gradients autograd asks for: a frozen layer skips dW's product, a third of
+        # the work.
+        need_dh, need_dw, need_db = needed
+        dh2 = torch.empty((n, h2.shape[1]), dtype=cdt, device=h.device) if need_dh else None
+        dw = torch.zeros((vocab, h2.shape[1]), dtype=cdt, device=h.device) if need_dw else None
+        db = None if b is None or not need_db else torch.zeros(vocab, dtype=cdt, device=h.device)
     for start in range(0, n, step):
         stop = min(start + step, n)
         hc = h2[start:stop].to(cdt)
@@ -117,8 +122,10 @@ def parts(
         g = e.div_(torch.where(empty, 1.0, s)[:, None]).mul_(coef[:, None])  # coef * p
         g.scatter_add_(1, ts, -coef[:, None])  # coef * (p - onehot)
         g.masked_fill_(~keep[:, None], 0.0)  # 0, not 0 * NaN, where no gradient flows
-        torch.matmul(g, wc, out=dh2[start:stop])
-        dw.addmm_(g.T, hc)
+        if dh2 is not None:
+            torch.matmul(g, wc, out=dh2[start:stop])
+        if dw is not None:
+            dw.addmm_(g.T, hc)
         if db is not None:
             db.add_(g.sum(dim=0))
     out_dtype = result_dtype(torch, h.dtype, reduction=True)
@@ -131,9 +138,9 @@ def parts(
     loss = loss.to(out_dtype)
     if not grads:
         return _linear.Parts(loss)
-    dh = _linear._from_rows(xp_torch, dh2, lead, axis).to(h.dtype)
+    dh = None if dh2 is None else _linear._from_rows(xp_torch, dh2, lead, axis).to(h.dtype)
     return _linear.Parts(
-        loss, dh, dw.to(w.dtype), None if db is None or b is None else db.to(b.dtype)
+        loss, dh, None if dw is None else dw.to(w.dtype), None if db is None else db.to(b.dtype)
     )
 
 
@@ -149,11 +156,12 @@ class LinearCrossEntropy(torch.autograd.Function):
         target: torch.Tensor,
         axis: int,
         o: CrossEntropySettings,
-        rows: int | None,
+        chunks: Chunks,
     ) -> torch.Tensor:
-        ctx.axis, ctx.o, ctx.rows = axis, o, rows
+        ctx.axis, ctx.o, ctx.chunks = axis, o, chunks
         ahead = any(ctx.needs_input_grad[:3]) and o.reduction != "none"
-        p = parts(h, w, b, target, axis, o, rows, grads=ahead)
+        needed = tuple(ctx.needs_input_grad[:3])
+        p = parts(h, w, b, target, axis, o, chunks, grads=ahead, needed=needed)
         ctx.save_for_backward(h, w, b, target)
         # Not saved tensors: scaled in place by the backward pass and handed over once.
         ctx.grads = (p.dh, p.dw, p.db) if ahead else None
@@ -168,17 +176,18 @@ class LinearCrossEntropy(torch.autograd.Function):
             ctx.grads = None
         else:
             cotangent = g if ctx.o.reduction == "none" else None
-            p = _linear.parts(
-                xp_torch,
+            needed = tuple(ctx.needs_input_grad[:3])
+            p = parts(
                 h,
                 w,
                 b,
                 target,
                 ctx.axis,
                 ctx.o,
-                ctx.rows,
+                ctx.chunks,
                 grads=True,
                 cotangent=cotangent,
+                needed=needed,
             )
             scale = 1.0 if cotangent is not None else g
             grads = [None if t is None else t * scale for t in (p.dh, p.dw, p.db)]
@@ -207,7 +216,7 @@ def linear_cross_entropy(
     target: Any,
     axis: int,
     options: CrossEntropySettings,
-    chunk_size: int | None,
+    chunk_size: Chunks,
 ) -> Any:
     weight = options.weight
     if target.requires_grad or (weight is not None and weight.requires_grad):

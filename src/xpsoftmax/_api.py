@@ -667,14 +667,15 @@ def linear_cross_entropy(
     label_smoothing: float = 0.0,
     temperature: float = 1.0,
     z_loss: float = 0.0,
-    chunk_size: int | None = None,
+    chunk_size: int | tuple[int | None, int | None] | None = None,
 ) -> ArrayT:
     """:func:`cross_entropy` of the logits ``h @ linear_weight.T + bias``, without them.
 
     A language model's head: the logits of every row would be the largest array of a training
     step (8192 tokens of a 128K vocabulary: 4 GiB in float32). This computes the same loss a
-    chunk of rows at a time, so that only one chunk of logits exists at once; under autodiff
-    (PyTorch, JAX) it keeps no logits-sized residual either.
+    chunk of rows at a time (and a chunk of classes at a time where a row alone is large), so
+    that only one chunk of logits exists at once; under autodiff (PyTorch, JAX) it keeps no
+    logits-sized residual either.
 
     Parameters
     ----------
@@ -695,10 +696,12 @@ def linear_cross_entropy(
         As in :func:`cross_entropy`.
     temperature : float, default 1.0
         As in :func:`cross_entropy`; a number only (no per-entry array).
-    chunk_size : int, optional
-        Rows of logits per chunk. By default at most 1/32 of all the logits and 64 MiB of
-        float32 logits, but at least 256 rows. Smaller chunks take less memory and, below a
-        few hundred rows, more time.
+    chunk_size : int or (int, int), optional
+        Rows of logits per chunk, or ``(rows, classes)`` per chunk (either may be None for its
+        default). Rows: by default at most 1/32 of all the logits and 64 MiB of float32
+        logits, but at least 256 rows. Classes: by default all of them up to 2**18 (a row of
+        1 MiB of float32 logits), chunks of 2**16 beyond. Smaller chunks take less memory and,
+        below a few hundred rows, more time; chunks of classes compute the logits twice.
 
     Returns
     -------
@@ -748,7 +751,7 @@ def linear_cross_entropy_with_grad(
     label_smoothing: float = 0.0,
     temperature: float = 1.0,
     z_loss: float = 0.0,
-    chunk_size: int | None = None,
+    chunk_size: int | tuple[int | None, int | None] | None = None,
 ) -> tuple[ArrayT, ArrayT, ArrayT, ArrayT | None]:
     """:func:`linear_cross_entropy` and its gradients ``(loss, dh, dW, db)``, chunk by chunk.
 

@@ -20,6 +20,7 @@ from typing import Any
 import array_api_compat
 
 from . import _libraries, _registry
+from ._registry import Chunks
 
 Array = Any
 
@@ -752,7 +753,7 @@ def _check_weight(
 class LinearCrossEntropyArgs:
     """A checked ``linear_cross_entropy`` call: ``h`` (..., H) with ``axis`` its hidden axis,
     ``linear_weight`` (V, H), ``bias`` (V,) or None, the target for logits of ``h``'s shape
-    with V classes on ``axis``, and ``chunk_size`` (rows per chunk, None for the default)."""
+    with V classes on ``axis``, and the chunks of logits asked for."""
 
     xp: Any
     library: str
@@ -763,7 +764,7 @@ class LinearCrossEntropyArgs:
     axis: int
     index_target: bool
     settings: CrossEntropySettings
-    chunk_size: int | None
+    chunk_size: Chunks
 
 
 def check_linear_cross_entropy(
@@ -815,12 +816,12 @@ def check_linear_cross_entropy(
         raise TypeError(
             f"temperature of linear_cross_entropy must be a real number, got {temperature!r}"
         )
-    rows = _check_chunk_size(chunk_size)
+    chunks = _check_chunk_size(chunk_size)
     shape = (*h.shape[:ax], vocab, *h.shape[ax + 1 :])
     target, index_target, settings = _check_target_and_options(
         xp, library, "h", h, shape, ax, target, temperature=temperature, **options
     )
-    return LinearCrossEntropyArgs(xp, library, h, w, b, target, ax, index_target, settings, rows)
+    return LinearCrossEntropyArgs(xp, library, h, w, b, target, ax, index_target, settings, chunks)
 
 
 def _layer_array(value: Any, name: str, xp: Any, h: Array) -> Array:
@@ -834,15 +835,27 @@ def _layer_array(value: Any, name: str, xp: Any, h: Array) -> Array:
     return arr
 
 
-def _check_chunk_size(chunk_size: Any) -> int | None:
+_CHUNK_SIZE = "chunk_size must be a positive int (rows), a pair (rows, classes) or None"
+
+
+def _check_chunk_size(chunk_size: Any) -> Chunks:
     if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool):
-        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        return Chunks()
+    if isinstance(chunk_size, tuple | list):
+        if len(chunk_size) != 2:
+            raise ValueError(f"{_CHUNK_SIZE}; got a sequence of {len(chunk_size)}")
+        rows, classes = (None if n is None else _positive(n, chunk_size) for n in chunk_size)
+        return Chunks(rows, classes)
+    return Chunks(_positive(chunk_size, chunk_size))
+
+
+def _positive(n: Any, chunk_size: Any) -> int:
+    if isinstance(n, bool):
+        raise TypeError(f"{_CHUNK_SIZE}, got {chunk_size!r}")
     try:
-        rows = operator.index(chunk_size)
+        value = operator.index(n)
     except TypeError:
-        raise TypeError(f"chunk_size must be a positive int or None, got {chunk_size!r}") from None
-    if rows < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {rows}")
-    return rows
+        raise TypeError(f"{_CHUNK_SIZE}, got {chunk_size!r}") from None
+    if value < 1:
+        raise ValueError(f"{_CHUNK_SIZE} of sizes >= 1, got {chunk_size!r}")
+    return value

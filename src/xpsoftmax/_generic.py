@@ -420,24 +420,18 @@ def _index_terms(
     z_loss: float,
     with_grad: bool,
 ) -> _Terms:
-    """Class-index targets: ``w_t * ((1 - eps) * (lse - z_t) + eps / C * (W lse - <w, z>))``
-    plus the z-loss ``z_loss * w_t * lse_abs**2``; ignored entries 0, out-of-range NaN; the
-    mean divides by the target classes' weights of the entries not ignored."""
+    """Class-index targets: the loss of :func:`index_loss` from the target's logit and the
+    weighted sum of the logits; the gradient's one-hot term where asked for."""
     ignored, valid = target_masks(xp, target, r.n_classes, ignore_index)
     t_safe = xp.where(valid, xp.astype(target, index_dtype(xp, target), copy=False), 0)
     w_t = _class_weights(xp, weight, t_safe) * xp.ones_like(r.lse)
-    nll = xp.where(r.empty_sq, INF, r.lse - _gather(xp, r.z, t_safe, r.axis))
-    per = nll * w_t if eps == 0 else nll * ((1.0 - eps) * w_t)
-    coef = w_t * (1.0 - eps)
+    z_t = _gather(xp, r.z, t_safe, r.axis)
+    wz = None
     if eps:
-        w_total = float(r.n_classes) if weight is None else xp.sum(weight)
-        wz = r.z if r.w_along is None else r.w_along * r.z
-        smooth = xp.where(r.empty_sq, INF, w_total * r.lse - xp.sum(wz, axis=r.axis))
-        per = per + (eps / r.n_classes) * smooth
-        coef = coef + eps * w_total / r.n_classes
-    if r.lse_abs is not None:
-        per = per + xp.where(r.empty_sq, INF, (z_loss * w_t) * (r.lse_abs * r.lse_abs))
-        coef = coef + (2.0 * z_loss) * w_t * r.lse_abs
+        wz = xp.sum(r.z if r.w_along is None else r.w_along * r.z, axis=r.axis)
+    per, coef = index_loss(
+        xp, r.lse, r.lse_abs, r.empty_sq, z_t, wz, w_t, weight, r.n_classes, eps, z_loss
+    )
     per = xp.where(valid, per, xp.where(ignored, 0.0, xp.full_like(per, NAN)))
     denominator = xp.sum(xp.where(ignored, 0.0, w_t))
     if not with_grad:
@@ -450,29 +444,90 @@ def _index_terms(
     return _Terms(per, denominator, coef, y_term, keep)
 
 
+def index_loss(
+    xp: Any,
+    lse: Array,
+    lse_abs: Array | None,
+    empty: Array,
+    z_t: Array,
+    wz: Array | None,
+    w_t: Array,
+    weight: Array | None,
+    n_classes: int,
+    eps: float,
+    z_loss: float,
+) -> tuple[Array, Array]:
+    """One entry's loss for class index ``t`` and the factor ``coef`` of ``p`` in its gradient:
+    ``w_t * ((1 - eps) * (lse - z_t) + eps / C * (W lse - <w, z>))`` plus the z-loss
+    ``z_loss * w_t * lse_abs**2``, from the scaled, shifted logits' ``lse`` (``lse_abs`` the
+    true one), the target's logit ``z_t`` and ``wz = <w, z>`` (needed only with ``eps``);
+    ``+inf`` on ``empty`` (all -inf) rows. The masks of ignored and invalid targets are the
+    caller's."""
+    nll = xp.where(empty, INF, lse - z_t)
+    per = nll * w_t if eps == 0 else nll * ((1.0 - eps) * w_t)
+    coef = w_t * (1.0 - eps)
+    if eps:
+        w_total = float(n_classes) if weight is None else xp.sum(weight)
+        smooth = xp.where(empty, INF, w_total * lse - wz)
+        per = per + (eps / n_classes) * smooth
+        coef = coef + eps * w_total / n_classes
+    if lse_abs is not None:
+        per = per + xp.where(empty, INF, (z_loss * w_t) * (lse_abs * lse_abs))
+        coef = coef + (2.0 * z_loss) * w_t * lse_abs
+    return per, coef
+
+
 def _probability_terms(xp: Any, r: _Rows, target: Array, eps: float, z_loss: float) -> _Terms:
     """Probability targets: ``-sum(w * y_eps * log p)`` with ``0 * log 0 = 0``, plus the z-loss
-    scaled by the entry's class weight ``sum(w * y)``; the mean divides by the number of
-    entries."""
-    y = xp.astype(target, r.z.dtype, copy=False)
-    y_smooth = y if eps == 0 else y * (1.0 - eps) + eps / r.n_classes
-    wy = y_smooth if r.w_along is None else r.w_along * y_smooth
-    logp = xp.where(r.empty, -INF, r.z - _unsqueeze(xp, r.lse, r.axis))
-    # 0 * log 0 = 0 only where the log-probability is -inf; elsewhere the term stays a
-    # product, so d loss / d target = -log p is right where the target is exactly 0.
-    off = (logp == -INF) & (wy == 0)
-    per = -xp.sum(xp.where(off, 0.0, wy * xp.where(off, 0.0, logp)), axis=r.axis)
+    of :func:`probability_z_loss`; the mean divides by the number of entries."""
+    wy = smoothed_targets(xp, target, r.w_along, eps, r.n_classes, r.z.dtype)
+    per = cross_terms(xp, r.z, r.lse, r.empty, wy, r.axis)
     coef = xp.sum(wy, axis=r.axis)
     if r.lse_abs is not None:
         # The entry's class weight: that of the classes it is labelled with.
+        y = xp.astype(target, r.z.dtype, copy=False)
         w_entry = xp.ones_like(r.lse) if r.w_along is None else xp.sum(r.w_along * y, axis=r.axis)
-        lse2 = xp.where(r.empty_sq, 0.0, r.lse_abs * r.lse_abs)
-        dead = xp.where(w_entry == 0, 0.0, xp.full_like(lse2, INF))  # an all -inf row
-        # An entry of weight 0 adds 0, even where its logsumexp overflows or is NaN.
-        lse2 = xp.where(xp.isfinite(lse2) | (w_entry != 0), lse2, 0.0)
-        per = per + z_loss * xp.where(r.empty_sq, dead, w_entry * lse2)
-        coef = coef + (2.0 * z_loss) * w_entry * r.lse_abs
+        per, coef = probability_z_loss(xp, per, coef, w_entry, r.lse_abs, r.empty_sq, z_loss)
     return _Terms(per, _count(xp, per), coef, wy, ~r.empty)
+
+
+def smoothed_targets(
+    xp: Any, target: Array, w_along: Array | None, eps: float, n_classes: int, dtype: Any
+) -> Array:
+    """``w * y_eps``: the class weights times the targets smoothed towards uniform over the
+    ``n_classes`` classes of the whole row."""
+    y = xp.astype(target, dtype, copy=False)
+    y_smooth = y if eps == 0 else y * (1.0 - eps) + eps / n_classes
+    return y_smooth if w_along is None else w_along * y_smooth
+
+
+def cross_terms(xp: Any, z: Array, lse: Array, empty: Array, wy: Array, axis: int) -> Array:
+    """``-sum(wy * log p)`` along ``axis`` for ``log p = z - lse`` (-inf on ``empty`` rows,
+    keepdims), with ``0 * log 0 = 0``."""
+    logp = xp.where(empty, -INF, z - _unsqueeze(xp, lse, axis))
+    # 0 * log 0 = 0 only where the log-probability is -inf; elsewhere the term stays a
+    # product, so d loss / d target = -log p is right where the target is exactly 0.
+    off = (logp == -INF) & (wy == 0)
+    return -xp.sum(xp.where(off, 0.0, wy * xp.where(off, 0.0, logp)), axis=axis)
+
+
+def probability_z_loss(
+    xp: Any,
+    per: Array,
+    coef: Array,
+    w_entry: Array,
+    lse_abs: Array,
+    empty: Array,
+    z_loss: float,
+) -> tuple[Array, Array]:
+    """The z-loss ``z_loss * w_entry * lse_abs**2`` added to probability targets' ``per`` and
+    ``coef``; an all -inf (``empty``) row gives +inf unless its weight is 0."""
+    lse2 = xp.where(empty, 0.0, lse_abs * lse_abs)
+    dead = xp.where(w_entry == 0, 0.0, xp.full_like(lse2, INF))  # an all -inf row
+    # An entry of weight 0 adds 0, even where its logsumexp overflows or is NaN.
+    lse2 = xp.where(xp.isfinite(lse2) | (w_entry != 0), lse2, 0.0)
+    per = per + z_loss * xp.where(empty, dead, w_entry * lse2)
+    return per, coef + (2.0 * z_loss) * w_entry * lse_abs
 
 
 def _gradient(

@@ -21,8 +21,13 @@ of entries) depends on the targets alone, so it is known before the first chunk:
 ``G`` takes its final factor at once. 16-bit inputs are multiplied in float32 (as the
 cross-entropy computes), so the logits are those of float32 accumulation; the loss is float32.
 
+Where a row of logits alone is large (more than 2**18 classes by default, 1 MiB of float32),
+the classes are split too: :mod:`xpsoftmax._linear_classes` works through a chunk of rows a
+chunk of classes at a time, in two passes.
+
 Every implementation of ``linear_cross_entropy`` takes ``(xp, h, linear_weight, bias, target,
-axis, settings, chunk_size)``; the fast paths build their autodiff rules on :func:`parts`.
+axis, settings, chunks)`` (``chunks`` a :class:`~xpsoftmax._registry.Chunks`); the fast paths
+build their autodiff rules on :func:`parts`.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from ._checks import (
     target_masks,
 )
 from ._generic import _class_weights, _cross_entropy, _device, mean_over
+from ._linear_classes import RowChunk, row_chunk
+from ._registry import Chunks
 
-__all__ = ["Parts", "default_chunk_rows", "linear_cross_entropy", "parts"]
+__all__ = ["Parts", "chunk_shape", "default_chunk_rows", "linear_cross_entropy", "parts"]
 
 Array = Any
 
@@ -52,6 +59,10 @@ _CHUNK_BYTES = 64 * 2**20
 #: ...but at least this many rows: each chunk reads all of W three times (the logits, dh and
 #: dW), so fewer rows spend the time moving W rather than multiplying.
 _MIN_ROWS = 256
+#: Rows of more classes than this (1 MiB of float32 logits) are split into chunks of classes...
+_ROW_CLASSES = 2**18
+#: ...of this many classes each.
+_CLASS_CHUNK = 2**16
 
 
 def default_chunk_rows(rows: int, vocab: int) -> int:
@@ -60,6 +71,18 @@ def default_chunk_rows(rows: int, vocab: int) -> int:
     by_share = -(-rows // _SHARE)
     by_bytes = _CHUNK_BYTES // (4 * max(vocab, 1))
     return max(1, min(rows, max(_MIN_ROWS, min(by_share, by_bytes))))
+
+
+def default_chunk_classes(vocab: int) -> int:
+    """Classes per chunk when not given: all of them, up to 2**18; 2**16 beyond."""
+    return vocab if vocab <= _ROW_CLASSES else _CLASS_CHUNK
+
+
+def chunk_shape(rows: int, vocab: int, chunks: Chunks) -> tuple[int, int]:
+    """The rows and classes per chunk of logits: those asked for, or the defaults (the rows'
+    default sized by the chunk's classes)."""
+    classes = min(chunks.classes or default_chunk_classes(vocab), vocab)
+    return chunks.rows or default_chunk_rows(rows, classes), classes
 
 
 @dataclass(frozen=True)
@@ -124,16 +147,16 @@ def parts(
     target: Array,
     axis: int,
     o: CrossEntropySettings,
-    chunk_size: int | None,
+    chunks: Chunks,
     *,
     grads: bool,
     cotangent: Array | None = None,
 ) -> Parts:
     """The loss of ``cross_entropy(h @ W.T + bias, target, axis=axis)`` with the options ``o``,
-    by chunks of ``chunk_size`` rows; with ``grads``, also ``dh``, ``dW`` and ``db``: those of
-    the loss (of the sum of the entries' losses for ``reduction="none"``), or, given
-    ``cotangent`` (the entries' shape, ``reduction="none"`` only), those of
-    ``sum(cotangent * loss)``: what reverse-mode autodiff asks of this function."""
+    by ``chunks``; with ``grads``, also ``dh``, ``dW`` and ``db``: those of the loss (of the sum
+    of the entries' losses for ``reduction="none"``), or, given ``cotangent`` (the entries'
+    shape, ``reduction="none"`` only), those of ``sum(cotangent * loss)``: what reverse-mode
+    autodiff asks of this function."""
     cdt = compute_dtype(xp, h.dtype)
     index_target = not xp.isdtype(target.dtype, "real floating")
     h2, lead = _to_rows(xp, h, axis)
@@ -149,31 +172,28 @@ def parts(
             den = xp.asarray(den, dtype=cdt, device=_device(h2))
         factor = mean_over(xp, 1.0, den)
     per_entry = replace(o, reduction="none")
+    step, classes = chunk_shape(rows, vocab, chunks)
     losses, dh_rows = [], []
     total: Any = xp.sum(xp.astype(h2, cdt, copy=False)) if rows == 0 else 0.0  # 0, on h's graph
     dw = db = None
-    for start, stop in _chunks(rows, chunk_size or default_chunk_rows(rows, vocab)):
+    for start, stop in _chunks(rows, step):
         hc = xp.astype(h2[start:stop, ...], cdt, copy=False)
-        z = hc @ xp.matrix_transpose(w)
-        if b is not None:
-            z = z + b
-        per, g = _cross_entropy(xp, z, t2[start:stop, ...], 1, per_entry, with_grad=grads)
-        if o.reduction == "none":
-            losses.append(per)
+        row_factor = factor if c2 is None else xp.astype(c2[start:stop, None], cdt, copy=False)
+        args = (xp, hc, w, b, t2[start:stop, ...], per_entry)
+        if classes < vocab:
+            c = row_chunk(*args, classes, row_factor, grads=grads)
         else:
-            total = total + xp.sum(per)
-        if g is None:
+            c = _row_chunk(*args, row_factor, grads=grads)
+        if o.reduction == "none":
+            losses.append(c.per)
+        else:
+            total = total + xp.sum(c.per)
+        if c.dh is None:
             continue
-        if c2 is not None:
-            g = g * xp.astype(c2[start:stop, None], cdt, copy=False)
-        elif o.reduction == "mean":
-            g = g * factor
-        dh_rows.append(g @ w)
-        dw_c = xp.matrix_transpose(g) @ hc
-        dw = dw_c if dw is None else dw + dw_c
-        if b is not None:
-            db_c = xp.sum(g, axis=0)
-            db = db_c if db is None else db + db_c
+        dh_rows.append(c.dh)
+        dw = c.dw if dw is None else dw + c.dw
+        if c.db is not None:
+            db = c.db if db is None else db + c.db
     out_dtype = result_dtype(xp, h.dtype, reduction=True)
     if o.reduction == "none":
         flat = xp.concat(losses) if losses else xp.zeros((0,), dtype=cdt, device=_device(h2))
@@ -186,6 +206,31 @@ def parts(
     if not grads:
         return Parts(loss)
     return Parts(loss, *_gradients(xp, h, linear_weight, bias, h2, lead, axis, dh_rows, dw, db))
+
+
+def _row_chunk(
+    xp: Any,
+    hc: Array,
+    w: Array,
+    b: Array | None,
+    target: Array,
+    o: CrossEntropySettings,
+    row_factor: Any,
+    *,
+    grads: bool,
+) -> RowChunk:
+    """A chunk of rows with all its classes at once: the cross-entropy of its logits, and the
+    gradients of ``sum(row_factor * per)``."""
+    z = hc @ xp.matrix_transpose(w)
+    if b is not None:
+        z = z + b
+    per, g = _cross_entropy(xp, z, target, 1, o, with_grad=grads)
+    if g is None:
+        return RowChunk(per)
+    g = g * row_factor
+    return RowChunk(
+        per, g @ w, xp.matrix_transpose(g) @ hc, None if b is None else xp.sum(g, axis=0)
+    )
 
 
 def _gradients(
@@ -224,10 +269,10 @@ def linear_cross_entropy(
     target: Array,
     axis: int,
     options: CrossEntropySettings,
-    chunk_size: int | None,
+    chunks: Chunks,
 ) -> Array:
     """Generic linear cross-entropy; see :func:`xpsoftmax.linear_cross_entropy`."""
-    return parts(xp, h, linear_weight, bias, target, axis, options, chunk_size, grads=False).loss
+    return parts(xp, h, linear_weight, bias, target, axis, options, chunks, grads=False).loss
 
 
 def linear_cross_entropy_with_grad(
@@ -238,9 +283,9 @@ def linear_cross_entropy_with_grad(
     target: Array,
     axis: int,
     options: CrossEntropySettings,
-    chunk_size: int | None,
+    chunks: Chunks,
 ) -> tuple[Array, Array, Array, Array | None]:
     """Generic linear cross-entropy and its gradients; see
     :func:`xpsoftmax.linear_cross_entropy_with_grad`."""
-    p = parts(xp, h, linear_weight, bias, target, axis, options, chunk_size, grads=True)
+    p = parts(xp, h, linear_weight, bias, target, axis, options, chunks, grads=True)
     return p.loss, p.dh, p.dw, p.db

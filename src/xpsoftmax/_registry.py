@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _libraries
 
@@ -95,11 +95,21 @@ class CrossEntropyOptions:
     temperature: str = "one"
 
 
+class Chunks(NamedTuple):
+    """The chunks of logits asked for: rows and classes per chunk (None: the default)."""
+
+    rows: int | None = None
+    classes: int | None = None
+
+
+_DEFAULT_CHUNKS = Chunks()  # the defaults
+
+
 @dataclass(frozen=True, slots=True)
 class LinearCrossEntropyOptions:
     """linear_cross_entropy and linear_cross_entropy_with_grad: those of the cross-entropy on
-    the logits it stands for, whether a bias is given, and the rows per chunk asked for (None:
-    the default)."""
+    the logits it stands for, whether a bias is given, and the chunks asked for
+    (``_checks.Chunks``: rows and classes per chunk, None for the defaults)."""
 
     target: str = "index"
     weight: bool = False
@@ -108,7 +118,7 @@ class LinearCrossEntropyOptions:
     z_loss: bool = False
     temperature: str = "one"
     bias: bool = False
-    chunk_size: int | None = None
+    chunk_size: Chunks = _DEFAULT_CHUNKS
 
 
 Options = NormalizationOptions | LogsumexpOptions | CrossEntropyOptions | LinearCrossEntropyOptions

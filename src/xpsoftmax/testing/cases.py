@@ -438,7 +438,8 @@ def ce_catalogue(rng: np.random.Generator) -> list[CECase]:
 class LinearCase:
     """Linear cross-entropy input: hidden states ``h`` (float64, hidden axis ``axis``), the
     layer ``w`` (V, H) and ``bias`` (V,), an integer target (may hold ``ignore_index``), a
-    probability target shaped like the logits, and the rows per chunk to ask for."""
+    probability target shaped like the logits, and the chunks to ask for (rows, or a pair of
+    rows and classes)."""
 
     name: str
     h: np.ndarray
@@ -447,7 +448,7 @@ class LinearCase:
     index: np.ndarray
     probs: np.ndarray
     axis: int = -1
-    chunk_size: int | None = None
+    chunk_size: int | tuple[int | None, int | None] | None = None
 
     def __repr__(self) -> str:
         return f"LinearCase({self.name!r}, h={self.h.shape}, w={self.w.shape}, axis={self.axis})"
@@ -472,7 +473,8 @@ def linear_catalogue(rng: np.random.Generator) -> list[LinearCase]:
     """Linear cross-entropy inputs: rows in chunks that do not divide them, ignored entries,
     PyTorch's hidden axis 1, one row (a 0-d target), an empty batch, no hidden units, one
     class, a class masked by a -inf bias, every class masked (all -inf rows), logits that
-    overflow, a NaN row."""
+    overflow, a NaN row; and chunks of classes: maxima rising from chunk to chunk, a chunk
+    all -inf, every class masked, overflow and NaN rows."""
     out = [_layer(rng, "lin_rows", _random(rng, (7, 5)), 11, chunk_size=3)]
     case = _layer(rng, "lin_ignored", _random(rng, (6, 4)), 9, chunk_size=4)
     index = case.index.copy()
@@ -500,6 +502,33 @@ def linear_catalogue(rng: np.random.Generator) -> list[LinearCase]:
     out.append(replace(case, h=h))
     case = _layer(rng, "lin_nan_row", _random(rng, (4, 3)), 5, chunk_size=2)
     h = case.h.copy()
+    h[2, 1] = np.nan
+    out.append(replace(case, h=h))
+    return out + _class_chunk_cases(rng)
+
+
+def _class_chunk_cases(rng: np.random.Generator) -> list[LinearCase]:
+    case = _layer(rng, "lin_classes_rising", _random(rng, (7, 5)), 11, chunk_size=(3, 4))
+    index = case.index.copy()
+    index[1] = IGNORE
+    # Each chunk of classes holds a larger maximum than the last (what was summed rescales),
+    # and classes 8 and 9 tie.
+    bias = np.linspace(-30.0, 30.0, 11)
+    bias[9] = bias[8]
+    out = [replace(case, index=index, bias=bias)]
+    case = _layer(rng, "lin_classes_masked", _random(rng, (5, 3)), 9, chunk_size=(2, 3))
+    bias = case.bias.copy()
+    bias[[0, 1, 2, 5]] = -INF  # the first chunk of classes is all -inf
+    probs = case.probs.copy()
+    probs[..., [0, 1, 2, 5]] = 0.0
+    probs /= probs.sum(axis=-1, keepdims=True)
+    index = np.where(np.isin(case.index, [0, 1, 2, 5]), 7, case.index)
+    out.append(replace(case, bias=bias, probs=probs, index=index))
+    case = _layer(rng, "lin_classes_all_masked", _random(rng, (3, 2)), 4, chunk_size=(None, 1))
+    out.append(replace(case, bias=np.full(4, -INF)))
+    case = _layer(rng, "lin_classes_huge_nan", _random(rng, (4, 3)), 5, chunk_size=(3, 2))
+    h = case.h.copy()
+    h[1] *= 1e30
     h[2, 1] = np.nan
     out.append(replace(case, h=h))
     return out

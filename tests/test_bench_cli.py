@@ -455,3 +455,67 @@ def test_bench_device_filter(tmp_path: Path) -> None:
         assert main(["bench", *TINY, "--library", "torch", "--device", "cuda"]) == 1
     data = _bench_json(tmp_path, "--library", "torch", "--device", "cpu")
     assert {r["device"] for r in data["results"]} == {"cpu"}
+
+
+# --- the LM head's training step ---------------------------------------------------------------
+
+LM_HEAD = ["--lm-head", "64x8x300", "--repeats", "1", "--device", "cpu"]
+
+
+def test_bench_lm_head(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each implementation per backend, with its time, its ratio to the unfused step and its
+    peak extra memory; PyTorch's own only on torch; backends that cannot run, once each."""
+    out = tmp_path / "lm.json"
+    assert main(["bench", *LM_HEAD, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["lm_head"] == [64, 8, 300]
+    rows = {(r["library"], r["impl"]): r for r in data["results"] if r["impl"]}
+    usable, _ = usable_backends(list(_bench.LIBRARIES))
+    for b in (b for b in usable if b.device == "cpu"):
+        impls = {impl for (lib, impl) in rows if lib == b.library}
+        torch_own = {"torch_reference", "torch_chunked"}
+        assert impls == ({"fused", "unfused"} | (torch_own if b.library == "torch" else set()))
+        fused, unfused = rows[(b.library, "fused")], rows[(b.library, "unfused")]
+        assert fused["missing"] is None and fused["ms"] > 0
+        assert unfused["vs_unfused"] == 1.0
+        assert fused["vs_unfused"] == pytest.approx(fused["ms"] / unfused["ms"])
+        if fused["peak_bytes"] is None:  # not Linux
+            assert fused["peak_missing"]
+        else:
+            logits = 64 * 300 * 4
+            assert fused["peak_x_logits"] == pytest.approx(fused["peak_bytes"] / logits)
+    text = capsys.readouterr().out
+    assert "LM head training step: float32 h 64x8, W 300x8" in text
+    assert "numpy:cpu   fused" in text
+
+
+def test_lm_head_numpy_peak_sees_the_logits() -> None:
+    """The NumPy peak counts what the step allocates: the unfused step's logits and gradient
+    (about twice the logits), the fused one's chunk (256 of the 512 rows); both beyond what
+    they return."""
+    from xpsoftmax import _bench_linear
+
+    numpy_backend = BY_ID["numpy"]
+    shape = (512, 16, 2000)
+    rows = {
+        impl: _bench_linear.measure(numpy_backend, impl, shape, "float32", 1)
+        for impl in ("fused", "unfused")
+    }
+    assert rows["unfused"]["peak_x_logits"] >= 1.5
+    assert rows["fused"]["peak_x_logits"] < 0.75
+
+
+def test_bench_lm_head_shape_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--lm-head", "64x8"])
+    assert "expected NxHxV" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--lm-head", "64x0x8"])
+    assert "positive" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed")
+def test_bench_lm_head_plot(tmp_path: Path) -> None:
+    out = tmp_path / "lm.png"
+    assert main(["bench", *LM_HEAD, "--library", "numpy", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

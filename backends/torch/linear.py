@@ -139,9 +139,8 @@ def parts(
     if not grads:
         return _linear.Parts(loss)
     dh = None if dh2 is None else _linear._from_rows(xp_torch, dh2, lead, axis).to(h.dtype)
-    return _linear.Parts(
-        loss, dh, None if dw is None else dw.to(w.dtype), None if db is None else db.to(b.dtype)
-    )
+    dw = None if dw is None else dw.to(w.dtype)
+    return _linear.Parts(loss, dh, dw, None if db is None or b is None else db.to(b.dtype))
 
 
 class LinearCrossEntropy(torch.autograd.Function):

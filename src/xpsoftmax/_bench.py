@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _api, _libraries, _registry, _threads
+from . import _api, _bench_linear, _libraries, _registry, _threads
 
 if TYPE_CHECKING:  # the adapters import NumPy: only inside functions here
     from .testing.backends import Backend
@@ -64,6 +64,8 @@ SPREAD = "min-max"
 VERSIONED = ("numpy", "torch", "jax", "jaxlib", "optax", "scipy", "cupy", "dask")
 #: How the ``missing`` of a cell that raised starts.
 _FAILED = "failed: "
+#: The implementations that are not xpsoftmax's (their failures are not ours).
+_NOT_OURS = ("own", "torch_reference", "torch_chunked")
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -989,6 +991,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="CPU threads for the run: xpsoftmax's, torch's, and BLAS/OpenMP pools "
         "through threadpoolctl (JAX's are fixed when it starts)",
     )
+    parser.add_argument(
+        "--lm-head",
+        nargs="?",
+        const=_bench_linear.DEFAULT_SHAPE,
+        type=_bench_linear.parse_shape,
+        metavar="NxHxV",
+        help="instead: one training step of a language model's head (h N x H, W V x H) by "
+        "implementation: linear_cross_entropy, the unfused cross_entropy(h @ W.T), PyTorch's "
+        "linear_cross_entropy; time and peak memory (default "
+        + "x".join(map(str, _bench_linear.DEFAULT_SHAPE))
+        + ")",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="samples per timing (default 5)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG chart (matplotlib)")
@@ -997,6 +1011,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--plot needs matplotlib: pip install matplotlib (or 'xpsoftmax[bench]')")
     if importlib.util.find_spec("numpy") is None:
         parser.error("the benchmark needs NumPy to make its inputs: pip install numpy")
+    if args.lm_head and args.quick:
+        args.lm_head = _bench_linear.QUICK_SHAPE
     args.shape = args.shape or (QUICK_SHAPE if args.quick else DEFAULT_SHAPE)
     args.repeats = max(1, args.repeats if not args.quick else min(args.repeats, 3))
     return args
@@ -1023,6 +1039,20 @@ def _run(plan: _Plan, args: argparse.Namespace, threads: dict[str, Any]) -> dict
     return {**provenance(args, threads, baselines), "results": results}
 
 
+def _run_lm_head(plan: _Plan, args: argparse.Namespace, threads: dict[str, Any]) -> dict[str, Any]:
+    """The LM head's training step on every runnable backend: the result document."""
+    progress = _Progress(sum(len(_bench_linear.implementations(b)) for b in plan.runnable))
+    try:
+        results = _bench_linear.bench(
+            plan.runnable, args.lm_head, args.dtype, args.repeats, progress
+        )
+    finally:
+        progress.close()
+    for b, reason in plan.skipped:  # one row each, without an implementation
+        results.append({"library": b.library, "device": b.device, "impl": None, "missing": reason})
+    return {**provenance(args, threads, {}), "lm_head": list(args.lm_head), "results": results}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark (``python -m xpsoftmax bench [options]``); returns the exit status:
     1 when nothing could run or an xpsoftmax implementation failed."""
@@ -1037,14 +1067,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("No array library to benchmark: install one, e.g. pip install numpy.")
         return 1
     with _thread_settings(args.threads) as threads:
-        data = _run(plan, args, threads)
-    print(report(data))
+        data = _run_lm_head(plan, args, threads) if args.lm_head else _run(plan, args, threads)
+    if args.lm_head:
+        print(_bench_linear.report(data["results"], args.lm_head, args.dtype))
+    else:
+        print(report(data))
 
     if args.json:
         with open(args.json, "w") as f:
             json.dump(data, f, indent=1)
         print(f"\nResults written to {args.json}")
-    if args.plot:
+    if args.plot and args.lm_head:
+        n, hidden, vocab = args.lm_head
+        title = (
+            f"LM head step, {args.dtype} N={n} H={hidden} V={vocab}\n" + _title(data).split("\n")[1]
+        )
+        _bench_linear.plot(data["results"], title, args.plot)
+        print(f"Chart written to {args.plot}")
+    elif args.plot:
         plot(data, args.plot)
         print(f"Chart written to {args.plot}")
     return 1 if _failures(data) else 0
@@ -1055,5 +1095,5 @@ def _failures(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         r
         for r in data["results"]
-        if r["impl"] != "own" and (r["missing"] or "").startswith(_FAILED)
+        if r["impl"] not in _NOT_OURS and (r["missing"] or "").startswith(_FAILED)
     ]

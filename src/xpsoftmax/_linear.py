@@ -33,6 +33,7 @@ build their autodiff rules on :func:`parts`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -48,7 +49,14 @@ from ._generic import _class_weights, _cross_entropy, _device, mean_over
 from ._linear_classes import RowChunk, row_chunk
 from ._registry import Chunks
 
-__all__ = ["Parts", "chunk_shape", "default_chunk_rows", "linear_cross_entropy", "parts"]
+__all__ = [
+    "Parts",
+    "chunk_shape",
+    "default_chunk_rows",
+    "each_chunk",
+    "linear_cross_entropy",
+    "parts",
+]
 
 Array = Any
 
@@ -151,12 +159,14 @@ def parts(
     *,
     grads: bool,
     cotangent: Array | None = None,
+    loop: Callable[..., RowChunk] | None = None,
 ) -> Parts:
     """The loss of ``cross_entropy(h @ W.T + bias, target, axis=axis)`` with the options ``o``,
     by ``chunks``; with ``grads``, also ``dh``, ``dW`` and ``db``: those of the loss (of the sum
     of the entries' losses for ``reduction="none"``), or, given ``cotangent`` (the entries'
     shape, ``reduction="none"`` only), those of ``sum(cotangent * loss)``: what reverse-mode
-    autodiff asks of this function."""
+    autodiff asks of this function. ``loop`` runs the chunks (default :func:`each_chunk`; JAX
+    runs them in a ``lax.scan``)."""
     cdt = compute_dtype(xp, h.dtype)
     index_target = not xp.isdtype(target.dtype, "real floating")
     h2, lead = _to_rows(xp, h, axis)
@@ -173,39 +183,57 @@ def parts(
         factor = mean_over(xp, 1.0, den)
     per_entry = replace(o, reduction="none")
     step, classes = chunk_shape(rows, vocab, chunks)
-    losses, dh_rows = [], []
-    total: Any = xp.sum(xp.astype(h2, cdt, copy=False)) if rows == 0 else 0.0  # 0, on h's graph
-    dw = db = None
-    for start, stop in _chunks(rows, step):
-        hc = xp.astype(h2[start:stop, ...], cdt, copy=False)
-        row_factor = factor if c2 is None else xp.astype(c2[start:stop, None], cdt, copy=False)
-        args = (xp, hc, w, b, t2[start:stop, ...], per_entry)
+
+    def chunk(hc: Array, tc: Array, cc: Array | None) -> RowChunk:
+        hc = xp.astype(hc, cdt, copy=False)
+        row_factor = factor if cc is None else xp.astype(cc[:, None], cdt, copy=False)
+        args = (xp, hc, w, b, tc, per_entry)
         if classes < vocab:
-            c = row_chunk(*args, classes, row_factor, grads=grads)
-        else:
-            c = _row_chunk(*args, row_factor, grads=grads)
-        if o.reduction == "none":
-            losses.append(c.per)
-        else:
-            total = total + xp.sum(c.per)
+            return row_chunk(*args, classes, row_factor, grads=grads)
+        return _row_chunk(*args, row_factor, grads=grads)
+
+    if rows == 0:  # no chunk; a loss of 0 still on h's graph (a zero gradient under autodiff)
+        on_graph = xp.sum(xp.astype(h2, cdt, copy=False))
+        every = RowChunk(xp.zeros((0,), dtype=cdt, device=_device(h2)) + on_graph)
+    else:
+        every = (loop or each_chunk)(xp, chunk, h2, t2, c2, step)
+    if o.reduction == "none":
+        loss = xp.reshape(every.per, lead)
+    elif o.reduction == "sum":
+        loss = xp.sum(every.per)
+    else:
+        loss = mean_over(xp, xp.sum(every.per), den)
+    loss = xp.astype(loss, result_dtype(xp, h.dtype, reduction=True), copy=False)
+    if not grads:
+        return Parts(loss)
+    return Parts(loss, *_gradients(xp, h, linear_weight, bias, h2, lead, axis, every))
+
+
+def each_chunk(
+    xp: Any,
+    chunk: Callable[[Array, Array, Array | None], RowChunk],
+    h2: Array,
+    t2: Array,
+    c2: Array | None,
+    step: int,
+) -> RowChunk:
+    """The chunks of ``step`` rows one after the other (a Python loop): every row's loss and
+    ``dh`` concatenated, ``dW`` and ``db`` summed. ``chunk(h, target, cotangent)`` computes
+    one."""
+    pers, dhs = [], []
+    dw = db = None
+    for start, stop in _chunks(h2.shape[0], step):
+        cc = None if c2 is None else c2[start:stop]
+        c = chunk(h2[start:stop, ...], t2[start:stop, ...], cc)
+        pers.append(c.per)
         if c.dh is None:
             continue
-        dh_rows.append(c.dh)
+        dhs.append(c.dh)
         dw = c.dw if dw is None else dw + c.dw
         if c.db is not None:
             db = c.db if db is None else db + c.db
-    out_dtype = result_dtype(xp, h.dtype, reduction=True)
-    if o.reduction == "none":
-        flat = xp.concat(losses) if losses else xp.zeros((0,), dtype=cdt, device=_device(h2))
-        loss = xp.reshape(flat, lead)
-    elif o.reduction == "sum":
-        loss = total
-    else:
-        loss = mean_over(xp, total, den)
-    loss = xp.astype(loss, out_dtype, copy=False)
-    if not grads:
-        return Parts(loss)
-    return Parts(loss, *_gradients(xp, h, linear_weight, bias, h2, lead, axis, dh_rows, dw, db))
+    dh = None if not dhs else dhs[0] if len(dhs) == 1 else xp.concat(dhs)
+    return RowChunk(pers[0] if len(pers) == 1 else xp.concat(pers), dh, dw, db)
 
 
 def _row_chunk(
@@ -241,18 +269,18 @@ def _gradients(
     h2: Array,
     lead: tuple[int, ...],
     axis: int,
-    dh_rows: list[Array],
-    dw: Array | None,
-    db: Array | None,
+    every: RowChunk,
 ) -> tuple[Array, Array, Array | None]:
     """The accumulated gradients in the inputs' shapes and dtypes (zeros where no row was)."""
     dev = _device(h2)
-    if dh_rows:
-        dh = _from_rows(xp, xp.concat(dh_rows) if len(dh_rows) > 1 else dh_rows[0], lead, axis)
+    if every.dh is not None:
+        dh = _from_rows(xp, every.dh, lead, axis)
     else:
         dh = xp.zeros(h.shape, dtype=h.dtype, device=dev)
+    dw = every.dw
     if dw is None:
         dw = xp.zeros(linear_weight.shape, dtype=linear_weight.dtype, device=dev)
+    db = every.db
     if bias is not None and db is None:
         db = xp.zeros(bias.shape, dtype=bias.dtype, device=dev)
     dh = xp.astype(dh, h.dtype, copy=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata as _metadata
 
+from . import parallel
 from ._api import (
     cross_entropy,
     cross_entropy_with_grad,
@@ -48,6 +49,7 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "num_threads",
+    "parallel",
     "set_num_threads",
     "softmax",
     "use",

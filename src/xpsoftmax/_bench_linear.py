@@ -13,10 +13,13 @@ class-index targets) and its gradients with respect to ``h`` and ``W``, by imple
 Each is timed (the median of a few steps after one to warm up) and its peak memory measured:
 the bytes alive at the step's peak beyond the inputs and what it returns (the gradients), in
 units of the float32 logits' size, the array the fused step never makes. NumPy's by
-``tracemalloc``; CUDA's by torch's allocator statistics; the others' (torch and JAX on CPU)
-by the resident set's high-water mark (Linux), with glibc told to map every block over 1 MiB
-on its own so that a freed block leaves the resident set at once. JAX on a GPU and CuPy have
-no peak here (none of their allocators reports one): their memory column says so.
+``tracemalloc``; JAX's by XLA's own count of the temporary buffers of the compiled step
+(``memory_analysis()``); CUDA's by torch's allocator statistics; torch on the CPU by the
+resident set's high-water mark (Linux), with glibc told to map every block over 1 MiB on its
+own so that a freed block leaves the resident set at once. CuPy has no peak here: its memory
+column says so. The times are measured first, in the process as it started (the allocator
+setting above makes every big block fresh pages, which would slow the steps that allocate
+more).
 """
 
 from __future__ import annotations
@@ -111,7 +114,13 @@ def step(b: Backend, impl: str, h: Any, w: Any, t: Any) -> Callable[[], Any]:
             "unfused": lambda h, w: _api.cross_entropy(h @ w.T, t),
         }[impl]
         grad = jax.jit(jax.grad(f, argnums=(0, 1)))
-        return lambda: b.sync(grad(h, w))
+
+        def jax_step() -> Any:
+            return b.sync(grad(h, w))
+
+        # XLA allocates the step's temporaries itself: its own count of them is the peak.
+        jax_step.xla_temp_bytes = lambda: _xla_temp_bytes(grad, h, w)  # type: ignore[attr-defined]
+        return jax_step
     if impl == "fused":
         return lambda: b.sync(_api.linear_cross_entropy_with_grad(h, w, t)[1:3])
 
@@ -120,6 +129,11 @@ def step(b: Backend, impl: str, h: Any, w: Any, t: Any) -> Callable[[], Any]:
         return b.sync((g @ w, g.T @ h))
 
     return unfused
+
+
+def _xla_temp_bytes(fn: Any, *args: Any) -> int:
+    """The temporary buffers XLA allocates for one call of the jitted ``fn``."""
+    return int(fn.lower(*args).compile().memory_analysis().temp_size_in_bytes)
 
 
 def _rss(field: str) -> int:
@@ -144,6 +158,8 @@ def peak_extra_bytes(b: Backend, run: Callable[[], Any]) -> tuple[int | None, st
         finally:
             tracemalloc.stop()
         return max(0, peak - before - b.nbytes(out)), None
+    if hasattr(run, "xla_temp_bytes"):
+        return run.xla_temp_bytes(), None
     if b.library == "torch" and b.device == "cuda":
         import torch
 
@@ -177,34 +193,56 @@ def _map_big_blocks() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, 2**20)
 
 
-def measure(
-    b: Backend, impl: str, shape: tuple[int, int, int], dtype: str, repeats: int
-) -> dict[str, Any]:
-    """The row of one backend and implementation: its times and its peak extra memory."""
-    row: dict[str, Any] = {"library": b.library, "device": b.device, "impl": impl}
-    reason = _missing(b, impl)
-    if reason is not None:
-        return {**row, "missing": reason}
+def _times(b: Backend, impl: str, shape: tuple[int, int, int], dtype: str, repeats: int) -> dict:
+    """One backend and implementation's step: the median and spread of ``repeats`` steps after
+    one to warm up (compiles, loads the backend module)."""
     h, w, t = _inputs(b, shape, dtype)
     run = step(b, impl, h, w, t)
-    run()  # warm-up: compiles, loads the backend module
-    peak, why = peak_extra_bytes(b, run)
+    run()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         samples.append(time.perf_counter() - start)
-    logits = shape[0] * shape[2] * 4
     return {
-        **row,
-        "missing": None,
         "ms": statistics.median(samples) * 1e3,
         "ms_low": min(samples) * 1e3,
         "ms_high": max(samples) * 1e3,
+    }
+
+
+def _peak(b: Backend, impl: str, shape: tuple[int, int, int], dtype: str) -> dict:
+    """One backend and implementation's peak extra memory, in bytes and in logits."""
+    h, w, t = _inputs(b, shape, dtype)
+    run = step(b, impl, h, w, t)
+    run()
+    peak, why = peak_extra_bytes(b, run)
+    logits = shape[0] * shape[2] * 4
+    return {
         "peak_bytes": peak,
         "peak_x_logits": None if peak is None else peak / logits,
         "peak_missing": why,
     }
+
+
+def _each(
+    backends: list[Backend], progress: Any, what: str, measure: Callable[[Backend, str], dict]
+) -> dict[tuple[str, str, str], dict]:
+    """``measure(b, impl)`` for every backend and implementation; a failure is a row that says
+    why, not a lost run."""
+    out = {}
+    for b in backends:
+        for impl in implementations(b):
+            progress.step(f"{what} {b.library}:{b.device} {impl}")
+            reason = _missing(b, impl)
+            try:
+                out[(b.library, b.device, impl)] = (
+                    {"missing": reason} if reason else {"missing": None, **measure(b, impl)}
+                )
+            except Exception as exc:
+                out[(b.library, b.device, impl)] = {"missing": f"failed: {exc!r}"}
+            gc.collect()
+    return out
 
 
 def bench(
@@ -214,18 +252,20 @@ def bench(
     repeats: int,
     progress: Any,
 ) -> list[dict[str, Any]]:
-    """Every implementation on every backend, in this process."""
+    """Every implementation on every backend, in this process: first the times (the process
+    as it starts), then the peaks (glibc told to map big blocks on their own)."""
+    times = _each(backends, progress, "time", lambda b, i: _times(b, i, shape, dtype, repeats))
     _map_big_blocks()
+    peaks = _each(backends, progress, "memory", lambda b, i: _peak(b, i, shape, dtype))
     rows = []
-    for b in backends:
-        for impl in implementations(b):
-            progress.step(f"{b.library}:{b.device} {impl}")
-            try:
-                rows.append(measure(b, impl, shape, dtype, repeats))
-            except Exception as exc:  # a row that says why, not a lost run
-                row = {"library": b.library, "device": b.device, "impl": impl}
-                rows.append({**row, "missing": f"failed: {exc!r}"})
-            gc.collect()
+    for (library, device, impl), timed in times.items():
+        peak = peaks[(library, device, impl)]
+        row = {"library": library, "device": device, "impl": impl, **timed}
+        if timed["missing"] is None and peak["missing"] is not None:
+            row.update(peak_bytes=None, peak_x_logits=None, peak_missing=peak["missing"])
+        elif timed["missing"] is None:
+            row.update({k: v for k, v in peak.items() if k != "missing"})
+        rows.append(row)
     _vs_unfused(rows)
     return rows
 

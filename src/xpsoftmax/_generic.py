@@ -429,8 +429,9 @@ def _index_terms(
     wz = None
     if eps:
         wz = xp.sum(r.z if r.w_along is None else r.w_along * r.z, axis=r.axis)
+    w_total = float(r.n_classes) if weight is None else xp.sum(weight)
     per, coef = index_loss(
-        xp, r.lse, r.lse_abs, r.empty_sq, z_t, wz, w_t, weight, r.n_classes, eps, z_loss
+        xp, r.lse, r.lse_abs, r.empty_sq, z_t, wz, w_t, w_total, r.n_classes, eps, z_loss
     )
     per = xp.where(valid, per, xp.where(ignored, 0.0, xp.full_like(per, NAN)))
     denominator = xp.sum(xp.where(ignored, 0.0, w_t))
@@ -452,7 +453,7 @@ def index_loss(
     z_t: Array,
     wz: Array | None,
     w_t: Array,
-    weight: Array | None,
+    w_total: Array | float,
     n_classes: int,
     eps: float,
     z_loss: float,
@@ -460,14 +461,13 @@ def index_loss(
     """One entry's loss for class index ``t`` and the factor ``coef`` of ``p`` in its gradient:
     ``w_t * ((1 - eps) * (lse - z_t) + eps / C * (W lse - <w, z>))`` plus the z-loss
     ``z_loss * w_t * lse_abs**2``, from the scaled, shifted logits' ``lse`` (``lse_abs`` the
-    true one), the target's logit ``z_t`` and ``wz = <w, z>`` (needed only with ``eps``);
-    ``+inf`` on ``empty`` (all -inf) rows. The masks of ignored and invalid targets are the
+    true one), the target's logit ``z_t``, ``wz = <w, z>`` and ``W = w_total``, the sum of the
+    class weights (both needed only with ``eps``); ``+inf`` on ``empty`` (all -inf) rows. The masks of ignored and invalid targets are the
     caller's."""
     nll = xp.where(empty, INF, lse - z_t)
     per = nll * w_t if eps == 0 else nll * ((1.0 - eps) * w_t)
     coef = w_t * (1.0 - eps)
     if eps:
-        w_total = float(n_classes) if weight is None else xp.sum(weight)
         smooth = xp.where(empty, INF, w_total * lse - wz)
         per = per + (eps / n_classes) * smooth
         coef = coef + eps * w_total / n_classes

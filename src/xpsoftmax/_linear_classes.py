@@ -63,40 +63,54 @@ def _logits(xp: Any, hc: Array, w: Array, b: Array | None, lo: int, hi: int) -> 
     return z if b is None else z + b[lo:hi]
 
 
+def block_statistics(xp: Any, x: Array, t: Any) -> tuple[Array, Array, Array]:
+    """A block of raw logits' row maximum ``m``, and, relative to it (0 on all -inf rows), the
+    number of maxima ``K`` of the scaled logits and the sum ``R`` of the others' exponentials
+    (all keepdims)."""
+    m = xp.max(x, axis=1, keepdims=True)
+    z = _scale(xp, x - xp.where(m == -INF, 0.0, m), t)
+    top = z == 0
+    rest = xp.sum(xp.where(top, 0.0, xp.exp(z)), axis=1, keepdims=True)
+    return m, xp.sum(xp.astype(top, z.dtype), axis=1, keepdims=True), rest
+
+
+def rescale(xp: Any, m: Array, k: Array, rest: Array, shift: Array, t: Any) -> tuple[Array, Array]:
+    """``K`` and ``R`` kept relative to the maximum ``m``, made relative to ``shift`` (a larger
+    or equal maximum): the old maxima are maxima still where their scaled difference is 0 (as
+    the full row's test would find), else terms of ``R``."""
+    z_old = _scale(xp, m - shift, t)
+    still = z_old == 0
+    f = xp.exp(z_old)
+    return xp.where(still, k, 0.0), rest * f + xp.where(still, 0.0, k * f)
+
+
+def finish_statistics(xp: Any, m: Array, k: Array, rest: Array) -> tuple[Array, Array, Array]:
+    """The row shift (0 on all -inf rows), ``s = K + R`` and the logsumexp relative to the
+    shift, accurate near 0, ``log1p(R + K - 1)``."""
+    shift = xp.where(m == -INF, 0.0, m)
+    return shift, k + rest, xp.log1p(rest + xp.where(k > 0, k - 1.0, 0.0))
+
+
 def _statistics(
     xp: Any, hc: Array, w: Array, b: Array | None, o: CrossEntropySettings, blocks: list[Any]
 ) -> tuple[Array, Array, Array]:
-    """The row shift (the raw logits' maximum, 0 on all -inf rows), ``s`` and the accurate
-    ``lse`` of the scaled logits relative to it (all keepdims), one chunk of classes at a
-    time."""
+    """The row shift, ``s`` and the accurate ``lse`` of the scaled logits relative to it (all
+    keepdims), one chunk of classes at a time."""
     t = o.temperature
     m: Array = None
     k: Array = None
     rest: Array = None
     for lo, hi in blocks:
-        x = _logits(xp, hc, w, b, lo, hi)
-        x_max = xp.max(x, axis=1, keepdims=True)
-        m_new = x_max if m is None else xp.maximum(m, x_max)
-        shift = xp.where(m_new == -INF, 0.0, m_new)
-        z = _scale(xp, x - shift, t)
-        top = z == 0
-        e = xp.exp(z)
-        rest_c = xp.sum(xp.where(top, 0.0, e), axis=1, keepdims=True)
-        k_c = xp.sum(xp.astype(top, e.dtype), axis=1, keepdims=True)
+        m_c, k_c, rest_c = block_statistics(xp, _logits(xp, hc, w, b, lo, hi), t)
         if m is None:
-            k, rest = k_c, rest_c
-        else:
-            # What was kept, relative to the new shift: the old maxima are maxima still where
-            # their scaled difference is 0 (as the full row's test would find), else terms.
-            z_old = _scale(xp, m - shift, t)
-            still = z_old == 0
-            f = xp.exp(z_old)
-            rest = rest * f + xp.where(still, 0.0, k * f) + rest_c
-            k = xp.where(still, k, 0.0) + k_c
-        m = m_new
-    shift = xp.where(m == -INF, 0.0, m)
-    lse = xp.log1p(rest + xp.where(k > 0, k - 1.0, 0.0))
-    return shift, k + rest, lse
+            m, k, rest = m_c, k_c, rest_c
+            continue
+        m_new = xp.maximum(m, m_c)
+        shift = xp.where(m_new == -INF, 0.0, m_new)
+        k, rest = rescale(xp, m, k, rest, shift, t)
+        k_c, rest_c = rescale(xp, m_c, k_c, rest_c, shift, t)
+        m, k, rest = m_new, k + k_c, rest + rest_c
+    return finish_statistics(xp, m, k, rest)
 
 
 def row_chunk(
@@ -126,8 +140,9 @@ def row_chunk(
         ignored, valid = target_masks(xp, target, vocab, o.ignore_index)
         t_safe = xp.where(valid, xp.astype(target, index_dtype(xp, target), copy=False), 0)
         w_t = _class_weights(xp, o.weight, t_safe) * xp.ones_like(lse[:, 0])
+        w_total = float(vocab) if o.weight is None else xp.sum(o.weight)
         _, coef = index_loss(
-            xp, lse[:, 0], lse_abs, empty[:, 0], 0.0, 0.0, w_t, o.weight, vocab, eps, z_loss
+            xp, lse[:, 0], lse_abs, empty[:, 0], 0.0, 0.0, w_t, w_total, vocab, eps, z_loss
         )
         keep = _unsqueeze(xp, valid & ~empty[:, 0], 1)
         z_t = wz = per = 0.0
@@ -170,7 +185,7 @@ def row_chunk(
             db_blocks.append(xp.sum(g, axis=0))
     if index:
         per, _ = index_loss(
-            xp, lse[:, 0], lse_abs, empty[:, 0], z_t, wz, w_t, o.weight, vocab, eps, z_loss
+            xp, lse[:, 0], lse_abs, empty[:, 0], z_t, wz, w_t, w_total, vocab, eps, z_loss
         )
         per = xp.where(valid, per, xp.where(ignored, 0.0, xp.full_like(per, NAN)))
     elif lse_abs is not None:

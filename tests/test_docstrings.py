@@ -11,6 +11,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 import re
 from pathlib import Path
@@ -131,6 +132,10 @@ def test_public_names_have_examples() -> None:
         obj = getattr(xpsoftmax, name)
         if isinstance(obj, str) or name in WITHOUT_EXAMPLES:
             continue
-        if ">>>" not in (obj.__doc__ or ""):
+        if inspect.ismodule(obj):  # a module: each of its public functions
+            lacking += [
+                f"{name}.{f}" for f in obj.__all__ if ">>>" not in (getattr(obj, f).__doc__ or "")
+            ]
+        elif ">>>" not in (obj.__doc__ or ""):
             lacking.append(name)
     assert not lacking, f"public names without docstring examples: {lacking}"

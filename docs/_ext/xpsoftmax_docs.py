@@ -49,7 +49,9 @@ def api_pages(srcdir: str) -> None:
     wanted = set()
     for name in xpsoftmax.__all__:
         obj = getattr(xpsoftmax, name)
-        if inspect.isclass(obj):
+        if inspect.ismodule(obj):
+            directive, role = "automodule", "mod"
+        elif inspect.isclass(obj):
             directive, role = "autoclass", "class"
         elif callable(obj):
             directive, role = "autofunction", "func"
@@ -57,7 +59,10 @@ def api_pages(srcdir: str) -> None:
             directive, role = "autodata", "data"
         title = f"xpsoftmax.{name}"
         body = [title, "=" * len(title), "", ".. currentmodule:: xpsoftmax", ""]
-        body.append(f".. {directive}:: {name}")
+        if directive == "automodule":  # its docstring, then each public function
+            body[-2:] = [f".. automodule:: xpsoftmax.{name}", "   :members:"]
+        else:
+            body.append(f".. {directive}:: {name}")
         if directive == "autodata":
             body.append("   :no-value:")
             body += ["", f"The installed version, ``{obj!r}`` when these pages were built."]
@@ -66,7 +71,12 @@ def api_pages(srcdir: str) -> None:
         wanted.add(fname)
         _write(os.path.join(api_dir, fname), "\n".join(body))
         summary = _summary(obj) if directive != "autodata" else "The version of xpsoftmax."
-        kind = {"autoclass": "class", "autofunction": "function", "autodata": "data"}[directive]
+        kind = {
+            "automodule": "module",
+            "autoclass": "class",
+            "autofunction": "function",
+            "autodata": "data",
+        }[directive]
         rows.append([f"{{py:{role}}}`xpsoftmax.{name}`", kind, summary])
     for stale in set(os.listdir(api_dir)) - wanted:  # names removed from __all__
         if stale.endswith(".rst"):

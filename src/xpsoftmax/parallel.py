@@ -69,14 +69,14 @@ def logsumexp(x: Any, /, axis_name: Any, *, axis: int = -1, keepdims: bool = Fal
     Examples
     --------
     >>> import jax, numpy as np, xpsoftmax
-    >>> from jax.sharding import PartitionSpec as P
-    >>> mesh = jax.make_mesh((1,), ("v",))
+    >>> from jax.sharding import NamedSharding, PartitionSpec as P
+    >>> mesh = jax.make_mesh((jax.device_count(),), ("v",))
     >>> f = jax.shard_map(
     ...     lambda x: xpsoftmax.parallel.logsumexp(x, "v"),
     ...     mesh=mesh, in_specs=P(None, "v"), out_specs=P(),
     ... )
     >>> x = np.log(np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32))
-    >>> np.asarray(f(x)).round(4)
+    >>> np.asarray(f(jax.device_put(x, NamedSharding(mesh, P(None, "v"))))).round(4)
     array([2.3026], dtype=float32)
     """
     x = _checks.as_primary_array(x, "x")
@@ -130,13 +130,14 @@ def cross_entropy(
     Examples
     --------
     >>> import jax, numpy as np, xpsoftmax
-    >>> from jax.sharding import PartitionSpec as P
-    >>> mesh = jax.make_mesh((1,), ("v",))
+    >>> from jax.sharding import NamedSharding, PartitionSpec as P
+    >>> mesh = jax.make_mesh((jax.device_count(),), ("v",))
     >>> f = jax.shard_map(
     ...     lambda z, t: xpsoftmax.parallel.cross_entropy(z, t, "v"),
     ...     mesh=mesh, in_specs=(P(None, "v"), P()), out_specs=P(),
     ... )
-    >>> z, t = np.zeros((2, 4), dtype=np.float32), np.array([0, 3])
+    >>> z = jax.device_put(np.zeros((2, 4), np.float32), NamedSharding(mesh, P(None, "v")))
+    >>> t = jax.device_put(np.array([0, 3]), NamedSharding(mesh, P()))
     >>> round(float(f(z, t)), 4)  # log(4)
     1.3863
     """

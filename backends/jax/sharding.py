@@ -45,16 +45,11 @@ from xpsoftmax._generic import (
     reduce_loss,
     smoothed_targets,
 )
+from xpsoftmax._linear import _to_rows
 from xpsoftmax._linear_classes import block_statistics, finish_statistics, rescale
 
 Array = Any
 _ONE = Temperature("one", 1.0)
-
-
-def _rows(x: Array, axis: int) -> tuple[Array, tuple[int, ...]]:
-    """``x`` with ``axis`` last and the other axes flattened into rows."""
-    x = jnp.moveaxis(x, axis, -1)
-    return x.reshape(-1, x.shape[-1]), tuple(x.shape[:-1])
 
 
 def _statistics(x2: Array, t: Any, axis_name: Any) -> tuple[Array, Array, Array]:
@@ -71,7 +66,7 @@ def logsumexp(x: Array, axis: int, keepdims: bool, axis_name: Any) -> Array:
     """The logsumexp of the whole class axis from this device's slice: -inf for rows of
     -inf only, +inf for a row holding +inf, NaN for one holding NaN (as
     :func:`xpsoftmax.logsumexp`)."""
-    x2, lead = _rows(x.astype(compute_dtype(jnp, x.dtype)), axis)
+    x2, lead = _to_rows(jnp, x.astype(compute_dtype(jnp, x.dtype)), axis)
     out = _lse(x2, axis_name).reshape(lead).astype(result_dtype(jnp, x.dtype, reduction=True))
     return jnp.expand_dims(out, axis) if keepdims else out
 
@@ -101,9 +96,9 @@ def cross_entropy(
     logits: Array, target: Array, axis: int, o: CrossEntropySettings, axis_name: Any
 ) -> Array:
     """The cross-entropy of the whole rows from this device's slice of the classes."""
-    x2, lead = _rows(logits.astype(compute_dtype(jnp, logits.dtype)), axis)
+    x2, lead = _to_rows(jnp, logits.astype(compute_dtype(jnp, logits.dtype)), axis)
     index = not jnp.issubdtype(target.dtype, jnp.floating)
-    t2 = target.reshape(-1) if index else _rows(target, axis)[0]
+    t2 = target.reshape(-1) if index else _to_rows(jnp, target, axis)[0]
     per = _ce(x2, t2, o.weight, replace(o, weight=None), axis_name)
     if o.reduction == "none":
         return per.reshape(lead)
@@ -160,10 +155,10 @@ def _ce_fwd(
             else jax.lax.psum(_owned(t2, valid, o.weight, local, axis_name), axis_name)
         )
         z_t = _owned(t2, valid, z, local, axis_name)
-        wz = (
-            jnp.sum(z if o.weight is None else o.weight * z, axis=1) if eps else jnp.zeros_like(z_t)
-        )
-        z_t, wz = jax.lax.psum((z_t, wz), axis_name)
+        z_t = jax.lax.psum(z_t, axis_name)
+        wz = None  # <w, z>: the smoothing's alone
+        if eps:
+            wz = jax.lax.psum(jnp.sum(z if o.weight is None else o.weight * z, axis=1), axis_name)
         per, coef = index_loss(
             jnp, lse[:, 0], lse_abs, empty, z_t, wz, w_t, w_total, vocab, eps, z_loss
         )

@@ -3,12 +3,15 @@
 ``quiet``
     Rewrites the graph a call built so that its tasks run without NumPy's floating-point
     warnings, whenever and wherever they are computed.
-``graphs`` (not yet written)
-    Home of the Dask fast paths: ``map_blocks`` over the NumPy kernels and online reductions
-    over a chunked class axis (the scale-out issue).
+``blocks``
+    Where each reduced axis is one chunk: one task per chunk, running the NumPy
+    implementation the registry picks for it.
+``online``
+    Where a reduced axis is in several chunks: the row statistics in one ``da.reduction``
+    with an online (max, sum) combine, then one task per chunk for the output.
 
-Dask calls are served by the generic implementation today; the registry imports the modules
-of :data:`FAST_PATH_MODULES` (none yet) when the first Dask array arrives.
+The registry imports the modules of :data:`FAST_PATH_MODULES` when the first Dask array
+arrives; the calls neither serves take the generic implementation.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 from typing import Any
 
 #: The modules under this package that register fast paths, in order.
-FAST_PATH_MODULES: tuple[str, ...] = ()
+FAST_PATH_MODULES: tuple[str, ...] = ("blocks", "online")
 
 
 def values_visible(x: Any) -> bool:

@@ -9,8 +9,10 @@
 ``pallas/``
     Home of the Pallas kernels for GPU (the GPU issue; none yet), with their availability
     check ``pallas.available``.
-``sharding`` (not yet written)
-    Home of the vocab-parallel rules for sharded arrays (the scale-out issue).
+``sharding``
+    The vocabulary-parallel functions of :mod:`xpsoftmax.parallel` for ``jax.shard_map``
+    (imported by that module, not a home of registry entries). Globally sharded arrays take
+    the ordinary paths; :func:`take_along_axis` below keeps their gathers local.
 
 The registry imports the modules of :data:`FAST_PATH_MODULES` one by one when the first JAX
 array arrives; one that fails to import is listed as unavailable and leaves the others
@@ -73,3 +75,25 @@ def hold(x: Any) -> Any:
 def eager() -> Any:
     """Range checks of concrete class indices run eagerly, even inside a jit trace."""
     return jax.ensure_compile_time_eval()
+
+
+def _explicitly_sharded(x: Any, axis: int) -> bool:
+    """Whether ``axis`` of ``x`` is split over an Explicit mesh axis (read from its type, at
+    trace time too)."""
+    try:
+        spec = jax.typeof(x).sharding.spec
+    except Exception:  # no sharding in the type (older JAX, plain arrays)
+        return False
+    return axis < len(spec) and spec[axis] is not None
+
+
+def take_along_axis(x: Any, index: Any, axis: int) -> Any:
+    """``jnp.take_along_axis``; where ``axis`` is sharded over an Explicit mesh axis, whose
+    gather JAX refuses (``ShardingTypeError``: the output sharding is ambiguous), the entry
+    selected by comparison with the class ids and summed along the axis: each shard picks
+    from its own classes and one all-reduce of a per-row vector combines them."""
+    if not _explicitly_sharded(x, axis):
+        return jnp.take_along_axis(x, index, axis=axis)
+    ids = jax.lax.broadcasted_iota(index.dtype, (x.shape[axis],), 0)
+    ids = jnp.reshape(ids, tuple(-1 if a == axis else 1 for a in range(x.ndim)))
+    return jnp.sum(jnp.where(ids == index, x, 0.0), axis=axis, keepdims=True)

@@ -30,6 +30,7 @@ from xpsoftmax._checks import (
 )
 from xpsoftmax._generic import BIG_T, _log_total
 from xpsoftmax._registry import Call, register
+from xpsoftmax.backends.jax import take_along_axis
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 _DEVICES = ("cpu", "gpu", "tpu")
@@ -232,7 +233,7 @@ def _lean_loss(logits: Any, target: Any, axis: int, o: CrossEntropySettings) -> 
     m = jnp.squeeze(m, axis=axis)
     ignored, valid = target_masks(jnp, target, n_classes, o.ignore_index)
     t = target.astype(index_dtype(jnp, target))
-    picked = jnp.take_along_axis(x, jnp.expand_dims(jnp.where(valid, t, 0), axis), axis=axis)
+    picked = take_along_axis(x, jnp.expand_dims(jnp.where(valid, t, 0), axis), axis)
     z_t = _times(jnp.squeeze(picked, axis=axis) - m, inv_t)
     per = lse_rel - z_t  # +inf on an all -inf row, as z_t = -inf there
     if o.z_loss:

@@ -24,12 +24,14 @@ from ._checks import (
     TINY,
     CrossEntropySettings,
     Temperature,
+    _trait,
     array_device,
     compute_dtype,
     dtype_name,
     held,
     index_dtype,
     known,
+    library_name,
     reduced_shape,
     result_dtype,
     target_masks,
@@ -205,7 +207,10 @@ def _zeros(xp: Any, shape: tuple[int, ...], dtype: Any, like: Array, fill: float
 
 
 def _device(x: Array) -> Any:
-    return array_device(x)
+    """Where new arrays beside ``x`` go: its device; None (the library's choice) for a JAX
+    array over several devices, whose sharding fits only arrays of its own rank."""
+    d = array_device(x)
+    return None if type(d).__name__.endswith("Sharding") else d
 
 
 # --- the operations -----------------------------------------------------------------------
@@ -324,6 +329,9 @@ def _unsqueeze(xp: Any, a: Array, axis: int) -> Array:
 def _gather(xp: Any, z: Array, index: Array, axis: int) -> Array:
     """``z[..., index, ...]`` along ``axis`` (index shaped like z without that axis)."""
     idx = _unsqueeze(xp, xp.astype(index, index_dtype(xp, z), copy=False), axis)
+    take = _trait(library_name(xp), "take_along_axis")  # JAX: sharded classes
+    if take is not None:
+        return xp.squeeze(take(z, idx, axis), axis=axis)
     if hasattr(xp, "take_along_axis"):
         return xp.squeeze(xp.take_along_axis(z, idx, axis=axis), axis=axis)
     # No gather in this namespace (dask): select with a comparison instead.
@@ -341,7 +349,12 @@ def _class_weights(xp: Any, weight: Array | None, index: Array) -> Array | float
     if weight is None:
         return 1.0
     flat = xp.reshape(xp.astype(index, index_dtype(xp, index), copy=False), (-1,))
-    return xp.reshape(xp.take(weight, flat, axis=0), tuple(index.shape))
+    take = _trait(library_name(xp), "take_along_axis")  # JAX: weights sharded by class
+    if take is not None:
+        picked = take(weight[None, :], flat[:, None], 1)[:, 0]
+    else:
+        picked = xp.take(weight, flat, axis=0)
+    return xp.reshape(picked, tuple(index.shape))
 
 
 def _along(xp: Any, v: Array, axis: int, ndim: int) -> Array:

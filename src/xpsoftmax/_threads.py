@@ -43,6 +43,7 @@ __all__ = [
     "ENV_OMP_NUM_THREADS",
     "check_num_threads",
     "get_num_threads",
+    "in_caller_thread",
     "num_threads",
     "run_blocks",
     "set_num_threads",
@@ -56,6 +57,8 @@ ENV_OMP_NUM_THREADS = "OMP_NUM_THREADS"
 
 _lock = threading.Lock()
 _setting: int | None = None
+#: Per thread: whether run_blocks keeps to the calling thread (see in_caller_thread).
+_here = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 #: Per raw value of ``ENV_NUM_THREADS`` seen so far (None: unset): the thread count it asks
@@ -266,6 +269,22 @@ def num_threads(n: int) -> Iterator[None]:
         _setting = previous
 
 
+@contextlib.contextmanager
+def in_caller_thread() -> Iterator[None]:
+    """Context manager: the fast paths called from this thread inside it run every block in
+    this thread (other threads keep their setting).
+
+    For callers that are themselves one of many parallel workers (Dask's tasks): the pool
+    would add threads to theirs. Results are the same bits either way.
+    """
+    before = getattr(_here, "serial", False)
+    _here.serial = True
+    try:
+        yield
+    finally:
+        _here.serial = before
+
+
 class _Count(int):
     """A thread count read for threadpoolctl, with the :func:`set_num_threads` setting it was
     read under (None: the default).
@@ -396,6 +415,8 @@ def run_blocks(fn: Callable[[int, int], None], bounds: Iterable[tuple[int, int]]
     """
     blocks = list(bounds)
     threads = min(check_num_threads(), len(blocks))
+    if getattr(_here, "serial", False):
+        threads = 1
     if threads <= 1:  # one block (small input) or one thread: no thread hand-off
         for start, stop in blocks:
             fn(start, stop)

@@ -18,10 +18,12 @@ it imports nothing of xpsoftmax but :mod:`xpsoftmax._libraries`, relatively.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -43,6 +45,9 @@ class _Adapter:
     dtypes: tuple[str, ...] = ("float32", "float64")
     autodiff = False
     lazy = False
+    #: The ways of splitting arrays into chunks that the kit's grid runs through (the first
+    #: is the default); () for libraries without chunks.
+    layouts: tuple[str, ...] = ()
     #: The integer dtype of class labels it holds in its default configuration.
     index_dtype = "int64"
     #: The module whose attributes are its dtypes (None: NumPy's dtypes).
@@ -126,16 +131,37 @@ class _Strict(_Adapter):
 class _Dask(_Adapter):
     dtypes = ("float16", "float32", "float64")
     lazy = True
+    #: "halves": every axis in two chunks (a chunked class axis); "rows": arrays of two or
+    #: more axes keep their last axis whole (logits chunked by rows, the usual case).
+    layouts = ("halves", "rows")
+    _state = threading.local()
+    #: How the kit reads results: in the calling thread, the graph as built (its arrays are
+    #: small: Dask's thread pool and graph optimisation cost more than the arithmetic).
+    #: ``sync`` (timing) computes as users do.
+    _compute: ClassVar[dict[str, Any]] = {"scheduler": "sync", "optimize_graph": False}
+
+    @contextlib.contextmanager
+    def layout(self, name: str) -> Iterator[None]:
+        before = getattr(self._state, "layout", self.layouts[0])
+        self._state.layout = name
+        try:
+            yield
+        finally:
+            self._state.layout = before
 
     def asarray(self, a: np.ndarray, dtype: str | None, device: str) -> Any:
         import dask.array as da
 
         a = a.astype(dtype) if dtype else a
-        chunks = tuple(max(1, (n + 1) // 2) for n in a.shape)  # several chunks per axis
-        return da.from_array(a, chunks=chunks)
+        chunks = [max(1, (n + 1) // 2) for n in a.shape]  # several chunks per axis
+        if a.ndim >= 2 and getattr(self._state, "layout", "halves") == "rows":
+            chunks[-1] = max(1, a.shape[-1])
+        return da.from_array(a, chunks=tuple(chunks))
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        return np.asarray(self.sync(x, "cpu"))  # a result of sync too
+        import dask
+
+        return np.asarray(dask.compute(x, **self._compute)[0])  # a result of sync too
 
     def sync(self, x: Any, device: str) -> Any:
         import dask
@@ -330,6 +356,23 @@ class Backend:
     def lazy(self) -> bool:
         """Whether arrays of this backend hold a graph that runs only when computed (Dask)."""
         return _adapter(self.library).lazy
+
+    @property
+    def layouts(self) -> tuple[str, ...]:
+        """The chunk layouts the kit's grid runs through (Dask: ``"halves"``, every axis in
+        two chunks, and ``"rows"``, the last axis of 2-D and larger arrays whole); () for
+        libraries without chunks."""
+        return _adapter(self.library).layouts
+
+    @contextlib.contextmanager
+    def layout(self, name: str) -> Iterator[None]:
+        """Context manager: :meth:`asarray` in this thread splits arrays as ``name`` (one of
+        :attr:`layouts`) says."""
+        adapter = _adapter(self.library)
+        if name not in adapter.layouts:
+            raise ValueError(f"layout must be one of {adapter.layouts} for {self.id}, got {name!r}")
+        with adapter.layout(name):  # type: ignore[attr-defined]
+            yield
 
     @property
     def index_dtype(self) -> str:

@@ -212,14 +212,34 @@ def calls(
     op: str, b: Backend, dtype: str, rng: np.random.Generator
 ) -> Iterator[tuple[str, tuple, dict]]:
     """Every call of the grid for ``op`` on backend ``b`` in ``dtype``, as
-    ``(label, args, kwargs)``, with fresh random inputs drawn from ``rng``."""
+    ``(label, args, kwargs)``, with fresh random inputs drawn from ``rng``; for a library of
+    chunked arrays (Dask), the whole grid in each of its chunk layouts (``b.layouts``), but
+    for the linear cross-entropy (one generic path whatever the chunks)."""
     if op in ("softmax", "log_softmax"):
-        return _normalization_calls(b, dtype, rng)
-    if op == "logsumexp":
-        return _logsumexp_calls(b, dtype, rng)
-    if op.startswith("linear_"):
-        return _linear_calls(b, dtype, rng)
-    return _cross_entropy_calls(b, dtype, rng)
+        grid = _normalization_calls
+    elif op == "logsumexp":
+        grid = _logsumexp_calls
+    elif op.startswith("linear_"):
+        grid = _linear_calls
+    else:
+        grid = _cross_entropy_calls
+    if not b.layouts or grid is _linear_calls:  # the linear head: Dask's generic chunks alone
+        return grid(b, dtype, rng)
+    return (
+        (f"{label} [{layout}]", args, kw)
+        for layout in b.layouts
+        for label, args, kw in _in_layout(b, layout, grid(b, dtype, rng))
+    )
+
+
+def _in_layout(b: Backend, layout: str, grid: Iterator[Any]) -> Iterator[Any]:
+    """The items of ``grid``, each made with ``b``'s arrays split as ``layout`` says."""
+    while True:
+        with b.layout(layout):
+            item = next(grid, None)
+        if item is None:
+            return
+        yield item
 
 
 def _plan(op: str, args: tuple, kw: dict) -> Any:

@@ -130,10 +130,14 @@ def test_a_chunked_class_axis_is_reduced_in_one_pass(op: str) -> None:
         assert min(_dependents(generic, x)) == 2
 
 
-def test_no_task_holds_a_whole_row_of_a_chunked_class_axis() -> None:
+@pytest.mark.parametrize("path", ["fast", "generic"])
+def test_no_task_holds_a_whole_row_of_a_chunked_class_axis(path: str) -> None:
     """Every array a task of the class-chunked cross-entropy makes is one chunk of classes
-    wide at most: the class ids come chunked like the classes (the generic path's one-hot
-    came from an ``arange(C)`` of one chunk, a full row per chunk of rows)."""
+    wide at most: the class ids come chunked like the classes, on the fast path and the
+    generic one (whose one-hot came from an ``arange(C)`` of one chunk: a full row per chunk
+    of rows)."""
+    import contextlib
+
     from dask.callbacks import Callback
 
     x, t, _, _ = _inputs(16, 8)
@@ -146,7 +150,8 @@ def test_no_task_holds_a_whole_row_of_a_chunked_class_axis() -> None:
             if isinstance(r, np.ndarray) and r.ndim == 2:
                 widths.append(r.shape[1])
 
-    with Callback(posttask=posttask), dask.config.set(scheduler="sync"):
+    generic = xs.force_generic() if path == "generic" else contextlib.nullcontext()
+    with generic, Callback(posttask=posttask), dask.config.set(scheduler="sync"):
         dask.compute(*xs.cross_entropy_with_grad(x, t, label_smoothing=0.1))
     assert widths and max(widths) <= 8, sorted(set(widths))
 

@@ -44,3 +44,15 @@ def finish(result: Any, inputs: Any) -> Any:
     from xpsoftmax.backends.dask.quiet import quiet
 
     return quiet(result, inputs)
+
+
+def class_ids(n: int, like: Any, axis: int, dtype: Any) -> Any:
+    """The class ids ``0..n-1`` chunked like ``like`` along ``axis``, so that the generic
+    one-hots keep the chunks of the logits (one chunk of ``n`` would make whole rows); None
+    where those chunk sizes are not known."""
+    import dask.array as da
+
+    chunks = like.chunks[axis]
+    if any(math.isnan(c) for c in chunks):
+        return None
+    return da.arange(n, chunks=chunks, dtype=dtype)

@@ -342,7 +342,11 @@ def _class_ids(xp: Any, z: Array, axis: int) -> Array:
     c = z.shape[axis]
     shape = [1] * z.ndim
     shape[axis] = c
-    return xp.reshape(xp.arange(c, dtype=index_dtype(xp, z), device=_device(z)), tuple(shape))
+    chunked = _trait(library_name(xp), "class_ids")  # Dask: chunked like the classes
+    ids = None if chunked is None else chunked(c, z, axis, index_dtype(xp, z))
+    if ids is None:
+        ids = xp.arange(c, dtype=index_dtype(xp, z), device=_device(z))
+    return xp.reshape(ids, tuple(shape))
 
 
 def _class_weights(xp: Any, weight: Array | None, index: Array) -> Array | float:

@@ -3,12 +3,13 @@
 Run: ``python scripts/dask_tasks.py [--rows N] [--classes C] [--chunk R] [--class-chunk K]``.
 Counts are the tasks that run: the graph after Dask's optimisation (blockwise fusion), input
 tasks included. Times: the median of ``--repeats`` computes on the threaded scheduler, with
-``--workers`` threads.
+``--workers`` threads, of each output summed (so that no result is gathered into one array).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -38,7 +39,10 @@ def _hand_grad(b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def hand(op: str, x: Any, t: Any) -> Any:
-    """What a user writes with Dask and SciPy: one ``map_blocks`` per output."""
+    """What a user writes with Dask and SciPy: one ``map_blocks`` per output (rows made
+    whole first where the classes are chunked)."""
+    if x.numblocks[1] > 1:
+        x = x.rechunk({1: -1})
     if op == "softmax":
         return x.map_blocks(sp.softmax, axis=-1, dtype=x.dtype)
     if op == "logsumexp":
@@ -60,18 +64,26 @@ def generic(op: str, x: Any, t: Any) -> Any:
         return ours(op, x, t)
 
 
-def seconds(build: Callable[[], Any], repeats: int) -> float:
-    times = []
+def seconds(builders: list[Callable[[], Any]], repeats: int) -> list[float]:
+    """The median time of each builder's outputs computed, each output summed as its chunks
+    come (a gathered 1 GB result would time the allocator: fresh pages, 5x apart from run to
+    run); the builders take turns, so that drift affects them alike."""
+    times: list[list[float]] = [[] for _ in builders]
     for _ in range(repeats):
-        out = build()
-        out = out if isinstance(out, tuple) else (out,)
-        start = time.perf_counter()
-        dask.compute(*out)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for i, build in enumerate(builders):
+            out = build()
+            out = tuple(o.sum() for o in (out if isinstance(out, tuple) else (out,)))
+            start = time.perf_counter()
+            dask.compute(*out)
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
-OPS = ("softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
+OPS = tuple(
+    os.environ.get(
+        "DASK_TASKS_OPS", "softmax,logsumexp,cross_entropy,cross_entropy_with_grad"
+    ).split(",")
+)
 
 
 def main() -> None:
@@ -98,7 +110,7 @@ def main() -> None:
             counts = [tasks(*(b() if isinstance(b(), tuple) else (b(),))) for b in builders]
             line = f"{op:26}{counts[0]:7}{counts[1]:9}{counts[2]:7}       "
             if not a.no_times:
-                s = [seconds(b, a.repeats) for b in builders]
+                s = seconds(builders, a.repeats)
                 line += f"{s[0]:8.3f}{s[1]:10.3f}{s[2]:8.3f}{s[2] / s[0]:10.2f}"
             print(line, flush=True)
 

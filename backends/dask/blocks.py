@@ -202,32 +202,48 @@ def logsumexp(
 
 
 def _index_denominator(
-    target: np.ndarray, weight: Any, s: CrossEntropySettings, n: int, cdt: Any
+    target: np.ndarray, *weight: np.ndarray, s: CrossEntropySettings, n: int, cdt: Any
 ) -> np.ndarray:
-    """Each entry's share of the mean's denominator: its class weight (1 without weights),
-    0 where ignored; as the generic ``_index_terms`` counts it."""
+    """A chunk's share of the mean's denominator: the class weights (1 without weights) of
+    its entries that are not ignored, as the generic ``_index_terms`` counts them."""
+    w = weight[0] if weight else None
     ignored, valid = target_masks(np, target, n, s.ignore_index)
     t_safe = np.where(valid, target.astype(index_dtype(np, target), copy=False), 0)
-    w_t = np.ones(target.shape, cdt) if weight is None else weight[t_safe].astype(cdt)
-    return np.where(ignored, 0.0, w_t).astype(cdt, copy=False)
+    w_t = np.ones(target.shape, cdt) if w is None else w[t_safe].astype(cdt)
+    total = np.sum(np.where(ignored, 0.0, w_t), dtype=cdt)
+    return np.reshape(total, (1,) * target.ndim)
+
+
+def mean_denominator(target: Any, s: CrossEntropySettings, n: int, cdt: Any) -> Any:
+    """The denominator of the mean of class-index losses, from the targets alone (a 0-d
+    array): known before any chunk of logits is read, so that each chunk's task can finish
+    its gradient (the mean's factor included) and let it go."""
+    w = [] if s.weight is None else [s.weight.rechunk(-1)]
+    target = target if target.ndim else target[None]  # one row: map_blocks needs an axis
+    block = functools.partial(
+        _index_denominator, s=dataclasses.replace(s, weight=None), n=n, cdt=cdt
+    )
+    one = tuple((1,) * len(c) for c in target.chunks)
+    shares = da.map_blocks(
+        block, target, *w, chunks=one, dtype=cdt, meta=np.empty((0,) * target.ndim, cdt)
+    )
+    return shares.sum()
 
 
 def _ce_block(
     x: np.ndarray,
     target: np.ndarray,
-    *weight: np.ndarray,
+    *rest: np.ndarray,
     settings: CrossEntropySettings,
     index: bool,
-    outputs: tuple[str, ...],
-) -> np.ndarray | tuple[np.ndarray, ...]:
-    """One chunk of rows (classes on the last axis), those of ``outputs`` in order: ``per``,
-    the entries' losses; ``per_den``, those stacked with each entry's share of the mean's
-    denominator; ``grad``, ``d sum(losses) / d logits`` in the computation dtype."""
-    w = weight[0] if weight else None
+    grad: bool,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """One chunk of rows (classes on the last axis): the entries' losses and, with ``grad``,
+    the gradient of the reduced loss (``rest`` ends with the mean's factor, a 0-d array)."""
+    w = rest[0] if len(rest) == 1 + grad else None
     s = dataclasses.replace(settings, weight=w, reduction="none")
     cdt = compute_dtype(np, x.dtype)
-    xc = x.astype(cdt, copy=False)  # the gradient in the computation dtype: scaled later
-    grad = "grad" in outputs
+    xc = x.astype(cdt, copy=False)  # the gradient in the computation dtype: scaled below
     op = "cross_entropy_with_grad" if grad else "cross_entropy"
     options = CrossEntropyOptions(
         "index" if index else "probs",
@@ -237,73 +253,54 @@ def _ce_block(
         s.z_loss != 0,
         s.temperature.kind,
     )
-    generic = getattr(_generic, op)
-    out = _run_numpy(op, generic, xc, (xc.ndim - 1,), options, target, xc.ndim - 1, s)
-    per, g = out if grad else (out, None)
-    found = {"per": per, "grad": g}
-    if "per_den" in outputs:
-        den = _index_denominator(target, w, s, x.shape[-1], cdt)
-        found["per_den"] = np.stack([per, den], axis=-1)
-    if len(outputs) == 1:
-        return found[outputs[0]]  # apply_gufunc takes one output bare
-    return tuple(found[name] for name in outputs)
-
-
-def _mean(totals: np.ndarray) -> np.ndarray:
-    """The mean (0 over nothing) from the sums of the losses and of the denominator."""
-    return np.asarray(_generic.mean_over(np, totals[0], totals[1]))
-
-
-def _mean_factor(totals: np.ndarray) -> np.ndarray:
-    return np.asarray(_generic.mean_over(np, 1.0, totals[1]))
+    out = _run_numpy(op, getattr(_generic, op), xc, (xc.ndim - 1,), options, target, xc.ndim - 1, s)
+    if not grad:
+        return out
+    per, g = out
+    return per, (g * rest[-1]).astype(x.dtype, copy=False)
 
 
 def _cross_entropy(
     xp: Any, logits: Any, target: Any, axis: int, s: CrossEntropySettings, grad: bool
 ) -> Any:
     index = not np.issubdtype(target.dtype, np.floating)
-    mean = s.reduction == "mean"
-    first = "per_den" if mean and index else "per"
-    outputs = (first, "grad") if grad else (first,)
     cdt = compute_dtype(np, logits.dtype)
+    n = logits.shape[axis]
+    if s.reduction != "mean":
+        denominator: Any = 0.0
+        factor: Any = np.asarray(1.0, cdt)
+    else:
+        if index:
+            denominator = mean_denominator(target, s, n, cdt)
+        else:  # probabilities: the mean over the entries, counted statically
+            denominator = float(np.prod(logits.shape) / n)
+        factor = _generic.mean_over(xp, 1.0, xp.asarray(denominator, dtype=cdt))
     args = [logits, target] + ([s.weight.rechunk(-1)] if s.weight is not None else [])
     ins = ["(c)", "()" if index else "(c)"] + (["(c)"] if s.weight is not None else [])
-    outs = ["(c)" if o == "grad" else "(k)" if o == "per_den" else "()" for o in outputs]
-    # Where each operand's core axis lies: the class axis, the weights' only axis, the
-    # stacked (loss, denominator) pairs last.
     axes = [(axis,), () if index else (axis,)] + ([(0,)] if s.weight is not None else [])
-    axes += [(axis,) if o == "grad" else (-1,) if o == "per_den" else () for o in outputs]
+    outs, dtypes = ["()"], [cdt]
+    out_axes: list[tuple[int, ...]] = [()]
+    if grad:
+        args.append(factor)
+        ins.append("()")
+        axes.append(())
+        outs.append("(c)")
+        out_axes.append((axis,))
+        dtypes.append(logits.dtype)
     block = functools.partial(
-        _ce_block, settings=dataclasses.replace(s, weight=None), index=index, outputs=outputs
+        _ce_block, settings=dataclasses.replace(s, weight=None), index=index, grad=grad
     )
     results = da.apply_gufunc(
         block,
         ",".join(ins) + "->" + ",".join(outs),
         *args,
-        axes=axes,
-        output_dtypes=[cdt] * len(outputs),
-        output_sizes={"k": 2},
+        axes=axes + out_axes,
+        output_dtypes=dtypes,
         allow_rechunk=False,
     )
-    found = dict(zip(outputs, results if grad else (results,)))
-    rows = tuple(range(logits.ndim - 1))
-    scale: Any = None
-    if s.reduction == "none":
-        loss = found["per"]
-    elif not mean:
-        loss = xp.sum(found["per"])
-    elif index:
-        totals = xp.sum(found["per_den"], axis=rows)
-        loss = da.map_blocks(_mean, totals, drop_axis=0, dtype=cdt, meta=np.empty((), cdt))
-        scale = da.map_blocks(_mean_factor, totals, drop_axis=0, dtype=cdt, meta=np.empty((), cdt))
-    else:  # probabilities: the mean over the entries, counted statically
-        loss, scale = _generic.reduce_loss(
-            xp, found["per"], "mean", float(np.prod(logits.shape) / logits.shape[axis])
-        )
-    if not grad:
-        return loss
-    g = found["grad"] * scale if mean else found["grad"]
-    return loss, g.astype(logits.dtype, copy=False)
+    per, g = results if grad else (results, None)
+    loss, _ = _generic.reduce_loss(xp, per, s.reduction, denominator)
+    return (loss, g) if grad else loss
 
 
 def _ce_supports(call: Call) -> bool:

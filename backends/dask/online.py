@@ -40,7 +40,7 @@ from xpsoftmax._checks import (
 from xpsoftmax._generic import INF, NAN, _inverse_temperature, _scale, _scaled_shift, index_loss
 from xpsoftmax._linear_classes import rescale
 from xpsoftmax._registry import Call, register
-from xpsoftmax.backends.dask.blocks import FLOATS
+from xpsoftmax.backends.dask.blocks import FLOATS, mean_denominator
 
 _SCALAR_T = ("one", "positive", "zero", "inf")
 
@@ -71,15 +71,30 @@ def _chunk(
     t: Temperature,
     finite_only: bool,
     computing_meta: bool = False,
-) -> dict[str, np.ndarray]:
+) -> Any:
+    if computing_meta:  # Dask learning the output type: as its own reductions do
+        return x
+    return _exp_statistics(x, axis, t, finite_only)[1]
+
+
+def _exp_statistics(
+    x: np.ndarray, axis: tuple[int, ...], t: Temperature, finite_only: bool, split: bool = True
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A chunk's exponentials relative to its base, and its statistics (keepdims). Without
+    ``split`` the maxima are not counted apart (``K = 0``, ``R`` the whole sum): enough for
+    the sum ``s`` (softmax), not for an accurate logsumexp near 0."""
     xc = x.astype(compute_dtype(np, x.dtype), copy=False)
     m = np.max(xc, axis=axis, keepdims=True)
     base = _base(m, finite_only)
     z = _scale(np, xc - base, t)
+    e = np.exp(z)
+    if not split:
+        rest = np.sum(e, axis=axis, keepdims=True, dtype=xc.dtype)
+        return e, {"m": m, "base": base, "k": np.zeros_like(rest), "r": rest}
     top = z == 0
     k = np.sum(top, axis=axis, keepdims=True, dtype=xc.dtype)
-    rest = np.sum(np.where(top, 0.0, np.exp(z)), axis=axis, keepdims=True, dtype=xc.dtype)
-    return {"m": m, "base": base, "k": k, "r": rest}
+    rest = np.sum(np.where(top, 0.0, e), axis=axis, keepdims=True, dtype=xc.dtype)
+    return e, {"m": m, "base": base, "k": k, "r": rest}
 
 
 def _combine(
@@ -195,20 +210,78 @@ def logsumexp(
 # --- softmax, log_softmax ---------------------------------------------------------------------
 
 
-def _normalize_block(x: np.ndarray, st: np.ndarray, t: Temperature, log: bool) -> np.ndarray:
-    xc = x.astype(compute_dtype(np, x.dtype), copy=False)
-    z = _scale(np, xc - st["base"], t)
-    s = st["s"]
-    if log:
-        out = np.where(s == 0, -INF, z - st["lse"])
-    else:
-        out = np.exp(z) / np.where(s == 0, 1.0, s)
-    return out.astype(x.dtype, copy=False)
+def _log_softmax_block(x: np.ndarray, st: np.ndarray, t: Temperature) -> np.ndarray:
+    z = _scale(np, x.astype(compute_dtype(np, x.dtype), copy=False) - st["base"], t)
+    return np.where(st["s"] == 0, -INF, z - st["lse"]).astype(x.dtype, copy=False)
 
 
-def _normalize(x: Any, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
+_CHUNK_FIELDS = ("m", "base", "k", "r")
+
+
+def _exp_chunk(
+    x: np.ndarray, axes: tuple[int, ...], t: Temperature
+) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's exponentials relative to its own base, and its statistics (one structured
+    entry per row, keepdims)."""
+    e, c = _exp_statistics(x, axes, t, finite_only=False, split=False)
+    st = np.empty(c["m"].shape, np.dtype([(f, c["m"].dtype) for f in _CHUNK_FIELDS]))
+    for f in _CHUNK_FIELDS:
+        st[f] = c[f]
+    return e, st
+
+
+def _fields(
+    st: np.ndarray, axis: tuple[int, ...], keepdims: bool, computing_meta: bool = False
+) -> Any:
+    if computing_meta:  # Dask learning the output type: the row statistics'
+        return np.empty((0,) * st.ndim, _statistics_dtype(st.dtype["m"]))
+    return {f: st[f] for f in _CHUNK_FIELDS}
+
+
+def _rescaled(
+    e: np.ndarray, own: np.ndarray, row: np.ndarray, t: Temperature, dtype: Any
+) -> np.ndarray:
+    """A chunk's exponentials moved to the row's base, over the row's sum: the softmax."""
+    factor = np.exp(_scale(np, own["base"] - row["base"], t))
+    # One pass over the chunk: a factor per row (an empty row has e = 0: zeros).
+    return (e * (factor / np.where(row["s"] == 0, 1.0, row["s"]))).astype(dtype, copy=False)
+
+
+def _softmax(x: Any, axes: tuple[int, ...], t: Temperature) -> Any:
+    """One exponential per entry: each chunk's, kept, then rescaled once the rows' base and
+    sum are known (computing them apart and the exponentials again took 1.5x the time)."""
+    cdt = compute_dtype(np, x.dtype)
+    tmp = da.map_blocks(
+        functools.partial(_exp_chunk, axes=axes, t=t),
+        x,
+        dtype=object,
+        meta=np.empty((0,) * x.ndim, object),
+    )
+    e = da.map_blocks(_item, tmp, 0, dtype=cdt, meta=np.empty((0,) * x.ndim, cdt))
+    one = tuple((1,) * len(c) if i in axes else c for i, c in enumerate(x.chunks))
+    fields = np.dtype([(f, cdt) for f in _CHUNK_FIELDS])
+    own = da.map_blocks(
+        _item, tmp, 1, chunks=one, dtype=fields, meta=np.empty((0,) * x.ndim, fields)
+    )
+    row_dtype = _statistics_dtype(cdt)
+    row = da.reduction(
+        own,
+        _fields,
+        functools.partial(_row_statistics, t=t),
+        combine=functools.partial(_combine, t=t, finite_only=False),
+        axis=axes,
+        keepdims=True,
+        dtype=row_dtype,
+        concatenate=False,
+        meta=np.empty((0,) * x.ndim, row_dtype),
+    )
+    block = functools.partial(_rescaled, t=t, dtype=x.dtype)
+    return da.map_blocks(block, e, own, row, dtype=x.dtype, meta=np.empty((0,) * x.ndim, x.dtype))
+
+
+def _log_softmax(x: Any, axes: tuple[int, ...], t: Temperature) -> Any:
     st = statistics(x, axes, t)
-    block = functools.partial(_normalize_block, t=t, log=log)
+    block = functools.partial(_log_softmax_block, t=t)
     return da.map_blocks(block, x, st, dtype=x.dtype, meta=np.empty((0,) * x.ndim, x.dtype))
 
 
@@ -229,7 +302,7 @@ _NORMALIZATION = "where=None, scalar temperature; a reduced axis in several chun
     description=_NORMALIZATION,
 )
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
-    return _normalize(x, axes, temperature, log=False)
+    return _softmax(x, axes, temperature)
 
 
 @register(
@@ -244,7 +317,7 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
-    return _normalize(x, axes, temperature, log=True)
+    return _log_softmax(x, axes, temperature)
 
 
 # --- cross-entropy with class indices ---------------------------------------------------------
@@ -280,13 +353,15 @@ def _class_block(
     target: np.ndarray,
     ids: np.ndarray,
     st: np.ndarray,
+    factor: np.ndarray,
     *weight: np.ndarray,
     s: CrossEntropySettings,
     n: int,
     grad: bool,
 ) -> tuple[np.ndarray, ...]:
     """One chunk of rows and classes: the target's scaled logit and ``<w, z>`` over the
-    chunk's classes (keepdims), and with ``grad`` the chunk's ``d sum(losses) / d logits``."""
+    chunk's classes (keepdims), and with ``grad`` the chunk's share of the gradient of the
+    reduced loss (``factor``: the mean's, a 0-d array), in the logits' dtype."""
     cdt = compute_dtype(np, x.dtype)
     w = weight[0] if weight else None
     w_k = None if w is None else w[ids].astype(cdt)
@@ -319,8 +394,9 @@ def _class_block(
     if eps:
         y_term = y_term + (eps / n) * (1.0 if w_k is None else w_k)
     keep = (r.valid & ~empty)[..., None]
-    g = np.where(keep, coef[..., None] * p - y_term, 0.0) * _inverse_temperature(np, s.temperature)
-    return z_t, wz, g.astype(cdt, copy=False)
+    g = np.where(keep, coef[..., None] * p - y_term, 0.0)
+    g = g * (_inverse_temperature(np, s.temperature) * factor)
+    return z_t, wz, g.astype(x.dtype, copy=False)
 
 
 def _row_losses(
@@ -331,10 +407,8 @@ def _row_losses(
     *weight: np.ndarray,
     s: CrossEntropySettings,
     n: int,
-    mean: bool,
 ) -> np.ndarray:
-    """Each entry's loss (stacked with its share of the mean's denominator with ``mean``);
-    ``target`` as a column."""
+    """Each entry's loss (``target`` as a column)."""
     cdt = st["lse"].dtype
     w = weight[0] if weight else None
     r = _targets(target[..., 0], w, n, s, cdt)
@@ -352,22 +426,11 @@ def _row_losses(
         s.label_smoothing,
         s.z_loss,
     )
-    per = np.where(r.valid, per, np.where(r.ignored, 0.0, NAN)).astype(cdt, copy=False)
-    if not mean:
-        return per
-    return np.stack([per, np.where(r.ignored, 0.0, r.w_t).astype(cdt)], axis=-1)
+    return np.where(r.valid, per, np.where(r.ignored, 0.0, NAN)).astype(cdt, copy=False)
 
 
 def _item(parts: tuple[np.ndarray, ...], i: int) -> np.ndarray:
     return parts[i]
-
-
-def _mean(totals: np.ndarray) -> np.ndarray:
-    return np.asarray(_generic.mean_over(np, totals[0], totals[1]))
-
-
-def _mean_factor(totals: np.ndarray) -> np.ndarray:
-    return np.asarray(_generic.mean_over(np, 1.0, totals[1]))
 
 
 def _cross_entropy(xp: Any, logits: Any, target: Any, s: CrossEntropySettings, grad: bool) -> Any:
@@ -382,6 +445,11 @@ def _cross_entropy(xp: Any, logits: Any, target: Any, s: CrossEntropySettings, g
     if s.weight is not None:
         weights = [s.weight.rechunk(-1), (nd,)]  # whole, under an index of its own
     bare = dataclasses.replace(s, weight=None)
+    if s.reduction == "mean":  # from the targets alone, before any chunk of logits
+        denominator: Any = mean_denominator(target, s, n, cdt)
+        factor = _generic.mean_over(xp, 1.0, denominator)
+    else:
+        denominator, factor = 0.0, np.asarray(1.0, cdt)
     tmp = da.blockwise(
         functools.partial(_class_block, s=bare, n=n, grad=grad),
         ind,
@@ -393,6 +461,8 @@ def _cross_entropy(xp: Any, logits: Any, target: Any, s: CrossEntropySettings, g
         (nd - 1,),
         st,
         ind,
+        factor,
+        (),
         *weights,
         concatenate=True,
         meta=np.empty((0,) * nd, object),
@@ -403,32 +473,27 @@ def _cross_entropy(xp: Any, logits: Any, target: Any, s: CrossEntropySettings, g
         da.map_blocks(_item, tmp, i, chunks=one, dtype=cdt, meta=meta).sum(axis=-1, keepdims=True)
         for i in (0, 1)
     )
-    mean = s.reduction == "mean"
     w_args = [] if s.weight is None else [s.weight.rechunk(-1)]
-    block = functools.partial(_row_losses, s=bare, n=n, mean=mean)
-    meta = np.empty((0,) * (nd if mean else nd - 1), cdt)
     # The targets as a column beside the statistics (map_blocks aligns trailing axes).
-    args = (st, z_t, wz, target[..., None], *w_args)
-    if mean:  # (losses, denominator shares) along the last axis
-        chunks = (*logits.chunks[:-1], (2,))
-        rows = da.map_blocks(block, *args, chunks=chunks, dtype=cdt, meta=meta)
-    else:
-        rows = da.map_blocks(block, *args, drop_axis=nd - 1, dtype=cdt, meta=meta)
-    scale: Any = None
-    if s.reduction == "none":
-        loss = rows
-    elif not mean:
-        loss = xp.sum(rows)
-    else:
-        totals = xp.sum(rows, axis=tuple(range(nd - 1)))
-        loss = da.map_blocks(_mean, totals, drop_axis=0, dtype=cdt, meta=np.empty((), cdt))
-        scale = da.map_blocks(_mean_factor, totals, drop_axis=0, dtype=cdt, meta=np.empty((), cdt))
+    per = da.map_blocks(
+        functools.partial(_row_losses, s=bare, n=n),
+        st,
+        z_t,
+        wz,
+        target[..., None],
+        *w_args,
+        drop_axis=nd - 1,
+        dtype=cdt,
+        meta=np.empty((0,) * (nd - 1), cdt),
+    )
+    loss, _ = _generic.reduce_loss(xp, per, s.reduction, denominator)
     if not grad:
         return loss
-    g = da.map_blocks(_item, tmp, 2, chunks=logits.chunks, dtype=cdt, meta=meta)
-    if mean:
-        g = g * scale
-    return loss, g.astype(logits.dtype, copy=False)
+    dtype = logits.dtype
+    g = da.map_blocks(
+        _item, tmp, 2, chunks=logits.chunks, dtype=dtype, meta=np.empty((0,) * nd, dtype)
+    )
+    return loss, g
 
 
 def _ce_ok(call: Call) -> bool:

@@ -5,8 +5,9 @@
     (every operation).
 ``linear``
     The linear cross-entropy with one reused chunk buffer, computed in place.
-``compiled`` (not yet written)
-    Home of the compiled fused CPU kernel (the compiled-kernel issue).
+``compiled``
+    Compiled kernels (numba, an optional extra) for float32 softmax, log_softmax and
+    logsumexp rows: one read of a row for its maximum, one more for everything else.
 
 The registry imports the modules of :data:`FAST_PATH_MODULES` one by one when the first
 NumPy array arrives; one that fails to import (a missing optional dependency) is listed as
@@ -18,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 #: The modules under this package that register fast paths, in order.
-FAST_PATH_MODULES = ("blocks", "linear")
+FAST_PATH_MODULES = ("blocks", "linear", "compiled")
 
 
 def device_kind(x: Any) -> str:

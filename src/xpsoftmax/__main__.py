@@ -244,6 +244,20 @@ def _print_which(backends: list[Backend]) -> None:
             ],
         )
     )
+    if any(b.library == "numpy" for b in backends):
+        print(f"Compiled CPU kernel (NumPy float32 rows): {_compiled_kernel()}")
+
+
+def _compiled_kernel() -> str:
+    """Whether the compiled CPU kernel serves here, and why not where it does not."""
+    entries = [e for e in _registry.fast_paths("softmax", "numpy") if e.name == "numpy.compiled"]
+    broken = _registry.broken_modules().get(("numpy", "compiled"))
+    if not entries:
+        return f"unavailable ({broken})" if broken else "not registered"
+    why = entries[0].unavailable()
+    if why is not None:
+        return f"unavailable: {why}"
+    return f"numpy.compiled (numba {_version('numba')}; compiled at the first call, cached)"
 
 
 def _self_check(backends: list[Backend]) -> int:

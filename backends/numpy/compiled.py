@@ -1,0 +1,309 @@
+"""Compiled CPU kernels (numba): softmax, log_softmax and logsumexp of float32 rows.
+
+Each row is read once for its maximum and once more for everything else while it is still
+in cache: the exponentials, their sum and (softmax) the output, then a scaling pass over the
+output row, which is in cache too. The exponential is :func:`exp32` below, not ``np.exp``:
+numba's ``np.exp`` stays a scalar libm call inside loops (the llvmlite wheels carry no
+vector math library), about 4x slower than a polynomial LLVM vectorises.
+
+Blocks of rows run on the NumPy backend's thread pool (:func:`xpsoftmax._threads.run_blocks`;
+the kernels release the GIL); a row is computed by one thread with the same operations
+whatever the thread count, so results are the same bits for 1 thread and for N. Sums are
+vectorised (``fastmath`` with reassociation), so their order follows the vector width of
+the machine, not the threads.
+
+numba is an optional extra (``pip install "xpsoftmax[numba]"``); without it the registry's
+availability check says so and the NumPy ufunc paths serve. The kernels compile at their
+first call (a few seconds), and are cached on disk (``cache=True``) for later processes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from typing import Any
+
+import numpy as np
+
+from xpsoftmax._checks import Temperature
+from xpsoftmax._registry import Call, register
+from xpsoftmax._threads import check_num_threads, run_blocks
+
+__all__ = ["exp32"]
+
+# Cody-Waite reduction x = n ln2 + r with ln 2 split in two (the high part exact in a few
+# bits, so n * LN2_HI is exact for |n| < 2**15), then Cephes' degree-7 polynomial for e**r on
+# [-ln2/2, ln2/2] and 2**n from the exponent bits.
+LOG2E = np.float32(1.44269504088896341)
+LN2_HI = np.float32(0.693359375)
+LN2_LO = np.float32(-2.12194440e-4)
+#: Below this e**x is subnormal (or 0): the kernel returns 0. Softmax entries that small are
+#: below float32's relative precision next to the row's maximum (which contributes 1).
+EXP_LOW = np.float32(-87.33654)
+_P = [np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                              4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)]  # fmt: skip
+
+#: Rows shorter than this go to the ufunc path: a kernel call costs a few microseconds.
+MIN_ROW = 1
+#: Entries of a block of rows (float32): a few rows, within a core's L2 cache.
+BLOCK_ENTRIES = 1 << 16
+
+
+def available() -> str | None:
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed (pip install 'xpsoftmax[numba]')"
+    return None
+
+
+_KERNELS: dict[str, Any] = {}
+_BUILDING = threading.Lock()
+
+
+def _build() -> dict[str, Any]:
+    """Compile (or load from numba's cache) the kernels; once per process, whichever thread
+    asks first (the others wait)."""
+    if "normalize" in _KERNELS:
+        return _KERNELS
+    with _BUILDING:
+        if "normalize" not in _KERNELS:
+            _compile()
+    return _KERNELS
+
+
+def _compile() -> None:
+    import numba
+
+    # Reassociation and contraction let LLVM vectorise the sums; no "nnan"/"ninf": NaN and
+    # inf inputs must propagate as the contract says.
+    fm = {"reassoc", "contract", "arcp", "afn"}
+    jit = numba.njit(fastmath=fm, nogil=True, cache=True, error_model="numpy")
+    inline = numba.njit(fastmath=fm, inline="always", cache=True, error_model="numpy")
+    c0, c1, c2, c3, c4, c5 = _P
+    log2e, ln2_hi, ln2_lo, low = LOG2E, LN2_HI, LN2_LO, EXP_LOW
+    one = np.float32(1.0)
+    half = np.float32(0.5)
+
+    @inline
+    def exp32(x: Any) -> Any:  # pragma: no cover - compiled
+        """e**x for float32 x <= 0 (and NaN): <= 1.5 ulp on [-87.3, 0], 0 below."""
+        xc = max(x, low)  # NaN: max keeps the first operand? not relied on: see the select
+        n = np.floor(xc * log2e + half)
+        ni = np.int32(n)
+        nf = np.float32(ni)  # the same value, but a fresh one: no re-association across it
+        r = (xc - nf * ln2_hi) - nf * ln2_lo
+        r2 = r * r
+        p = ((((c0 * r + c1) * r + c2) * r + c3) * r + c4) * r + c5
+        p = p * r2 + r + one
+        scale = np.int32((ni + np.int32(127)) << np.int32(23)).view(np.float32)
+        e = p * scale
+        return np.float32(0.0) if x < low else (x if x != x else e)
+
+    inf = np.float32(np.inf)
+
+    @jit
+    def row_max(row: Any) -> Any:  # pragma: no cover - compiled
+        """The row's maximum, NaN if it holds a NaN (np.max's rule). The main loop is a
+        plain maximum and a count of NaN and +inf entries, which LLVM vectorises; only rows
+        holding one of those are looked at again."""
+        m = -inf
+        odd = 0
+        for v in row:
+            m = v if v > m else m
+            odd += (v != v) | (v == inf)
+        if odd:
+            for v in row:
+                if v != v:
+                    return v
+        return m
+
+    @jit
+    def normalize(
+        x2: Any, out2: Any, start: int, stop: int, inv_t: Any, log: bool
+    ) -> None:  # pragma: no cover - compiled
+        n = x2.shape[1]
+        for i in range(start, stop):
+            row = x2[i]
+            out = out2[i]
+            m = row_max(row)
+            if m == -np.inf:  # an empty event: zeros (softmax), -inf (log_softmax)
+                fill = -np.inf if log else 0.0
+                for j in range(n):
+                    out[j] = fill
+                continue
+            if m != m or m == np.inf:
+                for j in range(n):
+                    out[j] = np.nan
+                continue
+            s = np.float32(0.0)
+            if log:
+                k = np.float32(0.0)  # the maxima, each exactly 1: log1p keeps lse near 0 exact
+                for j in range(n):
+                    d = (row[j] - m) * inv_t
+                    out[j] = d
+                    top = d == 0
+                    k += one if top else np.float32(0.0)
+                    s += np.float32(0.0) if top else exp32(d)
+                lse = np.float32(np.log1p((k - one) + s))
+                for j in range(n):
+                    out[j] = out[j] - lse
+            else:
+                for j in range(n):
+                    e = exp32((row[j] - m) * inv_t)
+                    out[j] = e
+                    s += e
+                r = one / s
+                for j in range(n):
+                    out[j] = out[j] * r
+
+    @jit
+    def logsumexp(x2: Any, out: Any, start: int, stop: int) -> None:  # pragma: no cover - compiled
+        n = x2.shape[1]
+        for i in range(start, stop):
+            row = x2[i]
+            m = row_max(row)
+            if m != m:
+                out[i] = np.nan
+                continue
+            if m == np.inf or m == -np.inf:
+                out[i] = m
+                continue
+            k = np.float32(0.0)
+            rest = np.float32(0.0)
+            for j in range(n):
+                d = row[j] - m
+                top = d == 0
+                k += one if top else np.float32(0.0)
+                rest += np.float32(0.0) if top else exp32(d)
+            # log(k + rest) as log1p((k - 1) + rest): accurate near 0 (contract).
+            out[i] = np.float32(np.log1p((k - one) + rest)) + m
+
+    _KERNELS.update(exp32=exp32, logsumexp=logsumexp)
+    _KERNELS["normalize"] = normalize  # last: its presence says the others are there
+
+
+def exp32(x: np.ndarray) -> np.ndarray:
+    """The kernels' exponential on a float32 array (for tests and accuracy checks)."""
+    import numba
+
+    k = _build()
+    if "vexp" not in k:
+        inner = k["exp32"]
+
+        @numba.njit(cache=True, nogil=True)
+        def vexp(a: Any, out: Any) -> None:  # pragma: no cover - compiled
+            for i in range(a.shape[0]):
+                out[i] = inner(a[i])
+
+        k["vexp"] = vexp
+    a = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    out = np.empty_like(a)
+    k["vexp"](a, out)
+    return out.reshape(np.shape(x))
+
+
+# --- the registry's entries -------------------------------------------------------------------
+
+
+def _rows_ok(call: Call) -> bool:
+    """float32 (the registration's dtypes), C-contiguous, the reduced axes trailing, rows
+    long enough to pay for a kernel call."""
+    trailing = call.axes == tuple(range(call.ndim - len(call.axes), call.ndim))
+    return call.axes != () and trailing and call.contiguous and call.length >= MIN_ROW
+
+
+def _normalization_ok(call: Call) -> bool:
+    return (
+        _rows_ok(call) and not call.opt("where") and call.opt("temperature") in ("one", "positive")
+    )
+
+
+def _blocks(n_rows: int, n: int) -> list[tuple[int, int]]:
+    per = max(1, BLOCK_ENTRIES // max(1, n))
+    return [(i, min(i + per, n_rows)) for i in range(0, n_rows, per)]
+
+
+def _inverse(t: Temperature) -> float | None:
+    """``1 / T`` as a float32 factor, or None where it would not be a normal float32 (the
+    ufunc path divides in two steps there)."""
+    if t.kind == "one":
+        return 1.0
+    inv = 1.0 / float(t.value)
+    return inv if inv >= 1.1754943508222875e-38 and inv < 3.0e38 else None
+
+
+def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
+    from xpsoftmax.backends.numpy import blocks
+
+    inv = _inverse(t)
+    if inv is None:
+        return blocks._normalize(x, axes, t, log)
+    kernel = _build()["normalize"]
+    x2 = x.reshape(-1, int(np.prod([x.shape[a] for a in axes])))
+    out = np.empty_like(x)
+    out2 = out.reshape(x2.shape)
+    factor = np.float32(inv)
+    run_blocks(lambda start, stop: kernel(x2, out2, start, stop, factor, log), _blocks(*x2.shape))
+    return out
+
+
+@register(
+    "softmax",
+    "numpy",
+    "numpy.compiled",
+    priority=60,
+    supports=_normalization_ok,
+    dtypes=("float32",),
+    available=available,
+    description="compiled (numba); float32 rows of 256+ on trailing axes, scalar temperature > 0",
+)
+def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
+    check_num_threads()
+    return _normalize(np.asarray(x), axes, temperature, log=False)
+
+
+@register(
+    "log_softmax",
+    "numpy",
+    "numpy.compiled",
+    priority=60,
+    supports=_normalization_ok,
+    dtypes=("float32",),
+    available=available,
+    description="compiled (numba); float32 rows of 256+ on trailing axes, scalar temperature > 0",
+)
+def log_softmax(
+    xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
+) -> Any:
+    check_num_threads()
+    return _normalize(np.asarray(x), axes, temperature, log=True)
+
+
+@register(
+    "logsumexp",
+    "numpy",
+    "numpy.compiled",
+    priority=60,
+    supports=lambda c: _rows_ok(c) and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
+    dtypes=("float32",),
+    available=available,
+    description="compiled (numba); float32 rows of 256+ on trailing axes; b, where, return_sign None",
+)
+def logsumexp(
+    xp: Any,
+    x: Any,
+    axes: tuple[int, ...],
+    *,
+    keepdims: bool,
+    b: Any,
+    return_sign: bool,
+    where: Any,
+) -> Any:
+    check_num_threads()
+    x = np.asarray(x)
+    kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+    x2 = x.reshape(-1, int(np.prod([x.shape[a] for a in axes])))
+    out = np.empty(x2.shape[0], np.float32)
+    kernel = _build()["logsumexp"]
+    run_blocks(lambda start, stop: kernel(x2, out, start, stop), _blocks(*x2.shape))
+    out = out.reshape(kept)
+    return out if keepdims else np.squeeze(out, axis=axes)

@@ -1,0 +1,126 @@
+"""The compiled CPU kernels (``numpy.compiled``, numba): their exponential's accuracy, the
+conformance kit on every entry, the same bits for any thread count, and the NumPy paths
+serving when numba is absent."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+import xpsoftmax as xs
+from xpsoftmax.testing import BY_ID, check_implementation
+from xpsoftmax.testing.conformance import _plan
+
+pytest.importorskip("numba")
+compiled = pytest.importorskip("xpsoftmax.backends.numpy.compiled")
+
+ENTRIES = [e for e in xs.fast_paths(library="numpy") if e.name == "numpy.compiled"]
+
+
+def _ulps(x: np.ndarray) -> np.ndarray:
+    """The kernel's e**x against float64's, in units of the float32 result's last place."""
+    got = compiled.exp32(x).astype(np.float64)
+    ref = np.exp(x.astype(np.float64))
+    return np.abs(got - ref) / np.spacing(ref.astype(np.float32)).astype(np.float64)
+
+
+def _negative_floats(start: int, stop: int, step: int = 1) -> np.ndarray:
+    """The float32 numbers whose bits are 0x80000000 + range(start, stop, step): -0 and
+    below, in order of magnitude."""
+    bits = np.arange(start, stop, step, dtype=np.uint32)
+    return (bits | np.uint32(0x80000000)).view(np.float32)
+
+
+#: The bits (less the sign) of the lowest float32 the kernel must be accurate at: -87.3.
+_LOWEST = int(np.array(87.3, np.float32).view(np.uint32))
+
+
+def test_exp_within_1_5_ulp_sampled() -> None:
+    """Every 61st float32 of [-87.3, 0] (18 million): at most 1.5 ulp from float64's e**x."""
+    worst = float(_ulps(_negative_floats(0, _LOWEST + 1, 61)).max())
+    assert worst <= 1.5, worst
+
+
+@pytest.mark.slow
+def test_exp_within_1_5_ulp_exhaustive() -> None:
+    """Every float32 of [-87.3, 0] (1.1 billion), in slices of 2**24."""
+    step = 1 << 24
+    worst = 0.0
+    for start in range(0, _LOWEST + 1, step):
+        worst = max(
+            worst, float(_ulps(_negative_floats(start, min(start + step, _LOWEST + 1))).max())
+        )
+    assert worst <= 1.5, worst
+
+
+def test_exp_special_values() -> None:
+    x = np.array([-np.inf, np.nan, 0.0, -0.0, -88.0, -150.0, -87.3], np.float32)
+    got = compiled.exp32(x)
+    assert got[0] == 0.0  # a masked entry contributes exactly nothing
+    assert np.isnan(got[1])
+    assert got[2] == 1.0 and got[3] == 1.0
+    assert got[4] == 0.0 and got[5] == 0.0  # below the normal range: 0, never the clamp value
+    assert got[6] > 0.0
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.op)
+def test_entries_conform(entry: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kit's catalogue through each entry; its rows are short, so the length threshold
+    that keeps tiny rows on the ufunc path is lowered here."""
+    monkeypatch.setattr(compiled, "MIN_ROW", 1)
+
+    def fast(*args: Any, **kw: Any) -> Any:
+        plan = _plan(entry.op, args, kw)
+        return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
+
+    fast.__name__ = entry.name
+    check_implementation(entry.op, fast, BY_ID["numpy"], "float32", accepts=entry.accepts)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+def test_long_rows_and_any_thread_count(op: str) -> None:
+    """Rows of 4K-64K with the edge cases inside them, against the ufunc path, and the same
+    bits on one thread and on four."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((64, 4096)) * 20).astype(np.float32)
+    x[1] = -np.inf
+    x[2, 7] = np.inf
+    x[3, 9] = np.nan
+    x[4, :4000] = -np.inf
+    x[5] = 3e38
+    fn = getattr(xs, op)
+    with xs.use("numpy.compiled"):
+        assert xs.which(fn, x, axis=-1) == "numpy.compiled"
+        with xs.num_threads(1):
+            one = fn(x, axis=-1)
+        with xs.num_threads(4):
+            four = fn(x, axis=-1)
+    np.testing.assert_array_equal(one, four)
+    with xs.use("numpy.inplace"):
+        ref = fn(x, axis=-1)
+    np.testing.assert_allclose(one, ref, rtol=3e-6, atol=1e-30, equal_nan=True)
+    long = rng.standard_normal((2, 65536)).astype(np.float32)
+    with xs.use("numpy.compiled"):
+        got = fn(long, axis=-1)
+    with xs.use("numpy.inplace"):
+        np.testing.assert_allclose(got, fn(long, axis=-1), rtol=3e-6, atol=1e-12)
+
+
+def test_without_numba_the_ufunc_paths_serve() -> None:
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import numpy as np, xpsoftmax as xs\n"
+        "x = np.ones((4, 512), np.float32)\n"
+        "assert xs.which(xs.softmax, x) == 'numpy.inplace', xs.which(xs.softmax, x)\n"
+        "assert np.allclose(xs.softmax(x), 1 / 512)\n"
+        "rows = [r for r in xs.implementations() if r.implementation == 'numpy.compiled']\n"
+        "print(rows[0].conditions if rows else 'none')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "unavailable here: numba is not installed" in done.stdout, done.stdout

@@ -10,8 +10,11 @@ follows each function's rule: softmax's rows shift by their maximum (a +inf or N
 makes the row NaN, an all -inf row shifts by 0); logsumexp's by the maximum where it is
 finite (so that a +inf entry gives +inf).
 
-softmax and log_softmax then map each chunk with the row statistics beside it. The
-cross-entropy (class indices) reads each chunk of logits once more, with the chunk's class ids
+softmax keeps each chunk's exponentials (relative to the chunk's own base) from that one
+read and rescales them once the rows' base and sum are known; log_softmax maps each chunk
+with the row statistics beside it. The mean's denominator of the cross-entropy comes from the
+targets alone (``blocks.mean_denominator``), so every chunk finishes its gradient in its own
+task. The cross-entropy (class indices) reads each chunk of logits once more, with the chunk's class ids
 (``arange`` chunked like the classes, never a full row) beside it: the target's scaled logit
 and the weighted sum of the scaled logits, summed over the chunks, and the chunk's gradient
 in the same task.

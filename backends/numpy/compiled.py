@@ -231,6 +231,13 @@ def _inverse(t: Temperature) -> float | None:
     return inv if inv >= 1.1754943508222875e-38 and inv < 3.0e38 else None
 
 
+def _native(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array in the machine's byte order (a copy only where it is not):
+    the kernels read raw float32."""
+    x = np.asarray(x)
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+
 def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
     from xpsoftmax.backends.numpy import blocks
 
@@ -258,7 +265,7 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) 
 )
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     check_num_threads()
-    return _normalize(np.asarray(x), axes, temperature, log=False)
+    return _normalize(_native(x), axes, temperature, log=False)
 
 
 @register(
@@ -275,7 +282,7 @@ def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
     check_num_threads()
-    return _normalize(np.asarray(x), axes, temperature, log=True)
+    return _normalize(_native(x), axes, temperature, log=True)
 
 
 @register(
@@ -299,7 +306,7 @@ def logsumexp(
     where: Any,
 ) -> Any:
     check_num_threads()
-    x = np.asarray(x)
+    x = _native(x)
     kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
     x2 = x.reshape(-1, int(np.prod([x.shape[a] for a in axes])))
     out = np.empty(x2.shape[0], np.float32)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from typing import Any
 
 import dask.array as da
@@ -260,11 +261,11 @@ def _softmax(x: Any, axes: tuple[int, ...], t: Temperature) -> Any:
         dtype=object,
         meta=np.empty((0,) * x.ndim, object),
     )
-    e = da.map_blocks(_item, tmp, 0, dtype=cdt, meta=np.empty((0,) * x.ndim, cdt))
+    e = da.map_blocks(operator.getitem, tmp, 0, dtype=cdt, meta=np.empty((0,) * x.ndim, cdt))
     one = tuple((1,) * len(c) if i in axes else c for i, c in enumerate(x.chunks))
     fields = np.dtype([(f, cdt) for f in _CHUNK_FIELDS])
     own = da.map_blocks(
-        _item, tmp, 1, chunks=one, dtype=fields, meta=np.empty((0,) * x.ndim, fields)
+        operator.getitem, tmp, 1, chunks=one, dtype=fields, meta=np.empty((0,) * x.ndim, fields)
     )
     row_dtype = _statistics_dtype(cdt)
     row = da.reduction(
@@ -432,10 +433,6 @@ def _row_losses(
     return np.where(r.valid, per, np.where(r.ignored, 0.0, NAN)).astype(cdt, copy=False)
 
 
-def _item(parts: tuple[np.ndarray, ...], i: int) -> np.ndarray:
-    return parts[i]
-
-
 def _cross_entropy(xp: Any, logits: Any, target: Any, s: CrossEntropySettings, grad: bool) -> Any:
     nd = logits.ndim
     n = logits.shape[-1]
@@ -473,7 +470,9 @@ def _cross_entropy(xp: Any, logits: Any, target: Any, s: CrossEntropySettings, g
     one = (*logits.chunks[:-1], (1,) * len(logits.chunks[-1]))
     meta = np.empty((0,) * nd, cdt)
     z_t, wz = (
-        da.map_blocks(_item, tmp, i, chunks=one, dtype=cdt, meta=meta).sum(axis=-1, keepdims=True)
+        da.map_blocks(operator.getitem, tmp, i, chunks=one, dtype=cdt, meta=meta).sum(
+            axis=-1, keepdims=True
+        )
         for i in (0, 1)
     )
     w_args = [] if s.weight is None else [s.weight.rechunk(-1)]
@@ -494,7 +493,7 @@ def _cross_entropy(xp: Any, logits: Any, target: Any, s: CrossEntropySettings, g
         return loss
     dtype = logits.dtype
     g = da.map_blocks(
-        _item, tmp, 2, chunks=logits.chunks, dtype=dtype, meta=np.empty((0,) * nd, dtype)
+        operator.getitem, tmp, 2, chunks=logits.chunks, dtype=dtype, meta=np.empty((0,) * nd, dtype)
     )
     return loss, g
 

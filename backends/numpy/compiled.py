@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from xpsoftmax import _rows
 from xpsoftmax._checks import Temperature
 from xpsoftmax._registry import Call, register
 from xpsoftmax._threads import check_num_threads, run_blocks
+from xpsoftmax.backends.numpy import blocks
 
 __all__ = ["exp32"]
 
@@ -43,8 +45,6 @@ EXP_LOW = np.float32(-87.33654)
 _P = [np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
                               4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)]  # fmt: skip
 
-#: Rows shorter than this go to the ufunc path: a kernel call costs a few microseconds.
-MIN_ROW = 1
 #: Entries of a block of rows (float32): a few rows, within a core's L2 cache.
 BLOCK_ENTRIES = 1 << 16
 
@@ -86,7 +86,7 @@ def _compile() -> None:
     @inline
     def exp32(x: Any) -> Any:  # pragma: no cover - compiled
         """e**x for float32 x <= 0 (and NaN): <= 1.5 ulp on [-87.3, 0], 0 below."""
-        xc = max(x, low)  # NaN: max keeps the first operand? not relied on: see the select
+        xc = max(x, low)  # keeps n in range; -inf, NaN and x < low are settled by the select
         n = np.floor(xc * log2e + half)
         ni = np.int32(n)
         nf = np.float32(ni)  # the same value, but a fresh one: no re-association across it
@@ -204,17 +204,13 @@ def exp32(x: np.ndarray) -> np.ndarray:
 # --- the registry's entries -------------------------------------------------------------------
 
 
-def _rows_ok(call: Call) -> bool:
-    """float32 (the registration's dtypes), C-contiguous, the reduced axes trailing, rows
-    long enough to pay for a kernel call."""
-    trailing = call.axes == tuple(range(call.ndim - len(call.axes), call.ndim))
-    return call.axes != () and trailing and call.contiguous and call.length >= MIN_ROW
-
-
 def _normalization_ok(call: Call) -> bool:
-    return (
-        _rows_ok(call) and not call.opt("where") and call.opt("temperature") in ("one", "positive")
-    )
+    # Empty slices are left to the ufunc path, which answers them without arithmetic.
+    return call.length > 0 and _rows.normalization_ok(call)
+
+
+def _logsumexp_ok(call: Call) -> bool:
+    return call.length > 0 and _rows.logsumexp_ok(call)
 
 
 def _blocks(n_rows: int, n: int) -> list[tuple[int, int]]:
@@ -225,9 +221,7 @@ def _blocks(n_rows: int, n: int) -> list[tuple[int, int]]:
 def _inverse(t: Temperature) -> float | None:
     """``1 / T`` as a float32 factor, or None where it would not be a normal float32 (the
     ufunc path divides in two steps there)."""
-    if t.kind == "one":
-        return 1.0
-    inv = 1.0 / float(t.value)
+    inv = 1.0 / _rows.scalar_temperature(t)
     return inv if inv >= 1.1754943508222875e-38 and inv < 3.0e38 else None
 
 
@@ -239,13 +233,11 @@ def _native(x: Any) -> np.ndarray:
 
 
 def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
-    from xpsoftmax.backends.numpy import blocks
-
     inv = _inverse(t)
     if inv is None:
         return blocks._normalize(x, axes, t, log)
     kernel = _build()["normalize"]
-    x2 = x.reshape(-1, int(np.prod([x.shape[a] for a in axes])))
+    x2 = _rows.as_rows(x, axes)
     out = np.empty_like(x)
     out2 = out.reshape(x2.shape)
     factor = np.float32(inv)
@@ -261,7 +253,7 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) 
     supports=_normalization_ok,
     dtypes=("float32",),
     available=available,
-    description="compiled (numba); float32 rows of 256+ on trailing axes, scalar temperature > 0",
+    description="compiled (numba); float32 rows on trailing axes, scalar temperature > 0",
 )
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     check_num_threads()
@@ -276,7 +268,7 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     supports=_normalization_ok,
     dtypes=("float32",),
     available=available,
-    description="compiled (numba); float32 rows of 256+ on trailing axes, scalar temperature > 0",
+    description="compiled (numba); float32 rows on trailing axes, scalar temperature > 0",
 )
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
@@ -290,10 +282,10 @@ def log_softmax(
     "numpy",
     "numpy.compiled",
     priority=60,
-    supports=lambda c: _rows_ok(c) and not (c.opt("b") or c.opt("return_sign") or c.opt("where")),
+    supports=_logsumexp_ok,
     dtypes=("float32",),
     available=available,
-    description="compiled (numba); float32 rows of 256+ on trailing axes; b, where, return_sign None",
+    description="compiled (numba); float32 rows on trailing axes; b, where, return_sign None",
 )
 def logsumexp(
     xp: Any,
@@ -308,7 +300,7 @@ def logsumexp(
     check_num_threads()
     x = _native(x)
     kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
-    x2 = x.reshape(-1, int(np.prod([x.shape[a] for a in axes])))
+    x2 = _rows.as_rows(x, axes)
     out = np.empty(x2.shape[0], np.float32)
     kernel = _build()["logsumexp"]
     run_blocks(lambda start, stop: kernel(x2, out, start, stop), _blocks(*x2.shape))

@@ -2,7 +2,7 @@
 # The GPU conformance tests and the GPU benchmarks in one call, for the lent GPU machine
 # (the device tool) or any CUDA machine. Results go under $OUT (default: gpu-results/):
 #   device.txt   nvidia-smi and the library versions
-#   tests.txt    the pytest run of every GPU backend (torch:cuda, jax:gpu, cupy)
+#   tests.txt    the pytest run of every GPU backend (torch:cuda, jax:gpu, cupy), -v
 #   junit.xml    the same, machine-readable
 #   bench.json   python -m xpsoftmax bench on the GPU libraries (fast, generic, own), float32
 #   bench.png    its chart
@@ -17,7 +17,8 @@
 #
 #   bash scripts/gpu_run.sh            # everything
 #   QUICK=1 bash scripts/gpu_run.sh    # the benchmarks on small shapes only
-#   JOBS=8 TEST_LIMIT=300 ...           # pytest workers (default 8), seconds for the tests
+#   JOBS=14 TEST_LIMIT=240 ...          # pytest workers (default 8), seconds for the tests
+#                                       # (an H100 with 16 CPUs: 150 s at -n 14)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-results}
@@ -53,9 +54,14 @@ PY
 # A time limit keeps the benchmarks' turn on a lent machine; -n runs the workers side by side.
 # Several test workers share the GPU: JAX must not take 75% of its memory in each (the
 # benchmarks below keep JAX's default allocator).
-XLA_PYTHON_CLIENT_PREALLOCATE=false timeout "${TEST_LIMIT:-600}" python3 -m pytest -p no:cacheprovider -q -n "${JOBS:-8}" \
-  -k "cuda or gpu or cupy" --junitxml="$OUT/junit.xml" 2>&1 | tee "$OUT/tests.txt"
-tests=${PIPESTATUS[0]}
+# -v: every test's name and outcome in tests.txt, so that failures are named even when the
+# time limit stops pytest before its summary (-q prints an anonymous F); the failures and the
+# last lines go to the output.
+XLA_PYTHON_CLIENT_PREALLOCATE=false timeout "${TEST_LIMIT:-600}" python3 -m pytest -p no:cacheprovider -v -n "${JOBS:-8}" \
+  -k "cuda or gpu or cupy" --junitxml="$OUT/junit.xml" > "$OUT/tests.txt" 2>&1
+tests=$?
+grep -E "^(\[gw[0-9]+\] \[ *[0-9]+%\] )?(FAILED|ERROR) " "$OUT/tests.txt" | sed 's/^\[gw[0-9]*\] \[ *[0-9]*%\] //; s/ - .*//; s/ *$//' | sort -u
+tail -n 2 "$OUT/tests.txt"
 
 shape=()
 [ -n "${QUICK:-}" ] && shape=(--quick)

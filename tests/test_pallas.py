@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,64 @@ def test_gpu_only_here() -> None:
     assert {e.op for e in entries} == {
         "softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad"
     }  # fmt: skip
-    assert all(e.devices == ("gpu",) for e in entries)
+    assert all(e.devices == ("gpu",) and e.opt_in for e in entries)
+    # On the CPU device explicitly: a GPU machine's default device is its GPU.
+    x = jax.device_put(jnp.zeros((2, 3), dtype=jnp.float32), jax.devices("cpu")[0])
     with xs.use("jax.pallas"):
-        assert xs.which("softmax", jnp.zeros((2, 3), dtype=jnp.float32)) == "generic"
+        assert xs.which("softmax", x) == "generic"
+
+
+# Every kernel lowered for CUDA here, on the CPU: Pallas' Triton lowering runs without a GPU,
+# and some of its failures are invisible to the interpreter (a weak-typed NaN literal in a
+# select became the predicate's bool type: a lowering error on the GPU alone). Rows of 5
+# (one block) and 5000 (chunks); temperatures 1, 0.5 and 1e38 (two-step scaling).
+def _lowered(fn: Any, *args: Any) -> None:
+    jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))
+
+
+def _pallas_kernels() -> Any:
+    pytest.importorskip("jax.experimental.pallas")
+    if os.environ.get("XPSOFTMAX_PALLAS_INTERPRET") == "1":
+        pytest.skip("interpreting in this process: nothing is lowered for the GPU")
+    from xpsoftmax.backends.jax.pallas import kernels
+
+    return kernels
+
+
+@pytest.mark.parametrize("n", [5, 5000])
+@pytest.mark.parametrize("t", [1.0, 0.5, 1e38])
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_normalize_lowers_for_cuda(n: int, t: float, log: bool, dtype: str) -> None:
+    kernels = _pallas_kernels()
+    x = jax.ShapeDtypeStruct((3, n), dtype)
+    _lowered(lambda x: kernels.normalize(x, t, log), x)
+    # The custom_jvp rule under reverse mode: the kernel again, in the rule's own code.
+    _lowered(jax.grad(lambda x: kernels.normalize(x, t, log).astype("float32")[:, 0].sum()), x)
+
+
+@pytest.mark.parametrize("n", [5, 5000])
+def test_logsumexp_lowers_for_cuda(n: int) -> None:
+    kernels = _pallas_kernels()
+    x = jax.ShapeDtypeStruct((3, n), "float32")
+    _lowered(kernels.logsumexp, x)
+    _lowered(jax.grad(lambda x: kernels.logsumexp(x).sum()), x)
+
+
+@pytest.mark.parametrize("n", [5, 5000])
+@pytest.mark.parametrize("t", [1.0, 1e38])
+@pytest.mark.parametrize(("eps", "z_loss"), [(0.0, 0.0), (0.1, 0.0), (0.0, 1e-4)])
+@pytest.mark.parametrize("with_grad", [False, True])
+def test_cross_entropy_lowers_for_cuda(
+    n: int, t: float, eps: float, z_loss: float, with_grad: bool
+) -> None:
+    kernels = _pallas_kernels()
+    x = jax.ShapeDtypeStruct((3, n), "bfloat16")
+    codes = jax.ShapeDtypeStruct((3,), "int32")
+    factor = jax.ShapeDtypeStruct((1,), "float32")
+    _lowered(
+        lambda x, c, f: kernels.cross_entropy_rows(
+            x, c, f, t=t, eps=eps, z_loss=z_loss, with_grad=with_grad
+        ),
+        x, codes, factor,
+    )  # fmt: skip

@@ -157,6 +157,24 @@ def test_a_picked_entry_that_cannot_serve_gives_generic_not_another_fast_path(
         assert _registry.select(_call(ndim=1, axes=(0,))).name == "fakelib.low"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("others", [True, False])
+def test_an_opt_in_entry_serves_only_when_named(fake_library: dict[str, Any], others: bool) -> None:
+    """Whatever its priority, and also where no other entry would serve (the case a low
+    priority alone got wrong: JAX's ``cross_entropy_with_grad`` had only the Pallas entry)."""
+    if not others:
+        _registry._REGISTRY[("softmax", FAKE)] = []
+    _registry.register(
+        "softmax", FAKE, "fakelib.new", supports=lambda c: True, priority=200, opt_in=True
+    )(lambda *a, **k: "new")
+    chosen = _registry.select(_call())
+    assert (chosen.name if chosen else None) == ("fakelib.high" if others else None)
+    with xs.use("fakelib.new"):
+        assert _registry.select(_call()).name == "fakelib.new"  # type: ignore[union-attr]
+    if others:
+        with xs.use("fakelib.low"):  # a use() naming another entry leaves it out too
+            assert _registry.select(_call()).name == "fakelib.low"  # type: ignore[union-attr]
+
+
 def test_a_pick_leaves_other_operations_and_libraries_alone() -> None:
     with xs.use("numpy.inplace"):
         # cross_entropy on NumPy has no entry of that name: it chooses as usual.

@@ -196,7 +196,9 @@ class FastPath:
     ``supports`` accepts. Among the entries of one (op, library) that accept a call, the one
     of highest ``priority`` serves it (registration order breaks ties). ``available`` says,
     once, whether the entry can run on this machine at all (an optional dependency, a
-    device): None when it can, else the reason.
+    device): None when it can, else the reason. An ``opt_in`` entry serves only calls made
+    inside ``use(name)`` (or with its name in ``XPSOFTMAX_IMPLEMENTATION``), whatever its
+    priority: a kernel not yet measured where it runs.
     """
 
     op: str
@@ -209,6 +211,7 @@ class FastPath:
     description: str = ""
     priority: int = 0
     available: Callable[[], str | None] | None = None
+    opt_in: bool = False
 
     def accepts(self, call: Call) -> bool:
         """Whether this entry serves ``call``: its device, its dtype and its predicate."""
@@ -249,6 +252,7 @@ def register(
     dtypes: tuple[str, ...] = ("float32", "float64"),
     available: Callable[[], str | None] | None = None,
     description: str = "",
+    opt_in: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``impl`` as a fast path of ``op`` for ``library``.
 
@@ -258,15 +262,17 @@ def register(
     that must win over another for some calls takes a higher number and a narrower
     ``supports``. ``available`` is called once, at the first call the entry could serve,
     and returns None or the reason it cannot run here (import optional dependencies inside
-    it, not at module level).
+    it, not at module level). ``opt_in=True`` keeps the entry out of the choice unless a
+    ``use(...)`` names it (see :class:`FastPath`).
     """
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
 
     def decorate(impl: Callable[..., Any]) -> Callable[..., Any]:
         entry = FastPath(
-            op, library, name, impl, supports, devices, dtypes, description, priority, available
-        )
+            op, library, name, impl, supports, devices, dtypes, description, priority, available,
+            opt_in,
+        )  # fmt: skip
         with _LOCK:
             entries = [e for e in _REGISTRY.get((op, library), []) if e.name != name] + [entry]
             # sorted() is stable: registration order breaks ties. A new list, so that a
@@ -466,6 +472,8 @@ def select(call: Call) -> FastPath | None:
     if picked and any(e.name in picked for e in entries):
         entries = [e for e in entries if e.name in picked]
     for entry in entries:
+        if entry.opt_in and not (picked and entry.name in picked):
+            continue
         if entry.accepts(call) and entry.unavailable() is None:
             return entry
     return None

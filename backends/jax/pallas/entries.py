@@ -1,8 +1,9 @@
 """The Pallas kernels as fast paths for JAX: softmax, log_softmax and logsumexp over trailing
 axes, cross-entropy with class indices and no class weights over the last, in float16,
 bfloat16 and float32, on a GPU (or anywhere, interpreted:
-``XPSOFTMAX_PALLAS_INTERPRET=1``). Priority 40, below ``jax.custom_jvp``: opt-in with
-``xpsoftmax.use("jax.pallas")`` until measured on a GPU."""
+``XPSOFTMAX_PALLAS_INTERPRET=1``). Opt-in (``xpsoftmax.use("jax.pallas")``, the registry's
+``opt_in``) until measured on a GPU: priority 40 alone would not keep them out where no
+other fast path serves (``cross_entropy_with_grad``)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def _entry(op: str, supports: Any, description: str = _DESCRIPTION) -> Any:
         dtypes=("float16", "bfloat16", "float32"),
         available=available,
         description=description,
+        opt_in=True,
     )
 
 

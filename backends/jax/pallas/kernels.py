@@ -247,7 +247,11 @@ def _ce_kernel(
         lse_abs = scaled(shift, t) + lse
         loss = loss + jnp.where(empty, math.inf, z_loss * lse_abs * lse_abs)
         coef = coef + 2.0 * z_loss * lse_abs
-    per_ref[row] = jnp.where(valid, loss, jnp.where(ignored, 0.0, math.nan)).astype(per_ref.dtype)
+    # A typed NaN: Pallas' Triton lowering gives a weak-typed constant of a select the
+    # predicate's type (bool), and NaN has no integer value (tests/test_pallas.py lowers
+    # every kernel for CUDA on the CPU to catch such things).
+    undefined = jnp.where(ignored, 0.0, jnp.float32(math.nan))
+    per_ref[row] = jnp.where(valid, loss, undefined).astype(per_ref.dtype)
     if not grad_ref:
         return
     keep = valid & ~empty

@@ -123,3 +123,41 @@ def test_without_numba_the_ufunc_paths_serve() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "unavailable here: numba is not installed" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"label_smoothing": 0.1}, {"z_loss": 1e-3}, {"weight": True, "reduction": "sum"},
+     {"temperature": 0.7, "reduction": "none", "ignore_index": -100}],
+    ids=["plain", "smoothing", "z_loss", "weight", "temperature"],
+)  # fmt: skip
+def test_cross_entropy_long_rows_and_any_thread_count(options: dict[str, Any]) -> None:
+    """Rows of 32000 classes with the edge rows (all -inf, +inf, NaN, ignored, mostly -inf)
+    against the ufunc path (``numpy.fused``), loss and gradient, and the same bits on one
+    thread and on four."""
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((24, 32000)) * 5).astype(np.float32)
+    x[1] = -np.inf
+    x[2, 7] = np.inf
+    x[3, 9] = np.nan
+    x[4, :31000] = -np.inf
+    target = rng.integers(0, 32000, 24)
+    target[4] = 31500
+    target[5] = -100
+    target[7] = 5
+    if options.get("weight"):
+        options = {**options, "weight": rng.random(32000).astype(np.float32)}
+    with xs.use("numpy.compiled"):
+        assert xs.which("cross_entropy_with_grad", x, target, **options) == "numpy.compiled"
+        with xs.num_threads(1):
+            loss1, grad1 = xs.cross_entropy_with_grad(x, target, **options)
+        with xs.num_threads(4):
+            loss4, grad4 = xs.cross_entropy_with_grad(x, target, **options)
+        alone = xs.cross_entropy(x, target, **options)
+    np.testing.assert_array_equal(loss1, loss4)
+    np.testing.assert_array_equal(grad1, grad4)
+    np.testing.assert_array_equal(alone, loss1)
+    with xs.use("numpy.fused"):
+        ref_loss, ref_grad = xs.cross_entropy_with_grad(x, target, **options)
+    np.testing.assert_allclose(loss1, ref_loss, rtol=2e-5, equal_nan=True)
+    np.testing.assert_allclose(grad1, ref_grad, rtol=2e-5, atol=1e-10, equal_nan=True)

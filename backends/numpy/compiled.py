@@ -1,4 +1,5 @@
-"""Compiled CPU kernels (numba): softmax, log_softmax and logsumexp of float32 rows.
+"""Compiled CPU kernels (numba): softmax, log_softmax, logsumexp and cross-entropy (with
+its gradient) of float32 rows.
 
 Each row is read once for its maximum and once more for everything else while it is still
 in cache: the exponentials, their sum and (softmax) the output, then a scaling pass over the
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from xpsoftmax import _rows
-from xpsoftmax._checks import Temperature
+from xpsoftmax._checks import CrossEntropySettings, Temperature
 from xpsoftmax._registry import Call, register
 from xpsoftmax._threads import check_num_threads, run_blocks
 from xpsoftmax.backends.numpy import blocks
@@ -177,7 +178,111 @@ def _compile() -> None:
             # log(k + rest) as log1p((k - 1) + rest): accurate near 0 (contract).
             out[i] = np.float32(np.log1p((k - one) + rest)) + m
 
-    _KERNELS.update(exp32=exp32, logsumexp=logsumexp)
+    zero = np.float32(0.0)
+
+    @jit
+    def cross_entropy(
+        x2: Any,
+        t_safe: Any,
+        valid: Any,
+        ignored: Any,
+        w_t: Any,
+        weight: Any,
+        par: Any,
+        per: Any,
+        grad: Any,
+        with_grad: bool,
+        start: int,
+        stop: int,
+    ) -> None:  # pragma: no cover - compiled
+        """Rows ``start:stop``: each row's loss into ``per`` and, ``with_grad``, its
+        gradient (already scaled by the reduction) into ``grad``. The formulas of
+        ``blocks._fused_cross_entropy`` (``_generic._index_terms``), in float32. ``par``:
+        (1 / T, label smoothing, z-loss, sum of the class weights, d reduced / d per-row
+        loss); ``weight`` is empty without class weights."""
+        n = x2.shape[1]
+        inv_t, eps, z_loss, w_total, scale = par[0], par[1], par[2], par[3], par[4]
+        weighted = weight.shape[0] > 0
+        nf = np.float32(n)
+        for i in range(start, stop):
+            row = x2[i]
+            m = row_max(row)
+            wb = w_t[i]
+            keep = valid[i]
+            if m != m or m == inf:  # NaN everywhere the row counts
+                pb = np.float32(np.nan)
+            elif m == -inf:  # an empty event: an infinite loss, no gradient
+                pb = inf * (wb * (one - eps))
+                if eps:
+                    pb += (eps / nf) * inf
+                if z_loss:
+                    pb += inf
+                keep = False
+            else:
+                # Branch-free loops (one per case), which LLVM vectorises.
+                k = zero  # the maxima, each exactly 1 (see normalize)
+                rest = zero
+                if with_grad:
+                    g = grad[i]
+                    for j in range(n):
+                        d = (row[j] - m) * inv_t
+                        top = d == 0
+                        k += one if top else zero
+                        e = exp32(d)
+                        rest += zero if top else e
+                        g[j] = e
+                else:
+                    for j in range(n):
+                        d = (row[j] - m) * inv_t
+                        top = d == 0
+                        k += one if top else zero
+                        rest += zero if top else exp32(d)
+                sum_wz = zero
+                if eps and weighted:
+                    for j in range(n):
+                        sum_wz += (row[j] - m) * inv_t * weight[j]
+                elif eps:
+                    for j in range(n):
+                        sum_wz += (row[j] - m) * inv_t
+                lse_rel = np.float32(np.log1p((k - one) + rest))
+                z_t = (row[t_safe[i]] - m) * inv_t
+                pb = (lse_rel - z_t) * (wb * (one - eps))
+                if eps:
+                    pb += (eps / nf) * (w_total * lse_rel - sum_wz)
+                lse_abs = m * inv_t + lse_rel
+                if z_loss:
+                    pb += (z_loss * wb) * lse_abs * lse_abs
+                if with_grad and keep:
+                    g = grad[i]
+                    coef = wb * (one - eps)
+                    if eps:
+                        coef += eps * w_total / nf
+                    if z_loss:
+                        coef += np.float32(2.0) * z_loss * wb * lse_abs
+                    kk = scale * inv_t
+                    factor = coef * kk / (k + rest)
+                    smooth = kk * eps / nf
+                    if eps and weighted:
+                        for j in range(n):
+                            g[j] = g[j] * factor - smooth * weight[j]
+                    elif eps:
+                        for j in range(n):
+                            g[j] = g[j] * factor - smooth
+                    else:
+                        for j in range(n):
+                            g[j] = g[j] * factor
+                    g[t_safe[i]] -= kk * (one - eps) * wb
+            per[i] = pb if valid[i] else (zero if ignored[i] else np.float32(np.nan))
+            if with_grad:
+                g = grad[i]
+                if not keep:
+                    for j in range(n):
+                        g[j] = zero
+                elif m != m or m == inf:
+                    for j in range(n):
+                        g[j] = np.float32(np.nan)
+
+    _KERNELS.update(exp32=exp32, logsumexp=logsumexp, cross_entropy=cross_entropy)
     _KERNELS["normalize"] = normalize  # last: its presence says the others are there
 
 
@@ -306,3 +411,79 @@ def logsumexp(
     run_blocks(lambda start, stop: kernel(x2, out, start, stop), _blocks(*x2.shape))
     out = out.reshape(kept)
     return out if keepdims else np.squeeze(out, axis=axes)
+
+
+# --- cross-entropy: class indices on the last axis ---------------------------------------------
+
+
+def _ce_ok(call: Call) -> bool:
+    return call.length > 0 and blocks._ce_ok(call)
+
+
+#: The gradient argument of a loss-only call (the kernel writes no gradient then).
+_NO_GRAD = np.empty((1, 1), np.float32)
+
+
+def _cross_entropy(x: np.ndarray, target: Any, o: CrossEntropySettings, with_grad: bool) -> Any:
+    """``(loss, grad or None)``: the targets' bookkeeping as the ufunc path does it
+    (``blocks._targets``, before any row: the mean's factor finishes each row's gradient),
+    then one kernel call per block of rows."""
+    inv = _inverse(o.temperature)
+    if inv is None:
+        return blocks._fused_cross_entropy(x, target, o, with_grad)
+    n = x.shape[-1]
+    x2 = x.reshape(-1, n)
+    f32 = np.dtype(np.float32)
+    tg = blocks._targets(target, o.weight, n, o.ignore_index, o.reduction, f32)
+    weight = np.empty(0, np.float32) if o.weight is None else np.asarray(o.weight, np.float32)
+    par = np.array([inv, o.label_smoothing, o.z_loss, tg.w_total, tg.scale], np.float32)
+    per = np.empty(x2.shape[0], np.float32)
+    grad = np.empty_like(x2) if with_grad else _NO_GRAD
+    w_t = np.asarray(tg.w_t, np.float32)
+    kernel = _build()["cross_entropy"]
+
+    def block(start: int, stop: int) -> None:
+        kernel(
+            x2, tg.t_safe, tg.valid, tg.ignored, w_t, weight, par, per, grad, with_grad, start, stop
+        )
+
+    run_blocks(block, _blocks(*x2.shape))
+    loss = blocks._reduced(per, tg, o.reduction, target.shape, f32)
+    return loss, (grad.reshape(x.shape) if with_grad else None)
+
+
+_CE = "compiled (numba); float32, class indices on the last axis, scalar temperature > 0"
+
+
+@register(
+    "cross_entropy",
+    "numpy",
+    "numpy.compiled",
+    priority=60,
+    supports=_ce_ok,
+    dtypes=("float32",),
+    available=available,
+    description=_CE,
+)
+def cross_entropy(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> Any:
+    check_num_threads()
+    return _cross_entropy(_native(logits), target, options, with_grad=False)[0]
+
+
+@register(
+    "cross_entropy_with_grad",
+    "numpy",
+    "numpy.compiled",
+    priority=60,
+    supports=_ce_ok,
+    dtypes=("float32",),
+    available=available,
+    description=_CE,
+)
+def cross_entropy_with_grad(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> tuple[Any, Any]:
+    check_num_threads()
+    return _cross_entropy(_native(logits), target, options, with_grad=True)

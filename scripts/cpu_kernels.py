@@ -1,0 +1,113 @@
+"""The compiled CPU kernels against issue 15's goals, side by side in one run: xpsoftmax's
+NumPy call (the registry's choice: ``numpy.compiled`` where numba is installed), the NumPy
+ufunc path (``numpy.inplace`` / ``numpy.fused``), torch's own CPU functions, scipy.special,
+and the limit (the larger of one vectorised exp pass over the input into an existing array
+on the same threads, ``torch.exp(x, out=o)``, and a copy into a fresh array). Fresh outputs
+everywhere; medians of ``--repeats``; the first (compiling) call is timed apart.
+
+    python scripts/cpu_kernels.py [--shape 1024x65536 --shape 4096x32000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _row(name: str, ms: dict[str, float], limit: float) -> str:
+    ours = ms["ours"]
+    parts = [f"{name:<24} ours {ours:8.2f} ms  {ours / limit:5.2f}x limit"]
+    for peer in ("ufunc", "torch", "scipy"):
+        if peer in ms:
+            parts.append(f"{peer} {ms[peer]:8.2f} ms ({ms[peer] / ours:4.2f}x)")
+    return "  ".join(parts)
+
+
+def _shape(shape: str, threads: int, repeats: int, rng: Any) -> None:
+    import scipy.special
+    import torch
+
+    import xpsoftmax as xs
+
+    rows, cols = (int(v) for v in shape.split("x"))
+    x = rng.standard_normal((rows, cols), dtype=np.float32) * 4
+    target = rng.integers(0, cols, rows)
+    tx, tt = torch.from_numpy(x), torch.from_numpy(target)
+    out = torch.empty_like(tx)
+    exp_ms = _median_ms(lambda: torch.exp(tx, out=out), repeats)
+    copy_ms = _median_ms(lambda: x.copy(), repeats)
+    limit = max(exp_ms, copy_ms)
+    print(f"\n{shape} float32, {threads} threads: exp pass {exp_ms:.2f} ms, "
+          f"copy {copy_ms:.2f} ms; chosen: {xs.which('softmax', x)}")  # fmt: skip
+
+    def ce_torch() -> None:
+        leaf = tx.clone().requires_grad_()
+        torch.nn.functional.cross_entropy(leaf, tt).backward()
+
+    cases: dict[str, dict[str, Callable[[], Any]]] = {
+        "softmax": {
+            "ours": lambda: xs.softmax(x), "torch": lambda: torch.softmax(tx, -1),
+            "scipy": lambda: scipy.special.softmax(x, axis=-1),
+        },
+        "log_softmax": {
+            "ours": lambda: xs.log_softmax(x),
+            "torch": lambda: torch.log_softmax(tx, -1),
+            "scipy": lambda: scipy.special.log_softmax(x, axis=-1),
+        },
+        "logsumexp": {
+            "ours": lambda: xs.logsumexp(x, axis=-1),
+            "torch": lambda: torch.logsumexp(tx, -1),
+            "scipy": lambda: scipy.special.logsumexp(x, axis=-1),
+        },
+        "cross_entropy fwd+bwd": {
+            "ours": lambda: xs.cross_entropy_with_grad(x, target), "torch": ce_torch,
+        },
+    }  # fmt: skip
+    ufunc = {"softmax": "numpy.inplace", "log_softmax": "numpy.inplace",
+             "logsumexp": "numpy.inplace", "cross_entropy fwd+bwd": "numpy.fused"}  # fmt: skip
+    for name, fns in cases.items():
+        ms = {peer: _median_ms(fn, repeats) for peer, fn in fns.items()}
+        with xs.use(ufunc[name]):
+            ms["ufunc"] = _median_ms(fns["ours"], repeats)
+        print(_row(name, ms, limit))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", action="append", help="ROWSxCOLS (repeatable)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    import torch
+
+    import xpsoftmax as xs
+
+    torch.set_num_threads(args.threads)
+    shapes = args.shape or ["1024x65536", "4096x32000"]
+    rng = np.random.default_rng(0)
+    with xs.num_threads(args.threads):
+        start = time.perf_counter()
+        xs.softmax(np.zeros((2, 3), np.float32))
+        xs.cross_entropy_with_grad(np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
+        print(f"first calls (compile or load the kernels): {time.perf_counter() - start:.2f} s")
+        for shape in shapes:
+            _shape(shape, args.threads, args.repeats, rng)
+
+
+if __name__ == "__main__":
+    main()

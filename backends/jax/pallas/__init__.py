@@ -7,8 +7,9 @@ cross-entropy with class indices), in two modules:
     the registry entries, which import neither Pallas nor the kernels until a call.
 
 Opt-in for now (``xpsoftmax.use("jax.pallas")``, the registry's ``opt_in``): measured once on
-an H100 (docs/_static/bench/gpu-h100-2026-11-26), they wait for a clean run of the GPU tests. ``XPSOFTMAX_PALLAS_INTERPRET=1`` runs them with
-``interpret=True`` on any device (the tests on CPU).
+an H100 (docs/_static/bench/gpu-h100-2026-11-26), they wait for a clean run of the GPU tests.
+``XPSOFTMAX_PALLAS_INTERPRET=1`` runs them with ``interpret=True`` on any device (the tests on
+CPU).
 """
 
 from __future__ import annotations

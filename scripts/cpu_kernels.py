@@ -1,6 +1,7 @@
 """The compiled CPU kernels against issue 15's goals, side by side in one run: xpsoftmax's
 NumPy call (the registry's choice: ``numpy.compiled`` where numba is installed), the NumPy
 ufunc path (``numpy.inplace`` / ``numpy.fused``), torch's own CPU functions, scipy.special,
+xpsoftmax on the same data as torch tensors (``torch.compiled``),
 and the limit (the larger of one vectorised exp pass over the input into an existing array
 on the same threads, ``torch.exp(x, out=o)``, and a copy into a fresh array). Fresh outputs
 everywhere; medians of ``--repeats``; the first (compiling) call is timed apart.
@@ -35,6 +36,9 @@ def _row(name: str, ms: dict[str, float], limit: float) -> str:
     for peer in ("ufunc", "torch", "scipy"):
         if peer in ms:
             parts.append(f"{peer} {ms[peer]:8.2f} ms ({ms[peer] / ours:4.2f}x)")
+    if "ours_torch" in ms:
+        mine = ms["ours_torch"]
+        parts.append(f"| on torch tensors {mine:8.2f} ms ({ms['torch'] / mine:4.2f}x torch)")
     return "  ".join(parts)
 
 
@@ -62,20 +66,24 @@ def _shape(shape: str, threads: int, repeats: int, rng: Any) -> None:
     cases: dict[str, dict[str, Callable[[], Any]]] = {
         "softmax": {
             "ours": lambda: xs.softmax(x), "torch": lambda: torch.softmax(tx, -1),
+            "ours_torch": lambda: xs.softmax(tx),
             "scipy": lambda: scipy.special.softmax(x, axis=-1),
         },
         "log_softmax": {
             "ours": lambda: xs.log_softmax(x),
+            "ours_torch": lambda: xs.log_softmax(tx),
             "torch": lambda: torch.log_softmax(tx, -1),
             "scipy": lambda: scipy.special.log_softmax(x, axis=-1),
         },
         "logsumexp": {
             "ours": lambda: xs.logsumexp(x, axis=-1),
+            "ours_torch": lambda: xs.logsumexp(tx, axis=-1),
             "torch": lambda: torch.logsumexp(tx, -1),
             "scipy": lambda: scipy.special.logsumexp(x, axis=-1),
         },
         "cross_entropy fwd+bwd": {
             "ours": lambda: xs.cross_entropy_with_grad(x, target), "torch": ce_torch,
+            "ours_torch": lambda: xs.cross_entropy_with_grad(tx, tt),
         },
     }  # fmt: skip
     ufunc = {"softmax": "numpy.inplace", "log_softmax": "numpy.inplace",

@@ -20,6 +20,15 @@ pytest.importorskip("numba")
 compiled = pytest.importorskip("xpsoftmax.backends.numpy.compiled")
 
 ENTRIES = [e for e in xs.fast_paths(library="numpy") if e.name == "numpy.compiled"]
+try:
+    import torch
+except ImportError:  # pragma: no cover - torch is a test dependency
+    torch = None
+TORCH_ENTRIES = (
+    []
+    if torch is None
+    else [e for e in xs.fast_paths(library="torch") if e.name == "torch.compiled"]
+)
 
 
 def _ulps(x: np.ndarray) -> np.ndarray:
@@ -81,6 +90,48 @@ def test_entries_conform(entry: Any) -> None:
     check_implementation(entry.op, fast, BY_ID["numpy"], "float32", accepts=entry.accepts)
 
 
+@pytest.mark.parametrize("entry", TORCH_ENTRIES, ids=lambda e: e.op)
+def test_torch_entries_conform(entry: Any) -> None:
+    """The same kernels on torch CPU tensors (zero-copy views), through the kit's catalogue;
+    the cases with autograd take ``torch.native`` or the generic path inside the entry."""
+
+    def fast(*args: Any, **kw: Any) -> Any:
+        plan = _plan(entry.op, args, kw)
+        return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
+
+    fast.__name__ = entry.name
+    check_implementation(entry.op, fast, BY_ID["torch:cpu"], "float32", accepts=entry.accepts)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp", "cross_entropy"])
+def test_torch_kernel_only_without_autograd(op: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An eager tensor without autograd takes the kernel; one that requires grad takes
+    torch.native inside the entry, and its gradient is autograd's."""
+    calls = []
+    for name in ("softmax", "log_softmax", "logsumexp", "_cross_entropy"):
+        real = getattr(compiled, name)
+        counted = lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k)  # noqa: E731
+        monkeypatch.setattr(compiled, name, counted)
+    x = torch.randn(6, 50)
+    args = (x, torch.randint(0, 50, (6,))) if op == "cross_entropy" else (x,)
+    fn = getattr(xs, op)
+    assert xs.which(op, *args) == "torch.compiled"
+    eager = fn(*args)
+    assert len(calls) == 1
+    leaf = x.clone().requires_grad_()
+    out = fn(leaf, *args[1:])
+    assert len(calls) == 1  # not the kernel: autograd needs the torch graph
+    out.sum().backward()
+    with xs.use("torch.native"):
+        ref_leaf = x.clone().requires_grad_()
+        ref = fn(ref_leaf, *args[1:])
+        ref.sum().backward()
+    torch.testing.assert_close(out.detach(), ref.detach())
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad)
+    torch.testing.assert_close(eager, ref.detach(), rtol=2e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
 def test_long_rows_and_any_thread_count(op: str) -> None:
     """Rows of 4K-64K with the edge cases inside them, against the ufunc path, and the same
@@ -119,6 +170,15 @@ def test_without_numba_the_ufunc_paths_serve() -> None:
         "assert np.allclose(xs.softmax(x), 1 / 512)\n"
         "rows = [r for r in xs.implementations() if r.implementation == 'numpy.compiled']\n"
         "print(rows[0].conditions if rows else 'none')\n"
+        "try:\n"
+        "    import torch\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "else:\n"
+        "    t = torch.ones(4, 512)\n"
+        "    assert xs.which(xs.softmax, t, axis=-1) == 'torch.native'\n"
+        "    assert xs.which(xs.cross_entropy_with_grad, t, torch.zeros(4, dtype=torch.long))"
+        " == 'generic'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -5,6 +5,9 @@
     around them (CPU and CUDA).
 ``linear``
     the linear cross-entropy as an autograd Function over chunks of rows (CPU and CUDA).
+``compiled``
+    the NumPy backend's compiled CPU kernels (numba) on float32 CPU tensors, where eager and
+    without autograd (registered above ``native`` with numba's availability check).
 ``triton/``
     Triton kernels for CUDA tensors (softmax, log_softmax, logsumexp), registered above
     ``native`` with the availability check ``triton.available``, so that a machine without
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 
 #: The modules under this package that register fast paths, in order.
-FAST_PATH_MODULES = ("native", "linear", "triton.entries")
+FAST_PATH_MODULES = ("native", "linear", "compiled", "triton.entries")
 
 _wrapped: Any
 try:  # vmap and grad transforms wrap tensors; their values cannot be read

@@ -1,0 +1,157 @@
+"""The compiled CPU kernels (numba, ``xpsoftmax.backends.numpy.compiled``) for torch CPU
+tensors of float32: softmax, log_softmax, logsumexp and cross-entropy with class indices,
+read and written through zero-copy NumPy views.
+
+A kernel runs only where nothing differentiates or traces through the call
+(``native._eager_values``: an eager CPU tensor without autograd, no ``torch.func`` transform,
+not under ``torch.compile``); elsewhere the entry hands the call to the path that serves it
+without the kernel, so its predicates are those of both (``torch.native``'s, and the
+generic implementation for ``cross_entropy_with_grad``, which has no native entry). The
+kernels' gradients are not autograd's: a training step's backward goes through
+``torch.native`` as before, and ``cross_entropy_with_grad`` (which returns the gradient
+itself) takes the kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from typing import Any
+
+import numpy as np
+import torch
+
+from xpsoftmax import _generic, _rows
+from xpsoftmax._checks import CrossEntropySettings, Temperature
+from xpsoftmax._registry import Call, register
+from xpsoftmax.backends.torch import index_target, native
+
+_NORMALIZATION = "compiled (numba) where eager without autograd; one trailing axis, scalar T > 0"
+_LOGSUMEXP = "compiled (numba) where eager without autograd; trailing axes, b/where/sign None"
+_CE = "compiled (numba) where eager without autograd; class indices on the last axis"
+
+
+def _view(x: torch.Tensor) -> np.ndarray:
+    """The tensor's memory as a NumPy array (no copy; ``detach``: ``numpy()`` refuses a
+    tensor that requires grad even where no graph is recorded)."""
+    return x.detach().numpy()
+
+
+def _kernels() -> Any:
+    """The NumPy backend's kernel module, imported at the first call that runs a kernel (not
+    when the torch backend loads: no other backend is imported before its arrays arrive)."""
+    from xpsoftmax.backends.numpy import compiled
+
+    return compiled
+
+
+def available() -> str | None:
+    if importlib.util.find_spec("numba") is None:
+        return "numba is not installed (pip install 'xpsoftmax[numba]')"
+    return None
+
+
+# The kernels' predicates (those of numpy.compiled, on the core's rules: non-empty trailing
+# row-major slices), with the fallback's where one serves the calls with autograd.
+def _normalization_ok(call: Call) -> bool:
+    return call.length > 0 and _rows.normalization_ok(call) and native._normalization_ok(call)
+
+
+def _logsumexp_ok(call: Call) -> bool:
+    return call.length > 0 and _rows.logsumexp_ok(call)
+
+
+def _ce_with_grad_ok(call: Call) -> bool:
+    return call.length > 0 and _rows.class_index_ok(call)
+
+
+def _ce_ok(call: Call) -> bool:
+    return _ce_with_grad_ok(call) and native._ce_ok(call)
+
+
+def _register(op: str, supports: Any, description: str) -> Any:
+    return register(
+        op,
+        "torch",
+        "torch.compiled",
+        priority=60,
+        supports=supports,
+        devices=("cpu",),
+        dtypes=("float32",),
+        available=available,
+        description=description,
+    )
+
+
+@_register("softmax", _normalization_ok, _NORMALIZATION)
+def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
+    if not native._eager_values(x):
+        return native.softmax(xp, x, axes, temperature=temperature, where=where)
+    y = _kernels().softmax(np, _view(x), axes, temperature=temperature, where=None)
+    return torch.from_numpy(y)
+
+
+@_register("log_softmax", _normalization_ok, _NORMALIZATION)
+def log_softmax(
+    xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
+) -> Any:
+    if not native._eager_values(x):
+        return native.log_softmax(xp, x, axes, temperature=temperature, where=where)
+    y = _kernels().log_softmax(np, _view(x), axes, temperature=temperature, where=None)
+    return torch.from_numpy(y)
+
+
+@_register("logsumexp", _logsumexp_ok, _LOGSUMEXP)
+def logsumexp(
+    xp: Any,
+    x: Any,
+    axes: tuple[int, ...],
+    *,
+    keepdims: bool,
+    b: Any,
+    return_sign: bool,
+    where: Any,
+) -> Any:
+    if not native._eager_values(x):
+        return native.logsumexp(
+            xp, x, axes, keepdims=keepdims, b=b, return_sign=return_sign, where=where
+        )
+    y = _kernels().logsumexp(
+        np, _view(x), axes, keepdims=keepdims, b=None, return_sign=False, where=None
+    )
+    return torch.from_numpy(np.asarray(y))
+
+
+def _eager_ce(logits: Any, options: CrossEntropySettings) -> bool:
+    weight = options.weight
+    return native._eager_values(logits) and (weight is None or not weight.requires_grad)
+
+
+def _numpy_ce(
+    logits: Any, target: Any, options: CrossEntropySettings, with_grad: bool
+) -> tuple[Any, Any]:
+    weight = None if options.weight is None else _view(options.weight.to(torch.float32))
+    o = dataclasses.replace(options, weight=weight)
+    t = _view(index_target(target))
+    kernels = _kernels()
+    return kernels._cross_entropy(kernels._native(_view(logits)), t, o, with_grad)
+
+
+@_register("cross_entropy", _ce_ok, _CE)
+def cross_entropy(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> Any:
+    if not _eager_ce(logits, options):
+        return native.cross_entropy(xp, logits, target, axis, options)
+    loss, _ = _numpy_ce(logits, target, options, with_grad=False)
+    return torch.from_numpy(np.asarray(loss))
+
+
+@_register("cross_entropy_with_grad", _ce_with_grad_ok, _CE)
+def cross_entropy_with_grad(
+    xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
+) -> tuple[Any, Any]:
+    if not _eager_ce(logits, options):
+        return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)  # type: ignore[no-any-return]
+    loss, grad = _numpy_ce(logits, target, options, with_grad=True)
+    return torch.from_numpy(np.asarray(loss)), torch.from_numpy(grad)

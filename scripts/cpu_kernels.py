@@ -7,6 +7,7 @@ on the same threads, ``torch.exp(x, out=o)``, and a copy into a fresh array). Fr
 everywhere; medians of ``--repeats``; the first (compiling) call is timed apart.
 
     python scripts/cpu_kernels.py [--shape 1024x65536 --shape 4096x32000] [--threads 2]
+    python scripts/cpu_kernels.py --dtype bfloat16   # torch CPU tensors
 """
 
 from __future__ import annotations
@@ -95,11 +96,47 @@ def _shape(shape: str, threads: int, repeats: int, rng: Any) -> None:
         print(_row(name, ms, limit))
 
 
+def _shape_bf16(shape: str, threads: int, repeats: int, rng: Any) -> None:
+    """bfloat16 torch CPU tensors: torch's own against xpsoftmax (``torch.compiled``, and
+    ``torch.native``, the path without numba); the limit from bfloat16 tensors."""
+    import torch
+
+    import xpsoftmax as xs
+
+    rows, cols = (int(v) for v in shape.split("x"))
+    tx = (torch.from_numpy(rng.standard_normal((rows, cols), dtype=np.float32)) * 4).bfloat16()
+    tt = torch.from_numpy(rng.integers(0, cols, rows))
+    out = torch.empty_like(tx)
+    limit = max(_median_ms(lambda: torch.exp(tx, out=out), repeats), _median_ms(tx.clone, repeats))
+    print(f"\n{shape} bfloat16 (torch CPU), {threads} threads: limit {limit:.2f} ms; chosen: "
+          f"{xs.which('softmax', tx)}")  # fmt: skip
+
+    def ce_torch() -> None:
+        leaf = tx.clone().requires_grad_()
+        torch.nn.functional.cross_entropy(leaf, tt).backward()
+
+    cases = {
+        "softmax": (lambda: xs.softmax(tx), lambda: torch.softmax(tx, -1)),
+        "log_softmax": (lambda: xs.log_softmax(tx), lambda: torch.log_softmax(tx, -1)),
+        "logsumexp": (lambda: xs.logsumexp(tx, axis=-1), lambda: torch.logsumexp(tx, -1)),
+        "cross_entropy fwd+bwd": (lambda: xs.cross_entropy_with_grad(tx, tt), ce_torch),
+    }
+    for name, (ours, own) in cases.items():
+        ms = _median_ms(ours, repeats)
+        torch_ms = _median_ms(own, repeats)
+        # Without numba: torch.native, and the generic path for cross_entropy_with_grad.
+        with xs.use("generic" if name.startswith("cross") else "torch.native"):
+            native_ms = _median_ms(ours, repeats)
+        print(f"{name:<24} ours {ms:8.2f} ms  {ms / limit:5.2f}x limit  torch {torch_ms:8.2f} ms "
+              f"({torch_ms / ms:4.2f}x)  without numba {native_ms:8.2f} ms")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", action="append", help="ROWSxCOLS (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
     import torch
 
@@ -114,7 +151,8 @@ def main() -> None:
         xs.cross_entropy_with_grad(np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
         print(f"first calls (compile or load the kernels): {time.perf_counter() - start:.2f} s")
         for shape in shapes:
-            _shape(shape, args.threads, args.repeats, rng)
+            run = _shape_bf16 if args.dtype == "bfloat16" else _shape
+            run(shape, args.threads, args.repeats, rng)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,29 @@ def test_entries_conform(entry: Any) -> None:
     check_implementation(entry.op, fast, BY_ID["numpy"], "float32", accepts=entry.accepts)
 
 
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+def test_bfloat16_rounding_is_torchs() -> None:
+    """Ties to even, NaN, the infinities, subnormals, overflow to inf, and random bits: the
+    kernels' float32 -> bfloat16 rounding gives torch's bits (NaN: any NaN)."""
+    rng = np.random.default_rng(2)
+    special = np.array(
+        [0.0, -0.0, 1.0, np.inf, -np.inf, np.nan, 3.4e38, -3.4e38, 1e-40, -1e-45, 1.00390625,
+         1.01171875, 1.0 + 2**-9, 1.0 + 3 * 2**-9],
+        np.float32,
+    )  # fmt: skip
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    x = np.concatenate([special, bits.view(np.float32)])
+    got = compiled.to_bfloat16_bits(x)
+    want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(got[~nan], want[~nan])
+    back = torch.from_numpy(got[nan].view(np.int16)).view(torch.bfloat16)
+    assert bool(back.isnan().all())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("entry", TORCH_ENTRIES, ids=lambda e: e.op)
-def test_torch_entries_conform(entry: Any) -> None:
+def test_torch_entries_conform(entry: Any, dtype: str) -> None:
     """The same kernels on torch CPU tensors (zero-copy views), through the kit's catalogue;
     the cases with autograd take ``torch.native`` or the generic path inside the entry."""
 
@@ -100,7 +121,7 @@ def test_torch_entries_conform(entry: Any) -> None:
         return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
 
     fast.__name__ = entry.name
-    check_implementation(entry.op, fast, BY_ID["torch:cpu"], "float32", accepts=entry.accepts)
+    check_implementation(entry.op, fast, BY_ID["torch:cpu"], dtype, accepts=entry.accepts)
 
 
 @pytest.mark.skipif(torch is None, reason="torch is not installed")
@@ -109,7 +130,7 @@ def test_torch_kernel_only_without_autograd(op: str, monkeypatch: pytest.MonkeyP
     """An eager tensor without autograd takes the kernel; one that requires grad takes
     torch.native inside the entry, and its gradient is autograd's."""
     calls = []
-    for name in ("softmax", "log_softmax", "logsumexp", "_cross_entropy"):
+    for name in ("normalize_rows", "logsumexp_rows", "cross_entropy_rows"):
         real = getattr(compiled, name)
         counted = lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k)  # noqa: E731
         monkeypatch.setattr(compiled, name, counted)

@@ -32,7 +32,7 @@ from xpsoftmax._registry import Call, register
 from xpsoftmax._threads import check_num_threads, run_blocks
 from xpsoftmax.backends.numpy import blocks
 
-__all__ = ["exp32"]
+__all__ = ["exp32", "to_bfloat16_bits"]
 
 # Cody-Waite reduction x = n ln2 + r with ln 2 split in two (the high part exact in a few
 # bits, so n * LN2_HI is exact for |n| < 2**15), then Cephes' degree-7 polynomial for e**r on
@@ -56,6 +56,8 @@ def available() -> str | None:
     return None
 
 
+#: The compiled functions: "exp32", and per element type ("float32"; "bfloat16", read and
+#: written as its uint16 bits, for torch tensors) a dict of the row kernels.
 _KERNELS: dict[str, Any] = {}
 _BUILDING = threading.Lock()
 
@@ -63,10 +65,10 @@ _BUILDING = threading.Lock()
 def _build() -> dict[str, Any]:
     """Compile (or load from numba's cache) the kernels; once per process, whichever thread
     asks first (the others wait)."""
-    if "normalize" in _KERNELS:
+    if "bfloat16" in _KERNELS:
         return _KERNELS
     with _BUILDING:
-        if "normalize" not in _KERNELS:
+        if "bfloat16" not in _KERNELS:
             _compile()
     return _KERNELS
 
@@ -99,7 +101,38 @@ def _compile() -> None:
         e = p * scale
         return np.float32(0.0) if x < low else (x if x != x else e)
 
+    @inline
+    def same(v: Any) -> Any:  # pragma: no cover - compiled
+        return v
+
+    sixteen, lsb, bias, quiet = np.uint32(16), np.uint32(1), np.uint32(0x7FFF), np.uint32(0x40)
+
+    @inline
+    def from_bf16(v: Any) -> Any:  # pragma: no cover - compiled
+        return np.uint32(np.uint32(v) << sixteen).view(np.float32)
+
+    @inline
+    def to_bf16(f: Any) -> Any:  # pragma: no cover - compiled
+        """Rounded to the nearest bfloat16, ties to even (torch's rounding); NaN stays NaN."""
+        u = np.float32(f).view(np.uint32)
+        if f != f:
+            return np.uint16((u >> sixteen) | quiet)
+        return np.uint16((u + bias + ((u >> sixteen) & lsb)) >> sixteen)
+
+    _KERNELS["exp32"] = exp32
+    _KERNELS["to_bf16"] = to_bf16
+    _KERNELS["float32"] = _row_kernels(jit, exp32, same, same)
+    _KERNELS["bfloat16"] = _row_kernels(jit, exp32, from_bf16, to_bf16)  # last: the flag
+
+
+def _row_kernels(jit: Any, exp32: Any, load: Any, store: Any) -> dict[str, Any]:
+    """The row kernels for one element type: ``load`` gives an element as float32, ``store``
+    rounds a float32 to the output's type. Every intermediate lives in a float32 row of
+    scratch (in cache), so a 16-bit output is rounded once."""
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
     inf = np.float32(np.inf)
+    nan = np.float32(np.nan)
 
     @jit
     def row_max(row: Any) -> Any:  # pragma: no cover - compiled
@@ -109,12 +142,14 @@ def _compile() -> None:
         m = -inf
         odd = 0
         for v in row:
-            m = v if v > m else m
-            odd += (v != v) | (v == inf)
+            f = load(v)
+            m = f if f > m else m
+            odd += (f != f) | (f == inf)
         if odd:
             for v in row:
-                if v != v:
-                    return v
+                f = load(v)
+                if f != f:
+                    return f
         return m
 
     @jit
@@ -122,39 +157,41 @@ def _compile() -> None:
         x2: Any, out2: Any, start: int, stop: int, inv_t: Any, log: bool
     ) -> None:  # pragma: no cover - compiled
         n = x2.shape[1]
+        buf = np.empty(n, np.float32)
         for i in range(start, stop):
             row = x2[i]
             out = out2[i]
             m = row_max(row)
-            if m == -np.inf:  # an empty event: zeros (softmax), -inf (log_softmax)
-                fill = -np.inf if log else 0.0
+            if m == -inf:  # an empty event: zeros (softmax), -inf (log_softmax)
+                fill = store(-inf if log else zero)
                 for j in range(n):
                     out[j] = fill
                 continue
-            if m != m or m == np.inf:
+            if m != m or m == inf:
+                fill = store(nan)
                 for j in range(n):
-                    out[j] = np.nan
+                    out[j] = fill
                 continue
-            s = np.float32(0.0)
+            s = zero
             if log:
-                k = np.float32(0.0)  # the maxima, each exactly 1: log1p keeps lse near 0 exact
+                k = zero  # the maxima, each exactly 1: log1p keeps lse near 0 exact
                 for j in range(n):
-                    d = (row[j] - m) * inv_t
-                    out[j] = d
+                    d = (load(row[j]) - m) * inv_t
+                    buf[j] = d
                     top = d == 0
-                    k += one if top else np.float32(0.0)
-                    s += np.float32(0.0) if top else exp32(d)
+                    k += one if top else zero
+                    s += zero if top else exp32(d)
                 lse = np.float32(np.log1p((k - one) + s))
                 for j in range(n):
-                    out[j] = out[j] - lse
+                    out[j] = store(buf[j] - lse)
             else:
                 for j in range(n):
-                    e = exp32((row[j] - m) * inv_t)
-                    out[j] = e
+                    e = exp32((load(row[j]) - m) * inv_t)
+                    buf[j] = e
                     s += e
                 r = one / s
                 for j in range(n):
-                    out[j] = out[j] * r
+                    out[j] = store(buf[j] * r)
 
     @jit
     def logsumexp(x2: Any, out: Any, start: int, stop: int) -> None:  # pragma: no cover - compiled
@@ -163,22 +200,20 @@ def _compile() -> None:
             row = x2[i]
             m = row_max(row)
             if m != m:
-                out[i] = np.nan
+                out[i] = nan
                 continue
-            if m == np.inf or m == -np.inf:
+            if m == inf or m == -inf:
                 out[i] = m
                 continue
-            k = np.float32(0.0)
-            rest = np.float32(0.0)
+            k = zero
+            rest = zero
             for j in range(n):
-                d = row[j] - m
+                d = load(row[j]) - m
                 top = d == 0
-                k += one if top else np.float32(0.0)
-                rest += np.float32(0.0) if top else exp32(d)
+                k += one if top else zero
+                rest += zero if top else exp32(d)
             # log(k + rest) as log1p((k - 1) + rest): accurate near 0 (contract).
             out[i] = np.float32(np.log1p((k - one) + rest)) + m
-
-    zero = np.float32(0.0)
 
     @jit
     def cross_entropy(
@@ -204,13 +239,14 @@ def _compile() -> None:
         inv_t, eps, z_loss, w_total, scale = par[0], par[1], par[2], par[3], par[4]
         weighted = weight.shape[0] > 0
         nf = np.float32(n)
+        buf = np.empty(n, np.float32)
         for i in range(start, stop):
             row = x2[i]
             m = row_max(row)
             wb = w_t[i]
             keep = valid[i]
             if m != m or m == inf:  # NaN everywhere the row counts
-                pb = np.float32(np.nan)
+                pb = nan
             elif m == -inf:  # an empty event: an infinite loss, no gradient
                 pb = inf * (wb * (one - eps))
                 if eps:
@@ -223,29 +259,28 @@ def _compile() -> None:
                 k = zero  # the maxima, each exactly 1 (see normalize)
                 rest = zero
                 if with_grad:
-                    g = grad[i]
                     for j in range(n):
-                        d = (row[j] - m) * inv_t
+                        d = (load(row[j]) - m) * inv_t
                         top = d == 0
                         k += one if top else zero
                         e = exp32(d)
                         rest += zero if top else e
-                        g[j] = e
+                        buf[j] = e
                 else:
                     for j in range(n):
-                        d = (row[j] - m) * inv_t
+                        d = (load(row[j]) - m) * inv_t
                         top = d == 0
                         k += one if top else zero
                         rest += zero if top else exp32(d)
                 sum_wz = zero
                 if eps and weighted:
                     for j in range(n):
-                        sum_wz += (row[j] - m) * inv_t * weight[j]
+                        sum_wz += (load(row[j]) - m) * inv_t * weight[j]
                 elif eps:
                     for j in range(n):
-                        sum_wz += (row[j] - m) * inv_t
+                        sum_wz += (load(row[j]) - m) * inv_t
                 lse_rel = np.float32(np.log1p((k - one) + rest))
-                z_t = (row[t_safe[i]] - m) * inv_t
+                z_t = (load(row[t_safe[i]]) - m) * inv_t
                 pb = (lse_rel - z_t) * (wb * (one - eps))
                 if eps:
                     pb += (eps / nf) * (w_total * lse_rel - sum_wz)
@@ -264,46 +299,62 @@ def _compile() -> None:
                     smooth = kk * eps / nf
                     if eps and weighted:
                         for j in range(n):
-                            g[j] = g[j] * factor - smooth * weight[j]
+                            g[j] = store(buf[j] * factor - smooth * weight[j])
                     elif eps:
                         for j in range(n):
-                            g[j] = g[j] * factor - smooth
+                            g[j] = store(buf[j] * factor - smooth)
                     else:
                         for j in range(n):
-                            g[j] = g[j] * factor
-                    g[t_safe[i]] -= kk * (one - eps) * wb
-            per[i] = pb if valid[i] else (zero if ignored[i] else np.float32(np.nan))
+                            g[j] = store(buf[j] * factor)
+                    # The target's entry again, its -y term in float32 before the rounding.
+                    t = t_safe[i]
+                    y_t = (smooth * weight[t] if weighted else smooth) if eps else zero
+                    g[t] = store(buf[t] * factor - y_t - kk * (one - eps) * wb)
+            per[i] = pb if valid[i] else (zero if ignored[i] else nan)
             if with_grad:
                 g = grad[i]
                 if not keep:
+                    fill = store(zero)
                     for j in range(n):
-                        g[j] = zero
+                        g[j] = fill
                 elif m != m or m == inf:
+                    fill = store(nan)
                     for j in range(n):
-                        g[j] = np.float32(np.nan)
+                        g[j] = fill
 
-    _KERNELS.update(exp32=exp32, logsumexp=logsumexp, cross_entropy=cross_entropy)
-    _KERNELS["normalize"] = normalize  # last: its presence says the others are there
+    return {"normalize": normalize, "logsumexp": logsumexp, "cross_entropy": cross_entropy}
 
 
-def exp32(x: np.ndarray) -> np.ndarray:
-    """The kernels' exponential on a float32 array (for tests and accuracy checks)."""
+def _elementwise(name: str, x: np.ndarray, out_dtype: Any) -> np.ndarray:
+    """The kernels' scalar function ``name`` ("exp32", "to_bf16") over a float32 array (for
+    tests and accuracy checks)."""
     import numba
 
     k = _build()
-    if "vexp" not in k:
-        inner = k["exp32"]
+    key = "vector_" + name
+    if key not in k:
+        inner = k[name]
 
         @numba.njit(cache=True, nogil=True)
-        def vexp(a: Any, out: Any) -> None:  # pragma: no cover - compiled
+        def vector(a: Any, out: Any) -> None:  # pragma: no cover - compiled
             for i in range(a.shape[0]):
                 out[i] = inner(a[i])
 
-        k["vexp"] = vexp
+        k[key] = vector
     a = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    out = np.empty_like(a)
-    k["vexp"](a, out)
+    out = np.empty(a.shape, out_dtype)
+    k[key](a, out)
     return out.reshape(np.shape(x))
+
+
+def exp32(x: np.ndarray) -> np.ndarray:
+    """The kernels' exponential on a float32 array."""
+    return _elementwise("exp32", x, np.float32)
+
+
+def to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
+    """The kernels' rounding of float32 to bfloat16 (its uint16 bits)."""
+    return _elementwise("to_bf16", x, np.uint16)
 
 
 # --- the registry's entries -------------------------------------------------------------------
@@ -337,17 +388,29 @@ def _native(x: Any) -> np.ndarray:
     return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
 
 
+def _kernels(x: np.ndarray) -> dict[str, Any]:
+    """The row kernels for ``x``'s elements: float32, or bfloat16 given as its uint16 bits
+    (how the torch backend passes bfloat16 tensors; NumPy has no bfloat16)."""
+    return _build()["bfloat16" if x.dtype == np.uint16 else "float32"]
+
+
+def normalize_rows(x: np.ndarray, axes: tuple[int, ...], inv_t: float, log: bool) -> Any:
+    """softmax or log_softmax over the trailing ``axes`` of ``x`` (float32, or bfloat16
+    bits), scaled by ``inv_t`` (a normal float32); the output in ``x``'s type."""
+    kernel = _kernels(x)["normalize"]
+    x2 = _rows.as_rows(x, axes)
+    out = np.empty_like(x)
+    out2 = out.reshape(x2.shape)
+    factor = np.float32(inv_t)
+    run_blocks(lambda start, stop: kernel(x2, out2, start, stop, factor, log), _blocks(*x2.shape))
+    return out
+
+
 def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
     inv = _inverse(t)
     if inv is None:
         return blocks._normalize(x, axes, t, log)
-    kernel = _build()["normalize"]
-    x2 = _rows.as_rows(x, axes)
-    out = np.empty_like(x)
-    out2 = out.reshape(x2.shape)
-    factor = np.float32(inv)
-    run_blocks(lambda start, stop: kernel(x2, out2, start, stop, factor, log), _blocks(*x2.shape))
-    return out
+    return normalize_rows(x, axes, inv, log)
 
 
 @register(
@@ -403,11 +466,15 @@ def logsumexp(
     where: Any,
 ) -> Any:
     check_num_threads()
-    x = _native(x)
+    return logsumexp_rows(_native(x), axes, keepdims)
+
+
+def logsumexp_rows(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> Any:
+    """logsumexp over the trailing ``axes`` of ``x`` (float32, or bfloat16 bits), float32."""
     kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
     x2 = _rows.as_rows(x, axes)
     out = np.empty(x2.shape[0], np.float32)
-    kernel = _build()["logsumexp"]
+    kernel = _kernels(x)["logsumexp"]
     run_blocks(lambda start, stop: kernel(x2, out, start, stop), _blocks(*x2.shape))
     out = out.reshape(kept)
     return out if keepdims else np.squeeze(out, axis=axes)
@@ -420,27 +487,31 @@ def _ce_ok(call: Call) -> bool:
     return call.length > 0 and blocks._ce_ok(call)
 
 
-#: The gradient argument of a loss-only call (the kernel writes no gradient then).
-_NO_GRAD = np.empty((1, 1), np.float32)
-
-
 def _cross_entropy(x: np.ndarray, target: Any, o: CrossEntropySettings, with_grad: bool) -> Any:
-    """``(loss, grad or None)``: the targets' bookkeeping as the ufunc path does it
-    (``blocks._targets``, before any row: the mean's factor finishes each row's gradient),
-    then one kernel call per block of rows."""
     inv = _inverse(o.temperature)
     if inv is None:
         return blocks._fused_cross_entropy(x, target, o, with_grad)
+    return cross_entropy_rows(x, target, o, inv, with_grad)
+
+
+def cross_entropy_rows(
+    x: np.ndarray, target: Any, o: CrossEntropySettings, inv_t: float, with_grad: bool
+) -> Any:
+    """``(loss, grad or None)`` of ``x`` (float32, or bfloat16 bits; the loss in float32, the
+    gradient in ``x``'s type): the targets' bookkeeping as the ufunc path does it
+    (``blocks._targets``, before any row: the mean's factor finishes each row's gradient),
+    then one kernel call per block of rows. ``o.weight``: None or a NumPy array."""
     n = x.shape[-1]
     x2 = x.reshape(-1, n)
     f32 = np.dtype(np.float32)
     tg = blocks._targets(target, o.weight, n, o.ignore_index, o.reduction, f32)
     weight = np.empty(0, np.float32) if o.weight is None else np.asarray(o.weight, np.float32)
-    par = np.array([inv, o.label_smoothing, o.z_loss, tg.w_total, tg.scale], np.float32)
+    par = np.array([inv_t, o.label_smoothing, o.z_loss, tg.w_total, tg.scale], np.float32)
     per = np.empty(x2.shape[0], np.float32)
-    grad = np.empty_like(x2) if with_grad else _NO_GRAD
+    # A loss-only call passes a one-entry gradient the kernel does not write.
+    grad = np.empty_like(x2) if with_grad else np.empty((1, 1), x2.dtype)
     w_t = np.asarray(tg.w_t, np.float32)
-    kernel = _build()["cross_entropy"]
+    kernel = _kernels(x)["cross_entropy"]
 
     def block(start: int, stop: int) -> None:
         kernel(

@@ -1,6 +1,7 @@
 """The compiled CPU kernels (numba, ``xpsoftmax.backends.numpy.compiled``) for torch CPU
-tensors of float32: softmax, log_softmax, logsumexp and cross-entropy with class indices,
-read and written through zero-copy NumPy views.
+tensors of float32 and bfloat16: softmax, log_softmax, logsumexp and cross-entropy with class
+indices, read and written through zero-copy NumPy views (bfloat16 as its uint16 bits, computed
+in float32 and rounded once, to nearest even as torch rounds).
 
 A kernel runs only where nothing differentiates or traces through the call
 (``native._eager_values``: an eager CPU tensor without autograd, no ``torch.func`` transform,
@@ -33,8 +34,26 @@ _CE = "compiled (numba) where eager without autograd; class indices on the last 
 
 def _view(x: torch.Tensor) -> np.ndarray:
     """The tensor's memory as a NumPy array (no copy; ``detach``: ``numpy()`` refuses a
-    tensor that requires grad even where no graph is recorded)."""
-    return x.detach().numpy()
+    tensor that requires grad even where no graph is recorded): float32 as it is, bfloat16
+    as its uint16 bits (NumPy has no bfloat16)."""
+    x = x.detach()
+    if x.dtype == torch.bfloat16:
+        return x.view(torch.int16).numpy().view(np.uint16)
+    return x.numpy()
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """The inverse of :func:`_view` for a result: uint16 bits are bfloat16."""
+    if a.dtype == np.uint16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.asarray(a))
+
+
+def _inverse(t: Temperature) -> float | None:
+    """1 / T where the kernels take it (a normal float32), else None: the call goes to the
+    path without the kernel, which scales in two steps."""
+    inv = 1.0 / _rows.scalar_temperature(t)
+    return inv if 1.1754943508222875e-38 <= inv < 3.0e38 else None
 
 
 def _kernels() -> Any:
@@ -77,7 +96,7 @@ def _register(op: str, supports: Any, description: str) -> Any:
         priority=60,
         supports=supports,
         devices=("cpu",),
-        dtypes=("float32",),
+        dtypes=("float32", "bfloat16"),
         available=available,
         description=description,
     )
@@ -85,20 +104,20 @@ def _register(op: str, supports: Any, description: str) -> Any:
 
 @_register("softmax", _normalization_ok, _NORMALIZATION)
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
-    if not native._eager_values(x):
+    inv = _inverse(temperature)
+    if inv is None or not native._eager_values(x):
         return native.softmax(xp, x, axes, temperature=temperature, where=where)
-    y = _kernels().softmax(np, _view(x), axes, temperature=temperature, where=None)
-    return torch.from_numpy(y)
+    return _tensor(_kernels().normalize_rows(_view(x), axes, inv, log=False))
 
 
 @_register("log_softmax", _normalization_ok, _NORMALIZATION)
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
-    if not native._eager_values(x):
+    inv = _inverse(temperature)
+    if inv is None or not native._eager_values(x):
         return native.log_softmax(xp, x, axes, temperature=temperature, where=where)
-    y = _kernels().log_softmax(np, _view(x), axes, temperature=temperature, where=None)
-    return torch.from_numpy(y)
+    return _tensor(_kernels().normalize_rows(_view(x), axes, inv, log=True))
 
 
 @_register("logsumexp", _logsumexp_ok, _LOGSUMEXP)
@@ -116,15 +135,16 @@ def logsumexp(
         return native.logsumexp(
             xp, x, axes, keepdims=keepdims, b=b, return_sign=return_sign, where=where
         )
-    y = _kernels().logsumexp(
-        np, _view(x), axes, keepdims=keepdims, b=None, return_sign=False, where=None
-    )
-    return torch.from_numpy(np.asarray(y))
+    return _tensor(_kernels().logsumexp_rows(_view(x), axes, keepdims))
 
 
 def _eager_ce(logits: Any, options: CrossEntropySettings) -> bool:
     weight = options.weight
-    return native._eager_values(logits) and (weight is None or not weight.requires_grad)
+    return (
+        _inverse(options.temperature) is not None
+        and native._eager_values(logits)
+        and (weight is None or not weight.requires_grad)
+    )
 
 
 def _numpy_ce(
@@ -133,8 +153,8 @@ def _numpy_ce(
     weight = None if options.weight is None else _view(options.weight.to(torch.float32))
     o = dataclasses.replace(options, weight=weight)
     t = _view(index_target(target))
-    kernels = _kernels()
-    return kernels._cross_entropy(kernels._native(_view(logits)), t, o, with_grad)
+    inv = _inverse(options.temperature)
+    return _kernels().cross_entropy_rows(_view(logits), t, o, inv, with_grad)
 
 
 @_register("cross_entropy", _ce_ok, _CE)
@@ -144,7 +164,7 @@ def cross_entropy(
     if not _eager_ce(logits, options):
         return native.cross_entropy(xp, logits, target, axis, options)
     loss, _ = _numpy_ce(logits, target, options, with_grad=False)
-    return torch.from_numpy(np.asarray(loss))
+    return _tensor(loss)
 
 
 @_register("cross_entropy_with_grad", _ce_with_grad_ok, _CE)
@@ -154,4 +174,4 @@ def cross_entropy_with_grad(
     if not _eager_ce(logits, options):
         return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)  # type: ignore[no-any-return]
     loss, grad = _numpy_ce(logits, target, options, with_grad=True)
-    return torch.from_numpy(np.asarray(loss)), torch.from_numpy(grad)
+    return _tensor(loss), _tensor(grad)

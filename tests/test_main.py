@@ -23,7 +23,7 @@ def test_main_job_in_a_subprocess() -> None:
     # float32 softmax and cross-entropy: the compiled kernels where numba is installed, else
     # the ufunc paths.
     assert "numpy.compiled" in out or ("numpy.inplace" in out and "numpy.fused" in out)
-    assert "Compiled CPU kernel (NumPy float32 rows): " in out
+    assert "Compiled CPU kernel (float32 NumPy arrays; " in out
     assert "All checks passed." in out
 
 

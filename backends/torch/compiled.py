@@ -172,6 +172,6 @@ def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> tuple[Any, Any]:
     if not _eager_ce(logits, options):
-        return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)  # type: ignore[no-any-return]
+        return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)
     loss, grad = _numpy_ce(logits, target, options, with_grad=True)
     return _tensor(loss), _tensor(grad)

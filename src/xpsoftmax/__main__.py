@@ -245,7 +245,10 @@ def _print_which(backends: list[Backend]) -> None:
         )
     )
     if any(b.library == "numpy" for b in backends):
-        print(f"Compiled CPU kernel (NumPy float32 rows): {_compiled_kernel()}")
+        print(
+            "Compiled CPU kernel (float32 NumPy arrays; float32 and bfloat16 torch CPU tensors): "
+            + _compiled_kernel()
+        )
 
 
 def _compiled_kernel() -> str:
@@ -257,7 +260,10 @@ def _compiled_kernel() -> str:
     why = entries[0].unavailable()
     if why is not None:
         return f"unavailable: {why}"
-    return f"numpy.compiled (numba {_version('numba')}; compiled at the first call, cached)"
+    return (
+        f"numpy.compiled, torch.compiled (numba {_version('numba')}; compiled at the first "
+        "call, cached)"
+    )
 
 
 def _self_check(backends: list[Backend]) -> int:

@@ -77,8 +77,42 @@ def test_exp_special_values() -> None:
     assert got[6] > 0.0
 
 
+def test_float16_rounding_is_numpys() -> None:
+    """float32 -> float16 in the kernels: NumPy's bits (ties to even, subnormal halves,
+    65520 and above to inf, NaN a NaN) on special values and 200k random floats."""
+    rng = np.random.default_rng(3)
+    special = np.array(
+        [0.0, -0.0, 1.0, np.inf, -np.inf, np.nan, 65504.0, 65519.0, 65520.0, -70000.0, 6e-8,
+         3e-8, 2.9802322e-08, 5.9604645e-08, 6.1035156e-05, 6.1e-05, 1.0 + 2**-11,
+         1.0 + 3 * 2**-11, 1e-40],
+        np.float32,
+    )  # fmt: skip
+    scaled = (rng.standard_normal(100_000) * 10.0 ** rng.integers(-9, 6, 100_000)).astype(
+        np.float32
+    )
+    bits = rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = np.concatenate([special, scaled, bits])
+    got = compiled.to_float16_bits(x)
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).view(np.uint16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(got[~nan], want[~nan])
+    assert np.isnan(got[nan].view(np.float16)).all()
+
+
+def test_float16_reads_every_half_exactly() -> None:
+    """Every float16 bit pattern read by the kernels (a one-entry row's logsumexp is the
+    entry itself) is NumPy's float32 value of it."""
+    halves = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(-1, 1)
+    with xs.use("numpy.compiled"):
+        assert xs.which(xs.logsumexp, halves, axis=-1) == "numpy.compiled"
+        got = xs.logsumexp(halves, axis=-1)
+    np.testing.assert_array_equal(got, halves[:, 0].astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.op)
-def test_entries_conform(entry: Any) -> None:
+def test_entries_conform(entry: Any, dtype: str) -> None:
     """The kit's catalogue through each entry (every length: the kernel call costs less than
     the ufunc path's even at 32x10, so no length threshold keeps short rows off it)."""
 
@@ -87,7 +121,7 @@ def test_entries_conform(entry: Any) -> None:
         return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
 
     fast.__name__ = entry.name
-    check_implementation(entry.op, fast, BY_ID["numpy"], "float32", accepts=entry.accepts)
+    check_implementation(entry.op, fast, BY_ID["numpy"], dtype, accepts=entry.accepts)
 
 
 @pytest.mark.skipif(torch is None, reason="torch is not installed")
@@ -110,7 +144,7 @@ def test_bfloat16_rounding_is_torchs() -> None:
     assert bool(back.isnan().all())
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("entry", TORCH_ENTRIES, ids=lambda e: e.op)
 def test_torch_entries_conform(entry: Any, dtype: str) -> None:
     """The same kernels on torch CPU tensors (zero-copy views), through the kit's catalogue;

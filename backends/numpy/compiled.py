@@ -1,5 +1,5 @@
 """Compiled CPU kernels (numba): softmax, log_softmax, logsumexp and cross-entropy (with
-its gradient) of float32 rows.
+its gradient) of float32 and float16 rows (and bfloat16 ones, for torch tensors).
 
 Each row is read once for its maximum and once more for everything else while it is still
 in cache: the exponentials, their sum and (softmax) the output, then a scaling pass over the
@@ -32,7 +32,7 @@ from xpsoftmax._registry import Call, register
 from xpsoftmax._threads import check_num_threads, run_blocks
 from xpsoftmax.backends.numpy import blocks
 
-__all__ = ["exp32", "to_bfloat16_bits"]
+__all__ = ["exp32", "to_bfloat16_bits", "to_float16_bits"]
 
 # Cody-Waite reduction x = n ln2 + r with ln 2 split in two (the high part exact in a few
 # bits, so n * LN2_HI is exact for |n| < 2**15), then Cephes' degree-7 polynomial for e**r on
@@ -119,9 +119,45 @@ def _compile() -> None:
             return np.uint16((u >> sixteen) | quiet)
         return np.uint16((u + bias + ((u >> sixteen) & lsb)) >> sixteen)
 
+    sign16, exp_all, mant_mask = np.uint32(0x8000), np.uint32(0x1F), np.uint32(0x3FF)
+    thirteen = np.uint32(13)
+    two112 = np.float32(2.0**112)
+    f32_inf = np.uint32(0x7F800000)
+    denorm_magic = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)  # 0.5, added to a tiny f
+    denorm_magic_f = np.array(denorm_magic).view(np.float32)[()]
+
+    @inline
+    def from_f16(v: Any) -> Any:  # pragma: no cover - compiled
+        """IEEE half (its uint16 bits) to float32, exactly and without branches: the
+        magnitude's bits moved into place and rescaled by 2**112 (subnormal halves land on
+        float32 subnormals, which the product makes normal); inf and NaN take the all-ones
+        exponent."""
+        h = np.uint32(v)
+        body = np.uint32((h & np.uint32(0x7FFF)) << thirteen)
+        mag = body.view(np.float32) * two112
+        special = np.uint32(body | np.uint32(0x7F800000)).view(np.float32)
+        mag = special if (h & np.uint32(0x7C00)) == np.uint32(0x7C00) else mag
+        return -mag if h & sign16 else mag
+
+    @inline
+    def to_f16(f: Any) -> Any:  # pragma: no cover - compiled
+        """float32 to IEEE half (its uint16 bits), ties to even (NumPy's and torch's)."""
+        u = np.float32(f).view(np.uint32)
+        sign = np.uint32((u >> sixteen) & sign16)
+        a = np.uint32(u & np.uint32(0x7FFFFFFF))
+        if a >= np.uint32(0x47800000):  # 65536 and above (inf, NaN too): inf, or a NaN
+            return np.uint16(sign | (np.uint32(0x7E00) if a > f32_inf else np.uint32(0x7C00)))
+        if a < np.uint32(0x38800000):  # below 2**-14: a subnormal half; the addition rounds
+            g = np.uint32(a).view(np.float32) + denorm_magic_f
+            return np.uint16(sign | np.uint32(np.float32(g).view(np.uint32) - denorm_magic))
+        r = np.uint32(a - np.uint32(0x38000000))  # exponent rebiased by 127 - 15
+        return np.uint16(sign | ((r + np.uint32(0xFFF) + ((r >> thirteen) & lsb)) >> thirteen))
+
     _KERNELS["exp32"] = exp32
     _KERNELS["to_bf16"] = to_bf16
+    _KERNELS["to_f16"] = to_f16
     _KERNELS["float32"] = _row_kernels(jit, exp32, same, same)
+    _KERNELS["float16"] = _row_kernels(jit, exp32, from_f16, to_f16)
     _KERNELS["bfloat16"] = _row_kernels(jit, exp32, from_bf16, to_bf16)  # last: the flag
 
 
@@ -357,6 +393,11 @@ def to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
     return _elementwise("to_bf16", x, np.uint16)
 
 
+def to_float16_bits(x: np.ndarray) -> np.ndarray:
+    """The kernels' rounding of float32 to float16 (its uint16 bits)."""
+    return _elementwise("to_f16", x, np.uint16)
+
+
 # --- the registry's entries -------------------------------------------------------------------
 
 
@@ -388,16 +429,28 @@ def _native(x: Any) -> np.ndarray:
     return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
 
 
-def _kernels(x: np.ndarray) -> dict[str, Any]:
-    """The row kernels for ``x``'s elements: float32, or bfloat16 given as its uint16 bits
-    (how the torch backend passes bfloat16 tensors; NumPy has no bfloat16)."""
-    return _build()["bfloat16" if x.dtype == np.uint16 else "float32"]
+#: The element types the kernels read and write; 16-bit ones as their uint16 bits (numba
+#: has no float16 on the CPU, NumPy no bfloat16), computed in float32 and rounded once.
+KINDS = ("float32", "float16", "bfloat16")
 
 
-def normalize_rows(x: np.ndarray, axes: tuple[int, ...], inv_t: float, log: bool) -> Any:
-    """softmax or log_softmax over the trailing ``axes`` of ``x`` (float32, or bfloat16
-    bits), scaled by ``inv_t`` (a normal float32); the output in ``x``'s type."""
-    kernel = _kernels(x)["normalize"]
+def bits(x: np.ndarray) -> tuple[np.ndarray, str]:
+    """``(x as the kernels read it, its kind)`` for a float32 or float16 NumPy array."""
+    if x.dtype == np.float16:
+        return x.view(np.uint16), "float16"
+    return x, "float32"
+
+
+def from_bits(a: np.ndarray, kind: str) -> np.ndarray:
+    """The inverse of :func:`bits` for a result in the input's type."""
+    return a.view(np.float16) if kind == "float16" else a
+
+
+def normalize_rows(x: np.ndarray, axes: tuple[int, ...], inv_t: float, log: bool, kind: str) -> Any:
+    """softmax or log_softmax over the trailing ``axes`` of ``x`` (its elements of ``kind``,
+    16-bit ones as uint16 bits), scaled by ``inv_t`` (a normal float32); the output in
+    ``x``'s type."""
+    kernel = _build()[kind]["normalize"]
     x2 = _rows.as_rows(x, axes)
     out = np.empty_like(x)
     out2 = out.reshape(x2.shape)
@@ -410,7 +463,8 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) 
     inv = _inverse(t)
     if inv is None:
         return blocks._normalize(x, axes, t, log)
-    return normalize_rows(x, axes, inv, log)
+    raw, kind = bits(x)
+    return from_bits(normalize_rows(raw, axes, inv, log, kind), kind)
 
 
 @register(
@@ -419,9 +473,9 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) 
     "numpy.compiled",
     priority=60,
     supports=_normalization_ok,
-    dtypes=("float32",),
+    dtypes=("float16", "float32"),
     available=available,
-    description="compiled (numba); float32 rows on trailing axes, scalar temperature > 0",
+    description="compiled (numba); float16 and float32 rows on trailing axes, scalar T > 0",
 )
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     check_num_threads()
@@ -434,9 +488,9 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     "numpy.compiled",
     priority=60,
     supports=_normalization_ok,
-    dtypes=("float32",),
+    dtypes=("float16", "float32"),
     available=available,
-    description="compiled (numba); float32 rows on trailing axes, scalar temperature > 0",
+    description="compiled (numba); float16 and float32 rows on trailing axes, scalar T > 0",
 )
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
@@ -451,9 +505,9 @@ def log_softmax(
     "numpy.compiled",
     priority=60,
     supports=_logsumexp_ok,
-    dtypes=("float32",),
+    dtypes=("float16", "float32"),
     available=available,
-    description="compiled (numba); float32 rows on trailing axes; b, where, return_sign None",
+    description="compiled (numba); float16 and float32 rows, trailing axes; b, where, sign None",
 )
 def logsumexp(
     xp: Any,
@@ -466,15 +520,15 @@ def logsumexp(
     where: Any,
 ) -> Any:
     check_num_threads()
-    return logsumexp_rows(_native(x), axes, keepdims)
+    return logsumexp_rows(*bits(_native(x)), axes, keepdims)
 
 
-def logsumexp_rows(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> Any:
-    """logsumexp over the trailing ``axes`` of ``x`` (float32, or bfloat16 bits), float32."""
+def logsumexp_rows(x: np.ndarray, kind: str, axes: tuple[int, ...], keepdims: bool) -> Any:
+    """logsumexp over the trailing ``axes`` of ``x`` (elements of ``kind``), in float32."""
     kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
     x2 = _rows.as_rows(x, axes)
     out = np.empty(x2.shape[0], np.float32)
-    kernel = _kernels(x)["logsumexp"]
+    kernel = _build()[kind]["logsumexp"]
     run_blocks(lambda start, stop: kernel(x2, out, start, stop), _blocks(*x2.shape))
     out = out.reshape(kept)
     return out if keepdims else np.squeeze(out, axis=axes)
@@ -491,13 +545,15 @@ def _cross_entropy(x: np.ndarray, target: Any, o: CrossEntropySettings, with_gra
     inv = _inverse(o.temperature)
     if inv is None:
         return blocks._fused_cross_entropy(x, target, o, with_grad)
-    return cross_entropy_rows(x, target, o, inv, with_grad)
+    raw, kind = bits(x)
+    loss, grad = cross_entropy_rows(raw, kind, target, o, inv, with_grad)
+    return loss, (None if grad is None else from_bits(grad, kind))
 
 
 def cross_entropy_rows(
-    x: np.ndarray, target: Any, o: CrossEntropySettings, inv_t: float, with_grad: bool
+    x: np.ndarray, kind: str, target: Any, o: CrossEntropySettings, inv_t: float, with_grad: bool
 ) -> Any:
-    """``(loss, grad or None)`` of ``x`` (float32, or bfloat16 bits; the loss in float32, the
+    """``(loss, grad or None)`` of ``x`` (elements of ``kind``; the loss in float32, the
     gradient in ``x``'s type): the targets' bookkeeping as the ufunc path does it
     (``blocks._targets``, before any row: the mean's factor finishes each row's gradient),
     then one kernel call per block of rows. ``o.weight``: None or a NumPy array."""
@@ -511,7 +567,7 @@ def cross_entropy_rows(
     # A loss-only call passes a one-entry gradient the kernel does not write.
     grad = np.empty_like(x2) if with_grad else np.empty((1, 1), x2.dtype)
     w_t = np.asarray(tg.w_t, np.float32)
-    kernel = _kernels(x)["cross_entropy"]
+    kernel = _build()[kind]["cross_entropy"]
 
     def block(start: int, stop: int) -> None:
         kernel(
@@ -523,7 +579,7 @@ def cross_entropy_rows(
     return loss, (grad.reshape(x.shape) if with_grad else None)
 
 
-_CE = "compiled (numba); float32, class indices on the last axis, scalar temperature > 0"
+_CE = "compiled (numba); float16 and float32, class indices on the last axis, scalar T > 0"
 
 
 @register(
@@ -532,7 +588,7 @@ _CE = "compiled (numba); float32, class indices on the last axis, scalar tempera
     "numpy.compiled",
     priority=60,
     supports=_ce_ok,
-    dtypes=("float32",),
+    dtypes=("float16", "float32"),
     available=available,
     description=_CE,
 )
@@ -549,7 +605,7 @@ def cross_entropy(
     "numpy.compiled",
     priority=60,
     supports=_ce_ok,
-    dtypes=("float32",),
+    dtypes=("float16", "float32"),
     available=available,
     description=_CE,
 )

@@ -1,7 +1,7 @@
 """The compiled CPU kernels (numba, ``xpsoftmax.backends.numpy.compiled``) for torch CPU
-tensors of float32 and bfloat16: softmax, log_softmax, logsumexp and cross-entropy with class
-indices, read and written through zero-copy NumPy views (bfloat16 as its uint16 bits, computed
-in float32 and rounded once, to nearest even as torch rounds).
+tensors of float32, float16 and bfloat16: softmax, log_softmax, logsumexp and cross-entropy
+with class indices, read and written through zero-copy NumPy views (16-bit tensors as their
+uint16 bits, computed in float32 and rounded once, to nearest even as torch rounds).
 
 A kernel runs only where nothing differentiates or traces through the call
 (``native._eager_values``: an eager CPU tensor without autograd, no ``torch.func`` transform,
@@ -32,21 +32,25 @@ _LOGSUMEXP = "compiled (numba) where eager without autograd; trailing axes, b/wh
 _CE = "compiled (numba) where eager without autograd; class indices on the last axis"
 
 
-def _view(x: torch.Tensor) -> np.ndarray:
-    """The tensor's memory as a NumPy array (no copy; ``detach``: ``numpy()`` refuses a
-    tensor that requires grad even where no graph is recorded): float32 as it is, bfloat16
-    as its uint16 bits (NumPy has no bfloat16)."""
+_KINDS = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _view(x: torch.Tensor) -> tuple[np.ndarray, str]:
+    """``(the tensor's memory as a NumPy array, its kind)``, no copy (``detach``:
+    ``numpy()`` refuses a tensor that requires grad even where no graph is recorded);
+    16-bit tensors as their uint16 bits, as the kernels read them."""
     x = x.detach()
-    if x.dtype == torch.bfloat16:
-        return x.view(torch.int16).numpy().view(np.uint16)
-    return x.numpy()
+    if x.dtype == torch.float32:
+        return x.numpy(), "float32"
+    return x.view(torch.int16).numpy().view(np.uint16), _KINDS[x.dtype]
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
-    """The inverse of :func:`_view` for a result: uint16 bits are bfloat16."""
-    if a.dtype == np.uint16:
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.asarray(a))
+def _tensor(a: np.ndarray, kind: str = "float32") -> torch.Tensor:
+    """The inverse of :func:`_view` for a result of ``kind``."""
+    if kind == "float32":
+        return torch.from_numpy(np.asarray(a))
+    dtype = torch.bfloat16 if kind == "bfloat16" else torch.float16
+    return torch.from_numpy(a.view(np.int16)).view(dtype)
 
 
 def _inverse(t: Temperature) -> float | None:
@@ -96,7 +100,7 @@ def _register(op: str, supports: Any, description: str) -> Any:
         priority=60,
         supports=supports,
         devices=("cpu",),
-        dtypes=("float32", "bfloat16"),
+        dtypes=("float16", "bfloat16", "float32"),
         available=available,
         description=description,
     )
@@ -107,7 +111,8 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     inv = _inverse(temperature)
     if inv is None or not native._eager_values(x):
         return native.softmax(xp, x, axes, temperature=temperature, where=where)
-    return _tensor(_kernels().normalize_rows(_view(x), axes, inv, log=False))
+    raw, kind = _view(x)
+    return _tensor(_kernels().normalize_rows(raw, axes, inv, False, kind), kind)
 
 
 @_register("log_softmax", _normalization_ok, _NORMALIZATION)
@@ -117,7 +122,8 @@ def log_softmax(
     inv = _inverse(temperature)
     if inv is None or not native._eager_values(x):
         return native.log_softmax(xp, x, axes, temperature=temperature, where=where)
-    return _tensor(_kernels().normalize_rows(_view(x), axes, inv, log=True))
+    raw, kind = _view(x)
+    return _tensor(_kernels().normalize_rows(raw, axes, inv, True, kind), kind)
 
 
 @_register("logsumexp", _logsumexp_ok, _LOGSUMEXP)
@@ -135,7 +141,7 @@ def logsumexp(
         return native.logsumexp(
             xp, x, axes, keepdims=keepdims, b=b, return_sign=return_sign, where=where
         )
-    return _tensor(_kernels().logsumexp_rows(_view(x), axes, keepdims))
+    return _tensor(_kernels().logsumexp_rows(*_view(x), axes, keepdims))
 
 
 def _eager_ce(logits: Any, options: CrossEntropySettings) -> bool:
@@ -150,11 +156,13 @@ def _eager_ce(logits: Any, options: CrossEntropySettings) -> bool:
 def _numpy_ce(
     logits: Any, target: Any, options: CrossEntropySettings, with_grad: bool
 ) -> tuple[Any, Any]:
-    weight = None if options.weight is None else _view(options.weight.to(torch.float32))
+    weight = None if options.weight is None else _view(options.weight.to(torch.float32))[0]
     o = dataclasses.replace(options, weight=weight)
-    t = _view(index_target(target))
+    t = index_target(target).detach().numpy()
     inv = _inverse(options.temperature)
-    return _kernels().cross_entropy_rows(_view(logits), t, o, inv, with_grad)
+    raw, kind = _view(logits)
+    loss, grad = _kernels().cross_entropy_rows(raw, kind, t, o, inv, with_grad)
+    return _tensor(loss), (None if grad is None else _tensor(grad, kind))
 
 
 @_register("cross_entropy", _ce_ok, _CE)
@@ -163,8 +171,7 @@ def cross_entropy(
 ) -> Any:
     if not _eager_ce(logits, options):
         return native.cross_entropy(xp, logits, target, axis, options)
-    loss, _ = _numpy_ce(logits, target, options, with_grad=False)
-    return _tensor(loss)
+    return _numpy_ce(logits, target, options, with_grad=False)[0]
 
 
 @_register("cross_entropy_with_grad", _ce_with_grad_ok, _CE)
@@ -173,5 +180,4 @@ def cross_entropy_with_grad(
 ) -> tuple[Any, Any]:
     if not _eager_ce(logits, options):
         return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)
-    loss, grad = _numpy_ce(logits, target, options, with_grad=True)
-    return _tensor(loss), _tensor(grad)
+    return _numpy_ce(logits, target, options, with_grad=True)

@@ -119,7 +119,7 @@ def _compile() -> None:
             return np.uint16((u >> sixteen) | quiet)
         return np.uint16((u + bias + ((u >> sixteen) & lsb)) >> sixteen)
 
-    sign16, exp_all, mant_mask = np.uint32(0x8000), np.uint32(0x1F), np.uint32(0x3FF)
+    sign16 = np.uint32(0x8000)
     thirteen = np.uint32(13)
     two112 = np.float32(2.0**112)
     f32_inf = np.uint32(0x7F800000)

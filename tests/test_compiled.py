@@ -4,7 +4,6 @@ serving when numba is absent."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 import xpsoftmax as xs
 from xpsoftmax.testing import BY_ID, check_implementation
-from xpsoftmax.testing.conformance import _plan
+from xpsoftmax.testing.conformance import through_entry
 
 pytest.importorskip("numba")
 compiled = pytest.importorskip("xpsoftmax.backends.numpy.compiled")
@@ -116,11 +115,7 @@ def test_entries_conform(entry: Any, dtype: str) -> None:
     """The kit's catalogue through each entry (every length: the kernel call costs less than
     the ufunc path's even at 32x10, so no length threshold keeps short rows off it)."""
 
-    def fast(*args: Any, **kw: Any) -> Any:
-        plan = _plan(entry.op, args, kw)
-        return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
-
-    fast.__name__ = entry.name
+    fast = through_entry(entry)
     check_implementation(entry.op, fast, BY_ID["numpy"], dtype, accepts=entry.accepts)
 
 
@@ -150,11 +145,7 @@ def test_torch_entries_conform(entry: Any, dtype: str) -> None:
     """The same kernels on torch CPU tensors (zero-copy views), through the kit's catalogue;
     the cases with autograd take ``torch.native`` or the generic path inside the entry."""
 
-    def fast(*args: Any, **kw: Any) -> Any:
-        plan = _plan(entry.op, args, kw)
-        return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
-
-    fast.__name__ = entry.name
+    fast = through_entry(entry)
     check_implementation(entry.op, fast, BY_ID["torch:cpu"], dtype, accepts=entry.accepts)
 
 

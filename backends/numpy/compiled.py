@@ -401,6 +401,25 @@ def to_float16_bits(x: np.ndarray) -> np.ndarray:
 # --- the registry's entries -------------------------------------------------------------------
 
 
+_NORMALIZATION = "compiled (numba); float16 and float32 rows on trailing axes, scalar T > 0"
+_LOGSUMEXP = "compiled (numba); float16 and float32 rows, trailing axes; b, where, sign None"
+
+
+def _entry(op: str, supports: Any, description: str) -> Any:
+    """The registration of this module's entry for ``op`` (one name, priority, dtypes and
+    availability check for all)."""
+    return register(
+        op,
+        "numpy",
+        "numpy.compiled",
+        priority=60,
+        supports=supports,
+        dtypes=("float16", "float32"),
+        available=available,
+        description=description,
+    )
+
+
 def _normalization_ok(call: Call) -> bool:
     # Empty slices are left to the ufunc path, which answers them without arithmetic.
     return call.length > 0 and _rows.normalization_ok(call)
@@ -467,31 +486,13 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) 
     return from_bits(normalize_rows(raw, axes, inv, log, kind), kind)
 
 
-@register(
-    "softmax",
-    "numpy",
-    "numpy.compiled",
-    priority=60,
-    supports=_normalization_ok,
-    dtypes=("float16", "float32"),
-    available=available,
-    description="compiled (numba); float16 and float32 rows on trailing axes, scalar T > 0",
-)
+@_entry("softmax", _normalization_ok, _NORMALIZATION)
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     check_num_threads()
     return _normalize(_native(x), axes, temperature, log=False)
 
 
-@register(
-    "log_softmax",
-    "numpy",
-    "numpy.compiled",
-    priority=60,
-    supports=_normalization_ok,
-    dtypes=("float16", "float32"),
-    available=available,
-    description="compiled (numba); float16 and float32 rows on trailing axes, scalar T > 0",
-)
+@_entry("log_softmax", _normalization_ok, _NORMALIZATION)
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
@@ -499,16 +500,7 @@ def log_softmax(
     return _normalize(_native(x), axes, temperature, log=True)
 
 
-@register(
-    "logsumexp",
-    "numpy",
-    "numpy.compiled",
-    priority=60,
-    supports=_logsumexp_ok,
-    dtypes=("float16", "float32"),
-    available=available,
-    description="compiled (numba); float16 and float32 rows, trailing axes; b, where, sign None",
-)
+@_entry("logsumexp", _logsumexp_ok, _LOGSUMEXP)
 def logsumexp(
     xp: Any,
     x: Any,
@@ -582,16 +574,7 @@ def cross_entropy_rows(
 _CE = "compiled (numba); float16 and float32, class indices on the last axis, scalar T > 0"
 
 
-@register(
-    "cross_entropy",
-    "numpy",
-    "numpy.compiled",
-    priority=60,
-    supports=_ce_ok,
-    dtypes=("float16", "float32"),
-    available=available,
-    description=_CE,
-)
+@_entry("cross_entropy", _ce_ok, _CE)
 def cross_entropy(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:
@@ -599,16 +582,7 @@ def cross_entropy(
     return _cross_entropy(_native(logits), target, options, with_grad=False)[0]
 
 
-@register(
-    "cross_entropy_with_grad",
-    "numpy",
-    "numpy.compiled",
-    priority=60,
-    supports=_ce_ok,
-    dtypes=("float16", "float32"),
-    available=available,
-    description=_CE,
-)
+@_entry("cross_entropy_with_grad", _ce_ok, _CE)
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> tuple[Any, Any]:

@@ -15,6 +15,7 @@ the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -249,6 +250,20 @@ def _plan(op: str, args: tuple, kw: dict) -> Any:
 
     with xpsoftmax.force_generic():
         return _api._checked_call(op, *args, **kw)
+
+
+def through_entry(entry: Any) -> Any:
+    """A function that calls the fast path ``entry`` (a ``FastPath``) directly, with the
+    public function's arguments (checked as the public call checks them), whichever entry
+    the registry would choose: for :func:`check_implementation` with ``accepts=entry.accepts``.
+    """
+
+    def fast(*args: Any, **kw: Any) -> Any:
+        plan = _plan(entry.op, args, kw)
+        return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
+
+    fast.__name__ = entry.name
+    return fast
 
 
 def _tolerance(dtype: Any) -> tuple[float, float]:

@@ -5,7 +5,6 @@ compared with the generic implementation and the extended-precision reference)."
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 import xpsoftmax
 from xpsoftmax import _registry
 from xpsoftmax.testing import Backend, check_implementation
-from xpsoftmax.testing.conformance import _plan, fast_path_params
+from xpsoftmax.testing.conformance import fast_path_params, through_entry
 
 OPS = _registry.OPS  # every public operation
 
@@ -36,9 +35,5 @@ def test_fast_path_conforms(entry: Any, backend: Backend, dtype: str) -> None:
     """Each registered fast path on the calls it accepts, run through the entry itself."""
     _usable(backend)
 
-    def fast(*args: Any, **kw: Any) -> Any:
-        plan = _plan(entry.op, args, kw)
-        return dataclasses.replace(plan, impl=entry.impl, name=entry.name).run()
-
-    fast.__name__ = entry.name
+    fast = through_entry(entry)
     check_implementation(entry.op, fast, backend, dtype, accepts=entry.accepts)

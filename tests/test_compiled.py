@@ -267,3 +267,52 @@ def test_cross_entropy_long_rows_and_any_thread_count(options: dict[str, Any]) -
         ref_loss, ref_grad = xs.cross_entropy_with_grad(x, target, **options)
     np.testing.assert_allclose(loss1, ref_loss, rtol=2e-5, equal_nan=True)
     np.testing.assert_allclose(grad1, ref_grad, rtol=2e-5, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp", "cross_entropy"])
+def test_torch_entries_hand_over_only_what_native_serves(op: str) -> None:
+    """A call with autograd is handed to torch.native inside the entry, so every call the
+    entry accepts must be one torch.native accepts too: checked on every combination of
+    options, axes and lengths (rows beyond torch.native's longest among them)."""
+    import itertools
+
+    from xpsoftmax._registry import (
+        Call,
+        CrossEntropyOptions,
+        LogsumexpOptions,
+        NormalizationOptions,
+    )
+
+    entries = {e.name: e for e in xs.fast_paths(op=op, library="torch")}
+    ours, theirs = entries["torch.compiled"], entries["torch.native"]
+    if op == "logsumexp":
+        options: list[Any] = [
+            LogsumexpOptions(keepdims=k, b=b, return_sign=r, where=w)
+            for k, b, r, w in itertools.product([False, True], repeat=4)
+        ]
+    elif op == "cross_entropy":
+        options = [
+            CrossEntropyOptions(target=tg, weight=w, label_smoothing=ls, z_loss=z, temperature=t)
+            for tg, w, ls, z, t in itertools.product(
+                ["index", "probs"], [False, True], [False, True], [False, True],
+                ["one", "positive", "array"],
+            )
+        ]  # fmt: skip
+    else:
+        options = [
+            NormalizationOptions(temperature=t, where=w)
+            for t, w in itertools.product(["one", "positive", "zero", "inf", "array"], [0, 1])
+        ]
+    shapes = [(4, 8), (3, 2**24 + 1), (2, 3, 5), (0, 8), (8,)]
+    checked = 0
+    for o, shape in itertools.product(options, shapes):
+        ndim = len(shape)
+        for k in range(0, ndim + 1):
+            for axes in itertools.combinations(range(ndim), k):
+                for contiguous in (True, False):
+                    call = Call(op, "torch", "cpu", "float32", ndim, axes, o, shape, contiguous)
+                    if ours.supports(call):
+                        checked += 1
+                        assert theirs.supports(call), call
+    assert checked > 0

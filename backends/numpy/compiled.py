@@ -1,9 +1,12 @@
 """Compiled CPU kernels (numba): softmax, log_softmax, logsumexp and cross-entropy (with
 its gradient) of float32 and float16 rows (and bfloat16 ones, for torch tensors).
 
-Each row is read once for its maximum and once more for everything else while it is still
-in cache: the exponentials, their sum and (softmax) the output, then a scaling pass over the
-output row, which is in cache too. The exponential is :func:`exp32` below, not ``np.exp``:
+Each row is read once for its maximum and once more, while it is still in cache, for the
+exponentials and their sum, kept in a float32 row of scratch; a last pass over that row
+writes the output (softmax, log_softmax, the cross-entropy's gradient) once. 16-bit rows are
+read and written as their uint16 bits (numba has no float16 on the CPU, NumPy no bfloat16),
+computed in float32 and rounded once, to nearest even. The exponential is :func:`exp32`
+below, not ``np.exp``:
 numba's ``np.exp`` stays a scalar libm call inside loops (the llvmlite wheels carry no
 vector math library), about 4x slower than a polynomial LLVM vectorises.
 
@@ -14,8 +17,9 @@ vectorised (``fastmath`` with reassociation), so their order follows the vector 
 the machine, not the threads.
 
 numba is an optional extra (``pip install "xpsoftmax[numba]"``); without it the registry's
-availability check says so and the NumPy ufunc paths serve. The kernels compile at their
-first call (a few seconds), and are cached on disk (``cache=True``) for later processes.
+availability check says so and the NumPy ufunc paths serve. Each element type's kernels
+compile at their first call (about a second), and are cached on disk (``cache=True``) for
+later processes.
 """
 
 from __future__ import annotations
@@ -56,8 +60,8 @@ def available() -> str | None:
     return None
 
 
-#: The compiled functions: "exp32", and per element type ("float32"; "bfloat16", read and
-#: written as its uint16 bits, for torch tensors) a dict of the row kernels.
+#: The compiled functions: the scalar "exp32", "to_bf16" and "to_f16", and per element type
+#: of :data:`KINDS` a dict of the row kernels.
 _KERNELS: dict[str, Any] = {}
 _BUILDING = threading.Lock()
 

@@ -81,7 +81,8 @@ def _normalization_ok(call: Call) -> bool:
 
 
 def _logsumexp_ok(call: Call) -> bool:
-    return call.length > 0 and _rows.logsumexp_ok(call)
+    # torch.native's own predicate is _rows.logsumexp_ok's (axes, no b/where/sign) and this.
+    return call.length > 0 and _rows.logsumexp_ok(call) and native._short_rows(call)
 
 
 def _ce_with_grad_ok(call: Call) -> bool:

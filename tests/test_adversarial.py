@@ -188,8 +188,11 @@ def test_long_rows_leave_the_native_kernels() -> None:
     long_row = torch.empty(2**24 + 1)
     short_row = torch.empty(2**24)
     assert xs.which("softmax", long_row) == "generic"
-    assert xs.which("softmax", short_row) == "torch.native"
+    # torch.compiled (numba installed) hands calls with autograd to torch.native: both stop
+    # where torch.native does.
+    assert xs.which("softmax", short_row) in ("torch.compiled", "torch.native")
     assert xs.which("softmax", long_row.double()) == "torch.native"  # float64 sums are fine
+    assert xs.which("logsumexp", long_row) == "generic"
 
 
 # --- accuracy near 0 ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ serving when numba is absent."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from typing import Any
@@ -316,3 +317,27 @@ def test_torch_entries_hand_over_only_what_native_serves(op: str) -> None:
                         checked += 1
                         assert theirs.supports(call), call
     assert checked > 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_long_rows_keep_their_accuracy(dtype: str) -> None:
+    """A row of 3 * 2**23 zeros and a 1 (a float32 running sum stalls at 2**24, and float32
+    vector lanes drift by 1e-3 here): the kernels sum chunks in float32 and the chunks in
+    float64."""
+    n = 3 * 2**23
+    x = np.zeros((1, n + 1), dtype)
+    x[0, -1] = 1.0
+    lse = math.log(n + math.e)
+    out_rel = 1e-3 if dtype == "float16" else 1e-5  # outputs in the input's dtype
+    with xs.use("numpy.compiled"):
+        assert xs.which(xs.logsumexp, x, axis=-1) == "numpy.compiled"
+        assert float(xs.logsumexp(x, axis=-1)[0]) == pytest.approx(lse, rel=1e-6)
+        assert float(xs.log_softmax(x)[0, -1]) == pytest.approx(
+            1.0 - lse, rel=out_rel / 10 if dtype == "float32" else out_rel
+        )
+        p = xs.softmax(x)
+        p_last = float(np.asarray(math.e / (n + math.e), dtype))  # a float16 subnormal
+        assert float(p[0, -1]) == pytest.approx(p_last, rel=out_rel)
+        loss, grad = xs.cross_entropy_with_grad(x, np.array([n]))
+        assert float(loss) == pytest.approx(lse - 1.0, rel=1e-6)
+        assert float(grad[0, -1]) == pytest.approx(math.e / (n + math.e) - 1.0, rel=out_rel)

@@ -168,4 +168,5 @@ def test_without_a_gpu_native_serves_and_the_reason_is_given() -> None:
     }  # fmt: skip
     assert all(e.devices == ("cuda",) for e in entries)
     assert {e.unavailable() for e in entries} <= {"no CUDA device", "triton is not installed"}
-    assert xs.which("softmax", torch.zeros(2, 3)) == "torch.native"
+    # torch.compiled where numba is installed (eager CPU calls), else torch.native.
+    assert xs.which("softmax", torch.zeros(2, 3)) in ("torch.compiled", "torch.native")

@@ -50,6 +50,8 @@ EXP_LOW = np.float32(-87.33654)
 _P = [np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
                               4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)]  # fmt: skip
 
+#: Entries summed in float32 (vector lanes) before the sum goes on in float64.
+SUM_CHUNK = 2048
 #: Entries of a block of rows (float32): a few rows, within a core's L2 cache.
 BLOCK_ENTRIES = 1 << 16
 
@@ -173,6 +175,7 @@ def _row_kernels(jit: Any, exp32: Any, load: Any, store: Any) -> dict[str, Any]:
     zero = np.float32(0.0)
     inf = np.float32(np.inf)
     nan = np.float32(np.nan)
+    chunk = SUM_CHUNK
 
     @jit
     def row_max(row: Any) -> Any:  # pragma: no cover - compiled
@@ -212,24 +215,38 @@ def _row_kernels(jit: Any, exp32: Any, load: Any, store: Any) -> dict[str, Any]:
                 for j in range(n):
                     out[j] = fill
                 continue
-            s = zero
+            # Sums in float32 lanes over chunks of SUM_CHUNK, the chunks' sums in float64: a
+            # long row's sum keeps its accuracy (a float32 running sum stalls at 2**24, and
+            # lanes summing equal values drift). Loops over slices from 0: LLVM vectorises
+            # those, not range(c, ...).
+            s = 0.0
             if log:
-                k = zero  # the maxima, each exactly 1: log1p keeps lse near 0 exact
-                for j in range(n):
-                    d = (load(row[j]) - m) * inv_t
-                    buf[j] = d
-                    top = d == 0
-                    k += one if top else zero
-                    s += zero if top else exp32(d)
-                lse = np.float32(np.log1p((k - one) + s))
+                k = 0.0  # the maxima, each exactly 1: log1p keeps lse near 0 exact
+                for c in range(0, n, chunk):
+                    seg, bseg = row[c : c + chunk], buf[c : c + chunk]
+                    kc = zero
+                    sc = zero
+                    for j in range(seg.shape[0]):
+                        d = (load(seg[j]) - m) * inv_t
+                        bseg[j] = d
+                        top = d == 0
+                        kc += one if top else zero
+                        sc += zero if top else exp32(d)
+                    k += kc
+                    s += sc
+                lse = np.float32(np.log1p((k - 1.0) + s))
                 for j in range(n):
                     out[j] = store(buf[j] - lse)
             else:
-                for j in range(n):
-                    e = exp32((load(row[j]) - m) * inv_t)
-                    buf[j] = e
-                    s += e
-                r = one / s
+                for c in range(0, n, chunk):
+                    seg, bseg = row[c : c + chunk], buf[c : c + chunk]
+                    sc = zero
+                    for j in range(seg.shape[0]):
+                        e = exp32((load(seg[j]) - m) * inv_t)
+                        bseg[j] = e
+                        sc += e
+                    s += sc
+                r = np.float32(1.0 / s)
                 for j in range(n):
                     out[j] = store(buf[j] * r)
 
@@ -245,15 +262,21 @@ def _row_kernels(jit: Any, exp32: Any, load: Any, store: Any) -> dict[str, Any]:
             if m == inf or m == -inf:
                 out[i] = m
                 continue
-            k = zero
-            rest = zero
-            for j in range(n):
-                d = load(row[j]) - m
-                top = d == 0
-                k += one if top else zero
-                rest += zero if top else exp32(d)
+            k = 0.0
+            rest = 0.0
+            for c in range(0, n, chunk):  # chunked sums, as in normalize
+                seg = row[c : c + chunk]
+                kc = zero
+                rc = zero
+                for j in range(seg.shape[0]):
+                    d = load(seg[j]) - m
+                    top = d == 0
+                    kc += one if top else zero
+                    rc += zero if top else exp32(d)
+                k += kc
+                rest += rc
             # log(k + rest) as log1p((k - 1) + rest): accurate near 0 (contract).
-            out[i] = np.float32(np.log1p((k - one) + rest)) + m
+            out[i] = np.float32(np.log1p((k - 1.0) + rest)) + m
 
     @jit
     def cross_entropy(
@@ -296,30 +319,42 @@ def _row_kernels(jit: Any, exp32: Any, load: Any, store: Any) -> dict[str, Any]:
                 keep = False
             else:
                 # Branch-free loops (one per case), which LLVM vectorises.
-                k = zero  # the maxima, each exactly 1 (see normalize)
-                rest = zero
-                if with_grad:
-                    for j in range(n):
-                        d = (load(row[j]) - m) * inv_t
-                        top = d == 0
-                        k += one if top else zero
-                        e = exp32(d)
-                        rest += zero if top else e
-                        buf[j] = e
-                else:
-                    for j in range(n):
-                        d = (load(row[j]) - m) * inv_t
-                        top = d == 0
-                        k += one if top else zero
-                        rest += zero if top else exp32(d)
-                sum_wz = zero
-                if eps and weighted:
-                    for j in range(n):
-                        sum_wz += (load(row[j]) - m) * inv_t * weight[j]
-                elif eps:
-                    for j in range(n):
-                        sum_wz += (load(row[j]) - m) * inv_t
-                lse_rel = np.float32(np.log1p((k - one) + rest))
+                # Chunked sums (see normalize).
+                k = 0.0  # the maxima, each exactly 1 (see normalize)
+                rest = 0.0
+                wz = 0.0
+                for c in range(0, n, chunk):
+                    # Slices with loops from 0: LLVM vectorises these, not range(c, ...).
+                    seg, bseg = row[c : c + chunk], buf[c : c + chunk]
+                    kc = zero
+                    rc = zero
+                    if with_grad:
+                        for j in range(seg.shape[0]):
+                            d = (load(seg[j]) - m) * inv_t
+                            top = d == 0
+                            kc += one if top else zero
+                            e = exp32(d)
+                            rc += zero if top else e
+                            bseg[j] = e
+                    else:
+                        for j in range(seg.shape[0]):
+                            d = (load(seg[j]) - m) * inv_t
+                            top = d == 0
+                            kc += one if top else zero
+                            rc += zero if top else exp32(d)
+                    k += kc
+                    rest += rc
+                    wc = zero
+                    if eps and weighted:
+                        wseg = weight[c : c + chunk]
+                        for j in range(seg.shape[0]):
+                            wc += (load(seg[j]) - m) * inv_t * wseg[j]
+                    elif eps:
+                        for j in range(seg.shape[0]):
+                            wc += (load(seg[j]) - m) * inv_t
+                    wz += wc
+                sum_wz = np.float32(wz)
+                lse_rel = np.float32(np.log1p((k - 1.0) + rest))
                 z_t = (load(row[t_safe[i]]) - m) * inv_t
                 pb = (lse_rel - z_t) * (wb * (one - eps))
                 if eps:
@@ -335,7 +370,7 @@ def _row_kernels(jit: Any, exp32: Any, load: Any, store: Any) -> dict[str, Any]:
                     if z_loss:
                         coef += np.float32(2.0) * z_loss * wb * lse_abs
                     kk = scale * inv_t
-                    factor = coef * kk / (k + rest)
+                    factor = coef * kk / np.float32(k + rest)
                     smooth = kk * eps / nf
                     if eps and weighted:
                         for j in range(n):

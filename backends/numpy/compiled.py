@@ -219,9 +219,9 @@ def _row_kernels(jit: Any, exp32: Any, load: Any, store: Any) -> dict[str, Any]:
             # long row's sum keeps its accuracy (a float32 running sum stalls at 2**24, and
             # lanes summing equal values drift). Loops over slices from 0: LLVM vectorises
             # those, not range(c, ...).
-            s = 0.0
+            s = np.float64(0.0)
             if log:
-                k = 0.0  # the maxima, each exactly 1: log1p keeps lse near 0 exact
+                k = np.float64(0.0)  # the maxima, each exactly 1: log1p keeps lse near 0 exact
                 for c in range(0, n, chunk):
                     seg, bseg = row[c : c + chunk], buf[c : c + chunk]
                     kc = zero
@@ -262,8 +262,8 @@ def _row_kernels(jit: Any, exp32: Any, load: Any, store: Any) -> dict[str, Any]:
             if m == inf or m == -inf:
                 out[i] = m
                 continue
-            k = 0.0
-            rest = 0.0
+            k = np.float64(0.0)
+            rest = np.float64(0.0)
             for c in range(0, n, chunk):  # chunked sums, as in normalize
                 seg = row[c : c + chunk]
                 kc = zero
@@ -320,9 +320,9 @@ def _row_kernels(jit: Any, exp32: Any, load: Any, store: Any) -> dict[str, Any]:
             else:
                 # Branch-free loops (one per case), which LLVM vectorises.
                 # Chunked sums (see normalize).
-                k = 0.0  # the maxima, each exactly 1 (see normalize)
-                rest = 0.0
-                wz = 0.0
+                k = np.float64(0.0)  # the maxima, each exactly 1 (see normalize)
+                rest = np.float64(0.0)
+                wz = np.float64(0.0)
                 for c in range(0, n, chunk):
                     # Slices with loops from 0: LLVM vectorises these, not range(c, ...).
                     seg, bseg = row[c : c + chunk], buf[c : c + chunk]

@@ -186,3 +186,19 @@ def test_backend_fast_paths_are_those_that_can_serve_it() -> None:
         assert all(
             b.device in e.devices and e.unavailable() is None for e in b.fast_paths("softmax")
         )
+
+
+def test_backend_fast_paths_leave_opt_in_entries_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An opt-in entry serves nothing by default, so the suites that expect a fast path to
+    serve (no-mutation's "fast" run) must not count it (on a GPU, JAX's Pallas entry was
+    the only cross_entropy_with_grad entry)."""
+    from xpsoftmax import _registry
+    from xpsoftmax.testing import BY_ID
+
+    BY_ID["numpy"].fast_paths("softmax")  # loads the backend
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+    _registry.register(
+        "softmax", "numpy", "numpy.trial", supports=lambda c: True, priority=99, opt_in=True
+    )(lambda *a, **k: None)
+    names = {e.name for e in BY_ID["numpy"].fast_paths("softmax")}
+    assert "numpy.trial" not in names and names

@@ -385,14 +385,15 @@ class Backend:
         return self.probe() is None
 
     def fast_paths(self, op: str) -> list[Any]:
-        """The registered fast paths of ``op`` that can serve this backend: its library, its
-        device, and runnable here (a CUDA-only Triton entry does not count on a CPU)."""
+        """The registered fast paths of ``op`` that can serve this backend by default: its
+        library, its device, runnable here (a CUDA-only Triton entry does not count on a CPU)
+        and not opt-in (those serve only inside ``use(name)``)."""
         import xpsoftmax
 
         return [
             e
             for e in xpsoftmax.fast_paths(op, self.library)
-            if self.device in e.devices and e.unavailable() is None
+            if self.device in e.devices and e.unavailable() is None and not e.opt_in
         ]
 
     def available_dtypes(self) -> tuple[str, ...]:

@@ -473,13 +473,6 @@ def _blocks(n_rows: int, n: int) -> list[tuple[int, int]]:
     return [(i, min(i + per, n_rows)) for i in range(0, n_rows, per)]
 
 
-def _inverse(t: Temperature) -> float | None:
-    """``1 / T`` as a float32 factor, or None where it would not be a normal float32 (the
-    ufunc path divides in two steps there)."""
-    inv = 1.0 / _rows.scalar_temperature(t)
-    return inv if inv >= 1.1754943508222875e-38 and inv < 3.0e38 else None
-
-
 def _native(x: Any) -> np.ndarray:
     """``x`` as a NumPy array in the machine's byte order (a copy only where it is not):
     the kernels read raw float32."""
@@ -518,7 +511,7 @@ def normalize_rows(x: np.ndarray, axes: tuple[int, ...], inv_t: float, log: bool
 
 
 def _normalize(x: np.ndarray, axes: tuple[int, ...], t: Temperature, log: bool) -> Any:
-    inv = _inverse(t)
+    inv = _rows.kernel_inverse(t)
     if inv is None:
         return blocks._normalize(x, axes, t, log)
     raw, kind = bits(x)
@@ -573,7 +566,7 @@ def _ce_ok(call: Call) -> bool:
 
 
 def _cross_entropy(x: np.ndarray, target: Any, o: CrossEntropySettings, with_grad: bool) -> Any:
-    inv = _inverse(o.temperature)
+    inv = _rows.kernel_inverse(o.temperature)
     if inv is None:
         return blocks._fused_cross_entropy(x, target, o, with_grad)
     raw, kind = bits(x)

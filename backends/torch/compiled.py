@@ -16,7 +16,6 @@ itself) takes the kernel.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from typing import Any
 
 import numpy as np
@@ -53,13 +52,6 @@ def _tensor(a: np.ndarray, kind: str = "float32") -> torch.Tensor:
     return torch.from_numpy(a.view(np.int16)).view(dtype)
 
 
-def _inverse(t: Temperature) -> float | None:
-    """1 / T where the kernels take it (a normal float32), else None: the call goes to the
-    path without the kernel, which scales in two steps."""
-    inv = 1.0 / _rows.scalar_temperature(t)
-    return inv if 1.1754943508222875e-38 <= inv < 3.0e38 else None
-
-
 def _kernels() -> Any:
     """The NumPy backend's kernel module, imported at the first call that runs a kernel (not
     when the torch backend loads: no other backend is imported before its arrays arrive)."""
@@ -69,9 +61,8 @@ def _kernels() -> Any:
 
 
 def available() -> str | None:
-    if importlib.util.find_spec("numba") is None:
-        return "numba is not installed (pip install 'xpsoftmax[numba]')"
-    return None
+    """numpy.compiled's check, asked at the first call the entry could serve."""
+    return _kernels().available()
 
 
 # The kernels' predicates (those of numpy.compiled, on the core's rules: non-empty trailing
@@ -109,7 +100,7 @@ def _register(op: str, supports: Any, description: str) -> Any:
 
 @_register("softmax", _normalization_ok, _NORMALIZATION)
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
-    inv = _inverse(temperature)
+    inv = _rows.kernel_inverse(temperature)
     if inv is None or not native._eager_values(x):
         return native.softmax(xp, x, axes, temperature=temperature, where=where)
     raw, kind = _view(x)
@@ -120,7 +111,7 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
 def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
-    inv = _inverse(temperature)
+    inv = _rows.kernel_inverse(temperature)
     if inv is None or not native._eager_values(x):
         return native.log_softmax(xp, x, axes, temperature=temperature, where=where)
     raw, kind = _view(x)
@@ -148,7 +139,7 @@ def logsumexp(
 def _eager_ce(logits: Any, options: CrossEntropySettings) -> bool:
     weight = options.weight
     return (
-        _inverse(options.temperature) is not None
+        _rows.kernel_inverse(options.temperature) is not None
         and native._eager_values(logits)
         and (weight is None or not weight.requires_grad)
     )
@@ -160,7 +151,7 @@ def _numpy_ce(
     weight = None if options.weight is None else _view(options.weight.to(torch.float32))[0]
     o = dataclasses.replace(options, weight=weight)
     t = index_target(target).detach().numpy()
-    inv = _inverse(options.temperature)
+    inv = _rows.kernel_inverse(options.temperature)
     raw, kind = _view(logits)
     loss, grad = _kernels().cross_entropy_rows(raw, kind, t, o, inv, with_grad)
     return _tensor(loss), (None if grad is None else _tensor(grad, kind))

@@ -52,6 +52,13 @@ def as_rows(x: Any, axes: tuple[int, ...]) -> Any:
     return x.reshape(-1, math.prod([x.shape[a] for a in axes]))
 
 
+def kernel_inverse(temperature: Temperature) -> float | None:
+    """``1 / T`` as a float32 kernel's factor, or None where it would not be a normal
+    float32 (the paths without such a kernel divide in two steps there)."""
+    inv = 1.0 / scalar_temperature(temperature)
+    return inv if 1.1754943508222875e-38 <= inv < 3.0e38 else None
+
+
 def scalar_temperature(temperature: Temperature) -> float:
     """The temperature of a ``"one"`` or ``"positive"`` kind, as a float."""
     return 1.0 if temperature.kind == "one" else float(temperature.value)

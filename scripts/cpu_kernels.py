@@ -8,6 +8,7 @@ everywhere; medians of ``--repeats``; the first (compiling) call is timed apart.
 
     python scripts/cpu_kernels.py [--shape 1024x65536 --shape 4096x32000] [--threads 2]
     python scripts/cpu_kernels.py --dtype bfloat16   # torch CPU tensors
+    python scripts/cpu_kernels.py --autograd [--dtype bfloat16]   # training steps, torch
 """
 
 from __future__ import annotations
@@ -131,12 +132,58 @@ def _shape_bf16(shape: str, threads: int, repeats: int, rng: Any) -> None:
               f"({torch_ms / ms:4.2f}x)  without numba {native_ms:8.2f} ms")  # fmt: skip
 
 
+def _shape_autograd(shape: str, threads: int, repeats: int, rng: Any, dtype: str) -> None:
+    """Training steps on torch CPU tensors (forward and backward through autograd, with an
+    upstream gradient): xpsoftmax (``torch.compiled``'s autograd Functions) against torch's
+    own functions and against ``torch.native`` (the path without numba)."""
+    import torch
+    import torch.nn.functional as F
+
+    import xpsoftmax as xs
+
+    rows, cols = (int(v) for v in shape.split("x"))
+    tdt = getattr(torch, dtype)
+    tx = (torch.from_numpy(rng.standard_normal((rows, cols), dtype=np.float32)) * 4).to(tdt)
+    tt = torch.from_numpy(rng.integers(0, cols, rows))
+    g_rows = torch.randn(rows, dtype=torch.float32)
+    g_full = torch.randn(rows, cols).to(tdt)
+    print(f"\n{shape} {dtype} (torch CPU), forward + backward, {threads} threads; chosen: "
+          f"{xs.which('softmax', tx.detach().requires_grad_())}")  # fmt: skip
+
+    def step(f: Callable[[Any], Any], g: Any) -> Callable[[], None]:
+        def run() -> None:
+            leaf = tx.detach().requires_grad_()  # a new leaf on the same memory: no copy
+            out = f(leaf)
+            out.backward(g)
+
+        return run
+
+    # (ours, torch's, the upstream gradient of ours, of torch's): xpsoftmax's logsumexp of
+    # 16-bit input is float32, torch's is 16-bit.
+    cases = {
+        "softmax": (xs.softmax, lambda a: torch.softmax(a, -1), g_full, g_full),
+        "log_softmax": (xs.log_softmax, lambda a: torch.log_softmax(a, -1), g_full, g_full),
+        "logsumexp": (lambda a: xs.logsumexp(a, axis=-1), lambda a: torch.logsumexp(a, -1),
+                      g_rows, g_rows.to(tdt)),
+        "cross_entropy": (lambda a: xs.cross_entropy(a, tt), lambda a: F.cross_entropy(a, tt),
+                          None, None),
+    }  # fmt: skip
+    for name, (ours, own, g_ours, g) in cases.items():
+        ms = _median_ms(step(ours, g_ours), repeats)
+        torch_ms = _median_ms(step(own, g), repeats)
+        with xs.use("torch.native"):
+            native_ms = _median_ms(step(ours, g_ours), repeats)
+        print(f"{name:<24} ours {ms:8.2f} ms  torch {torch_ms:8.2f} ms ({torch_ms / ms:4.2f}x)  "
+              f"without numba {native_ms:8.2f} ms ({native_ms / ms:4.2f}x)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", action="append", help="ROWSxCOLS (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--autograd", action="store_true", help="training steps (torch)")
     args = parser.parse_args()
     import torch
 
@@ -151,8 +198,11 @@ def main() -> None:
         xs.cross_entropy_with_grad(np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
         print(f"first calls (compile or load the kernels): {time.perf_counter() - start:.2f} s")
         for shape in shapes:
-            run = _shape_bf16 if args.dtype == "bfloat16" else _shape
-            run(shape, args.threads, args.repeats, rng)
+            if args.autograd:
+                _shape_autograd(shape, args.threads, args.repeats, rng, args.dtype)
+            else:
+                run = _shape_bf16 if args.dtype == "bfloat16" else _shape
+                run(shape, args.threads, args.repeats, rng)
 
 
 if __name__ == "__main__":

@@ -144,39 +144,130 @@ def test_bfloat16_rounding_is_torchs() -> None:
 @pytest.mark.parametrize("entry", TORCH_ENTRIES, ids=lambda e: e.op)
 def test_torch_entries_conform(entry: Any, dtype: str) -> None:
     """The same kernels on torch CPU tensors (zero-copy views), through the kit's catalogue;
-    the cases with autograd take ``torch.native`` or the generic path inside the entry."""
+    the gradients through the entry's autograd Functions are checked by the installed
+    conformance suite (``check_gradients`` on every entry)."""
 
     fast = through_entry(entry)
     check_implementation(entry.op, fast, BY_ID["torch:cpu"], dtype, accepts=entry.accepts)
 
 
-@pytest.mark.skipif(torch is None, reason="torch is not installed")
-@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp", "cross_entropy"])
-def test_torch_kernel_only_without_autograd(op: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An eager tensor without autograd takes the kernel; one that requires grad takes
-    torch.native inside the entry, and its gradient is autograd's."""
-    calls = []
+def _count_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
     for name in ("normalize_rows", "logsumexp_rows", "cross_entropy_rows"):
         real = getattr(compiled, name)
         counted = lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k)  # noqa: E731
         monkeypatch.setattr(compiled, name, counted)
-    x = torch.randn(6, 50)
-    args = (x, torch.randint(0, 50, (6,))) if op == "cross_entropy" else (x,)
+    return calls
+
+
+def _op_args(op: str, x: Any) -> tuple[Any, ...]:
+    return (x, torch.randint(0, x.shape[-1], x.shape[:-1])) if op == "cross_entropy" else (x,)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp", "cross_entropy"])
+def test_torch_kernel_with_and_without_autograd(
+    op: str, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An eager tensor takes the kernel, also when it requires grad (then through the
+    entry's autograd Function): the values are the same bits either way, and the gradient
+    that of torch.native's autograd graph."""
+    calls = _count_kernel_calls(monkeypatch)
+    x = torch.randn(6, 50).to(getattr(torch, dtype))
+    args = _op_args(op, x)
     fn = getattr(xs, op)
     assert xs.which(op, *args) == "torch.compiled"
     eager = fn(*args)
     assert len(calls) == 1
     leaf = x.clone().requires_grad_()
     out = fn(leaf, *args[1:])
-    assert len(calls) == 1  # not the kernel: autograd needs the torch graph
-    out.sum().backward()
+    assert len(calls) == 2
+    assert out.grad_fn is not None
+    weights = torch.rand(out.shape, dtype=out.dtype)
+    (out * weights).sum().backward()
     with xs.use("torch.native"):
         ref_leaf = x.clone().requires_grad_()
         ref = fn(ref_leaf, *args[1:])
-        ref.sum().backward()
-    torch.testing.assert_close(out.detach(), ref.detach())
-    torch.testing.assert_close(leaf.grad, ref_leaf.grad)
-    torch.testing.assert_close(eager, ref.detach(), rtol=2e-6, atol=1e-6)
+        (ref * weights).sum().backward()
+    assert torch.equal(out.detach(), eager)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == "float32" else {"rtol": 2e-2, "atol": 1e-3}
+    torch.testing.assert_close(out.detach(), ref.detach(), **tol)
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad, **tol)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp", "cross_entropy"])
+def test_torch_kernel_not_under_transforms(op: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where something other than reverse-mode autograd goes through the call (forward-mode
+    AD's dual tensors, torch.func), the entry hands it to torch.native: the kernel would lose
+    the tangent or the transform. The tangents equal the generic path's."""
+    import torch.autograd.forward_ad as fwAD
+
+    calls = _count_kernel_calls(monkeypatch)
+    x = torch.randn(4, 30)
+    tangent = torch.randn(4, 30)
+    args = _op_args(op, x)
+    fn = getattr(xs, op)
+    results = {}
+    for name in ("torch.compiled", "generic"):
+        with xs.use(name), fwAD.dual_level():
+            out = fn(fwAD.make_dual(x, tangent), *args[1:])
+            results[name] = fwAD.unpack_dual(out).tangent
+        with xs.use(name):
+            _, results[name + " func"] = torch.func.jvp(
+                lambda a: fn(a, *args[1:]), (x,), (tangent,)
+            )
+    assert not calls
+    for name in ("torch.compiled", "torch.compiled func"):
+        assert results[name] is not None, name
+        expected = results[name.replace("torch.compiled", "generic")]
+        torch.testing.assert_close(results[name], expected)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+def test_torch_kernel_second_derivatives(op: str) -> None:
+    """The backwards of softmax, log_softmax and logsumexp are torch operations on the saved
+    output, differentiable again: a Hessian-vector product equals torch.native's (whose
+    graph is torch's own)."""
+    x = torch.randn(5, 40, dtype=torch.float32)
+    x[1, :3] = -math.inf
+    x[2] = -math.inf
+    v = torch.randn(5, 40)
+    fn = getattr(xs, op)
+    results = []
+    for name in ("torch.compiled", "torch.native"):
+        leaf = x.clone().requires_grad_()
+        with xs.use(name):
+            out = fn(leaf, axis=-1, temperature=0.7) if op != "logsumexp" else fn(leaf, axis=-1)
+        w = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+        (g,) = torch.autograd.grad((out * w).sum(), leaf, create_graph=True)
+        (hv,) = torch.autograd.grad((g.nan_to_num(0.0) * v).sum(), leaf)
+        results.append((g.detach(), hv))
+    (g1, h1), (g2, h2) = results
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-6, equal_nan=True)
+    torch.testing.assert_close(h1, h2, rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+def test_torch_cross_entropy_second_derivative_raises() -> None:
+    """The cross-entropy's backward scales the kernel's saved gradient, a constant: a
+    backward that builds a graph for a second derivative raises instead of leaving the
+    loss's part out; torch.native serves such a loss."""
+    target = torch.tensor([1, 2, 3, 4])
+    leaf = torch.randn(4, 10).requires_grad_()
+    assert xs.which("cross_entropy", leaf, target) == "torch.compiled"
+    loss = xs.cross_entropy(leaf, target)
+    (g,) = torch.autograd.grad(loss, leaf, retain_graph=True)  # a first derivative is fine
+    with pytest.raises(RuntimeError, match=r"no second derivative.*torch.native"):
+        torch.autograd.grad(loss, leaf, create_graph=True)
+    with xs.use("torch.native"):
+        loss = xs.cross_entropy(leaf, target)
+    (g_native,) = torch.autograd.grad(loss, leaf, create_graph=True)
+    torch.testing.assert_close(g, g_native.detach())
+    (hv,) = torch.autograd.grad((g_native * g_native).sum(), leaf)
+    assert bool(hv.abs().sum() > 0)
 
 
 @pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
@@ -273,7 +364,8 @@ def test_cross_entropy_long_rows_and_any_thread_count(options: dict[str, Any]) -
 @pytest.mark.skipif(torch is None, reason="torch is not installed")
 @pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp", "cross_entropy"])
 def test_torch_entries_hand_over_only_what_native_serves(op: str) -> None:
-    """A call with autograd is handed to torch.native inside the entry, so every call the
+    """A call the kernel cannot serve (traced, transformed, a dual tensor, a weight that
+    requires grad) is handed to torch.native inside the entry, so every call the
     entry accepts must be one torch.native accepts too: checked on every combination of
     options, axes and lengths (rows beyond torch.native's longest among them)."""
     import itertools

@@ -202,3 +202,31 @@ def test_backend_fast_paths_leave_opt_in_entries_out(monkeypatch: pytest.MonkeyP
     )(lambda *a, **k: None)
     names = {e.name for e in BY_ID["numpy"].fast_paths("softmax")}
     assert "numpy.trial" not in names and names
+
+
+def test_torch_log_softmax_gradient_fails_on_all_neginf_rows() -> None:
+    """torch's own log_softmax differentiated on an all -inf row gives the upstream gradient
+    there (the contract: 0); check_gradients names the case."""
+    torch = pytest.importorskip("torch")
+    from xpsoftmax.testing import check_gradients
+
+    def torch_log_softmax(x, axis=-1, *, temperature=1.0, where=None):
+        return torch.log_softmax(x, dim=axis)
+
+    def plain(call: xpsoftmax.Call) -> bool:
+        return len(call.axes) == 1 and call.opt("temperature") == "one" and not call.opt("where")
+
+    with pytest.raises(AssertionError) as info:
+        check_gradients("log_softmax", torch_log_softmax, BY_ID["torch:cpu"], accepts=plain)
+    report = str(info.value)
+    assert report.startswith("torch_log_softmax gradients vs the generic ones: ")
+    assert "all_neginf" in report
+
+
+def test_check_gradients_bad_arguments() -> None:
+    from xpsoftmax.testing import check_gradients
+
+    with pytest.raises(ValueError, match="op must be one of"):
+        check_gradients("cross_entropy_with_grad", xpsoftmax.softmax, BY_ID["numpy"])
+    with pytest.raises(ValueError, match="backend must have autodiff"):
+        check_gradients("softmax", xpsoftmax.softmax, BY_ID["numpy"])

@@ -6,8 +6,9 @@
 ``linear``
     the linear cross-entropy as an autograd Function over chunks of rows (CPU and CUDA).
 ``compiled``
-    the NumPy backend's compiled CPU kernels (numba) on float32 CPU tensors, where eager and
-    without autograd (registered above ``native`` with numba's availability check).
+    the NumPy backend's compiled CPU kernels (numba) on eager CPU tensors of float32, float16
+    and bfloat16, with autograd through the Functions of ``kernels`` (registered above
+    ``native`` with numba's availability check).
 ``triton/``
     Triton kernels for CUDA tensors (softmax, log_softmax, logsumexp), registered above
     ``native`` with the availability check ``triton.available``, so that a machine without
@@ -42,6 +43,14 @@ def values_visible(x: Any) -> bool:
     if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     return not transformed(x)
+
+
+def tied(result: Any, x: Any) -> Any:
+    """``result`` plus 0 times the sum of the empty ``x`` (0): the same values, and a graph
+    back to ``x`` for autograd where ``x`` requires grad."""
+    if not x.requires_grad:
+        return result
+    return result + x.sum().to(result.dtype) * 0
 
 
 def transformed(x: Any) -> bool:

@@ -1,72 +1,51 @@
 """The compiled CPU kernels (numba, ``xpsoftmax.backends.numpy.compiled``) for torch CPU
 tensors of float32, float16 and bfloat16: softmax, log_softmax, logsumexp and cross-entropy
 with class indices, read and written through zero-copy NumPy views (16-bit tensors as their
-uint16 bits, computed in float32 and rounded once, to nearest even as torch rounds).
+uint16 bits, computed in float32 and rounded once, to nearest even as torch rounds), with
+a backward for autograd (:mod:`xpsoftmax.backends.torch.kernels`).
 
-A kernel runs only where nothing differentiates or traces through the call
-(``native._eager_values``: an eager CPU tensor without autograd, no ``torch.func`` transform,
-not under ``torch.compile``); elsewhere the entry hands the call to the path that serves it
-without the kernel, so its predicates are those of both (``torch.native``'s, and the
-generic implementation for ``cross_entropy_with_grad``, which has no native entry). The
-kernels' gradients are not autograd's: a training step's backward goes through
-``torch.native`` as before, and ``cross_entropy_with_grad`` (which returns the gradient
-itself) takes the kernel.
+A kernel runs on an eager CPU tensor: with autograd through its ``autograd.Function``,
+without it directly. Where its values cannot be read or something else differentiates or
+traces through the call (``torch.compile``, a ``torch.func`` transform, forward-mode AD's
+dual tensors, a weight that requires grad), the entry hands the call to the path that
+serves it without the kernel, so its predicates are those of both (``torch.native``'s, and
+the generic implementation for ``cross_entropy_with_grad``, which has no native entry).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-import numpy as np
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 from xpsoftmax import _generic, _rows
 from xpsoftmax._checks import CrossEntropySettings, Temperature
 from xpsoftmax._registry import Call, register
-from xpsoftmax.backends.torch import index_target, native
+from xpsoftmax.backends.torch import kernels, native, values_visible
 
-_NORMALIZATION = "compiled (numba) where eager without autograd; one trailing axis, scalar T > 0"
-_LOGSUMEXP = "compiled (numba) where eager without autograd; trailing axes, b/where/sign None"
-_CE = "compiled (numba) where eager without autograd; class indices on the last axis"
-
-
-_KINDS = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
-
-
-def _view(x: torch.Tensor) -> tuple[np.ndarray, str]:
-    """``(the tensor's memory as a NumPy array, its kind)``, no copy (``detach``:
-    ``numpy()`` refuses a tensor that requires grad even where no graph is recorded);
-    16-bit tensors as their uint16 bits, as the kernels read them."""
-    x = x.detach()
-    if x.dtype == torch.float32:
-        return x.numpy(), "float32"
-    return x.view(torch.int16).numpy().view(np.uint16), _KINDS[x.dtype]
-
-
-def _tensor(a: np.ndarray, kind: str = "float32") -> torch.Tensor:
-    """The inverse of :func:`_view` for a result of ``kind``."""
-    if kind == "float32":
-        return torch.from_numpy(np.asarray(a))
-    dtype = torch.bfloat16 if kind == "bfloat16" else torch.float16
-    return torch.from_numpy(a.view(np.int16)).view(dtype)
-
-
-def _kernels() -> Any:
-    """The NumPy backend's kernel module, imported at the first call that runs a kernel (not
-    when the torch backend loads: no other backend is imported before its arrays arrive)."""
-    from xpsoftmax.backends.numpy import compiled
-
-    return compiled
+_NORMALIZATION = "compiled (numba) on eager tensors; one trailing axis, scalar T > 0"
+_LOGSUMEXP = "compiled (numba) on eager tensors; trailing axes, b/where/sign None"
+_CE = "compiled (numba) on eager tensors; class indices on the last axis"
 
 
 def available() -> str | None:
     """numpy.compiled's check, asked at the first call the entry could serve."""
-    return _kernels().available()
+    return kernels.compiled().available()
+
+
+def _eager(x: torch.Tensor) -> bool:
+    """Whether the kernel can serve ``x``: an eager CPU tensor, no transform or trace, and no
+    forward-mode AD (a dual tensor's tangent would be lost: the Functions have no jvp)."""
+    return values_visible(x) and forward_ad._current_level < 0
+
+
+def _differentiated(x: torch.Tensor) -> bool:
+    return bool(x.requires_grad) and torch.is_grad_enabled()
 
 
 # The kernels' predicates (those of numpy.compiled, on the core's rules: non-empty trailing
-# row-major slices), with the fallback's where one serves the calls with autograd.
+# row-major slices), with the fallback's where one serves the calls the kernel cannot.
 def _normalization_ok(call: Call) -> bool:
     return call.length > 0 and _rows.normalization_ok(call) and native._normalization_ok(call)
 
@@ -101,10 +80,11 @@ def _register(op: str, supports: Any, description: str) -> Any:
 @_register("softmax", _normalization_ok, _NORMALIZATION)
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     inv = _rows.kernel_inverse(temperature)
-    if inv is None or not native._eager_values(x):
+    if inv is None or not _eager(x):
         return native.softmax(xp, x, axes, temperature=temperature, where=where)
-    raw, kind = _view(x)
-    return _tensor(_kernels().normalize_rows(raw, axes, inv, False, kind), kind)
+    if _differentiated(x):
+        return kernels.differentiable_normalize(x, axes[0], inv, False)
+    return kernels.normalize(x, axes, inv, False)
 
 
 @_register("log_softmax", _normalization_ok, _NORMALIZATION)
@@ -112,10 +92,11 @@ def log_softmax(
     xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any
 ) -> Any:
     inv = _rows.kernel_inverse(temperature)
-    if inv is None or not native._eager_values(x):
+    if inv is None or not _eager(x):
         return native.log_softmax(xp, x, axes, temperature=temperature, where=where)
-    raw, kind = _view(x)
-    return _tensor(_kernels().normalize_rows(raw, axes, inv, True, kind), kind)
+    if _differentiated(x):
+        return kernels.differentiable_normalize(x, axes[0], inv, True)
+    return kernels.normalize(x, axes, inv, True)
 
 
 @_register("logsumexp", _logsumexp_ok, _LOGSUMEXP)
@@ -129,47 +110,42 @@ def logsumexp(
     return_sign: bool,
     where: Any,
 ) -> Any:
-    if not native._eager_values(x):
+    if not _eager(x):
         return native.logsumexp(
             xp, x, axes, keepdims=keepdims, b=b, return_sign=return_sign, where=where
         )
-    return _tensor(_kernels().logsumexp_rows(*_view(x), axes, keepdims))
+    if _differentiated(x):
+        return kernels.LogSumExp.apply(x, axes, keepdims)
+    return kernels.logsumexp(x, axes, keepdims)
 
 
-def _eager_ce(logits: Any, options: CrossEntropySettings) -> bool:
-    weight = options.weight
-    return (
-        _rows.kernel_inverse(options.temperature) is not None
-        and native._eager_values(logits)
-        and (weight is None or not weight.requires_grad)
-    )
-
-
-def _numpy_ce(
-    logits: Any, target: Any, options: CrossEntropySettings, with_grad: bool
-) -> tuple[Any, Any]:
-    weight = None if options.weight is None else _view(options.weight.to(torch.float32))[0]
-    o = dataclasses.replace(options, weight=weight)
-    t = index_target(target).detach().numpy()
+def _kernel_inverse(logits: Any, options: CrossEntropySettings) -> float | None:
+    """1/T for the kernel where it can serve the call (None: the fallback serves it)."""
     inv = _rows.kernel_inverse(options.temperature)
-    raw, kind = _view(logits)
-    loss, grad = _kernels().cross_entropy_rows(raw, kind, t, o, inv, with_grad)
-    return _tensor(loss), (None if grad is None else _tensor(grad, kind))
+    weight = options.weight
+    if inv is None or not _eager(logits) or (weight is not None and _differentiated(weight)):
+        return None
+    return inv
 
 
 @_register("cross_entropy", _ce_ok, _CE)
 def cross_entropy(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> Any:
-    if not _eager_ce(logits, options):
+    inv = _kernel_inverse(logits, options)
+    if inv is None:
         return native.cross_entropy(xp, logits, target, axis, options)
-    return _numpy_ce(logits, target, options, with_grad=False)[0]
+    if _differentiated(logits):
+        return kernels.CrossEntropy.apply(logits, target, options, inv)
+    return kernels.cross_entropy(logits, target, options, inv, with_grad=False)[0]
 
 
 @_register("cross_entropy_with_grad", _ce_with_grad_ok, _CE)
 def cross_entropy_with_grad(
     xp: Any, logits: Any, target: Any, axis: int, options: CrossEntropySettings
 ) -> tuple[Any, Any]:
-    if not _eager_ce(logits, options):
+    inv = _kernel_inverse(logits, options)
+    # A loss that differentiates (logits that require grad) needs the generic graph.
+    if inv is None or _differentiated(logits):
         return _generic.cross_entropy_with_grad(xp, logits, target, axis, options)
-    return _numpy_ce(logits, target, options, with_grad=True)
+    return kernels.cross_entropy(logits, target, options, inv, with_grad=True)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from xpsoftmax import _generic
 from xpsoftmax._checks import CrossEntropySettings, Temperature, compute_dtype, target_masks
 from xpsoftmax._registry import Call, register
-from xpsoftmax.backends.torch import values_visible
+from xpsoftmax.backends.torch import tied, values_visible
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 _DEVICES = ("cpu", "cuda")
@@ -117,7 +117,7 @@ def _safe_rows(x: torch.Tensor, dims: Any) -> tuple[torch.Tensor, torch.Tensor]:
 def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature, where: Any) -> Any:
     (dim,) = axes
     if x.shape[dim] == 0:
-        return torch.zeros_like(x)
+        return tied(torch.zeros_like(x), x)
     if _eager_values(x):
         return _native_normalization(x, dim, temperature, log=False)
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
@@ -140,7 +140,7 @@ def log_softmax(
 ) -> Any:
     (dim,) = axes
     if x.shape[dim] == 0:
-        return torch.zeros_like(x)
+        return tied(torch.zeros_like(x), x)
     if _eager_values(x):
         return _native_normalization(x, dim, temperature, log=True)
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
@@ -239,6 +239,9 @@ def _cross_entropy(
         # ignored there (as -1, which no class is; ignore_index itself may not fit int64) and
         # NaN here. All -inf rows are replaced by zeros (inf loss below).
         t_safe = torch.where(valid, t, -1)
+        # Ignored entries' logits become zeros too: a NaN or inf there would reach the
+        # gradient as 0 * NaN through the kernel's backward.
+        xs = torch.where(ignored.unsqueeze(class_dim), 0.0, xs)
         xs, dead = _safe_rows(xs, class_dim)
         per = F.cross_entropy(
             xs,

@@ -118,6 +118,14 @@ def held(xp: Any, value: Array) -> Array:
     return value if hook is None else hook(value)
 
 
+def tied(xp: Any, result: Array, x: Array) -> Array:
+    """``result``, computed without arithmetic on an empty ``x``, made a function of ``x``
+    through the library's ``tied`` trait where its autodiff needs one (torch raises on a
+    backward through a result that does not require grad; an empty batch must still train)."""
+    hook = _trait(library_name(xp), "tied")
+    return result if hook is None else hook(result, x)
+
+
 def _trait(library: str, name: str) -> Any:
     return getattr(_backend(library), name, None)
 

@@ -35,6 +35,7 @@ from ._checks import (
     reduced_shape,
     result_dtype,
     target_masks,
+    tied,
 )
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad", "log_softmax", "logsumexp", "softmax"]
@@ -83,8 +84,10 @@ def _shifted(xp: Any, x: Array, axes: tuple[int, ...], where: Array | None) -> t
 
 
 def _hard_max(xp: Any, d: Array) -> Array:
-    """The T -> 0 limit of ``d / T`` for ``d = x - max <= 0``: 0 at the maxima, -inf elsewhere."""
-    return xp.where(d == 0, 0.0, xp.where(d < 0, -INF, xp.full_like(d, NAN)))
+    """The T -> 0 limit of ``d / T`` for ``d = x - max <= 0``: 0 at the maxima, -inf elsewhere.
+    The maxima's 0 is ``d * 0``: a function of ``d`` with derivative 0, so that the result
+    stays in autodiff's graph (a backward through a torch constant raises)."""
+    return xp.where(d == 0, d * 0.0, xp.where(d < 0, -INF, xp.full_like(d, NAN)))
 
 
 def _flat(xp: Any, d: Array) -> Array:
@@ -222,7 +225,7 @@ def softmax(
     """Generic softmax; see :func:`xpsoftmax.softmax`."""
     out_dtype = result_dtype(xp, x.dtype, reduction=False)
     if _empty_axis(x, axes):
-        return _zeros(xp, tuple(x.shape), out_dtype, x)
+        return tied(xp, _zeros(xp, tuple(x.shape), out_dtype, x), x)
     xc = xp.astype(x, compute_dtype(xp, x.dtype), copy=False)
     _, e, s, _ = _exp_sum(xp, xc, axes, temperature, where)
     p = e / xp.where(s == 0, 1.0, s)  # an empty event gives e == 0 everywhere: zeros
@@ -235,7 +238,7 @@ def log_softmax(
     """Generic log_softmax; see :func:`xpsoftmax.log_softmax`."""
     out_dtype = result_dtype(xp, x.dtype, reduction=False)
     if _empty_axis(x, axes):
-        return _zeros(xp, tuple(x.shape), out_dtype, x)
+        return tied(xp, _zeros(xp, tuple(x.shape), out_dtype, x), x)
     xc = xp.astype(x, compute_dtype(xp, x.dtype), copy=False)
     z, e, s, _ = _exp_sum(xp, xc, axes, temperature, where)
     out = xp.where(s == 0, -INF, z - _log_total(xp, z, e, axes))
@@ -274,7 +277,7 @@ def logsumexp(
     out_dtype = result_dtype(xp, x.dtype, reduction=True)
     if _empty_axis(x, axes):
         shape = reduced_shape(tuple(x.shape), axes, keepdims)
-        lse = _zeros(xp, shape, out_dtype, x, -INF)
+        lse = tied(xp, _zeros(xp, shape, out_dtype, x, -INF), x)
         return (lse, _zeros(xp, shape, out_dtype, x)) if return_sign else lse
     cdt = compute_dtype(xp, x.dtype)
     xc = xp.astype(x, cdt, copy=False)
@@ -568,6 +571,11 @@ def _cross_entropy(
         return _no_classes(
             xp, x, target, axis, o.ignore_index, o.reduction, out_dtype, logits.dtype, with_grad
         )
+    if not xp.isdtype(target.dtype, "real floating"):
+        # An ignored entry takes no part whatever its logits hold: zeros in their place keep
+        # a NaN or inf there out of autodiff's gradient (0 * NaN through the masked loss).
+        ignored, _ = target_masks(xp, target, x.shape[axis], o.ignore_index)
+        x = xp.where(_unsqueeze(xp, ignored, axis), 0.0, x)
     r = _rows(xp, x, axis, o.temperature, o.weight, o.z_loss)
     if xp.isdtype(target.dtype, "real floating"):
         terms = _probability_terms(xp, r, target, o.label_smoothing, o.z_loss)

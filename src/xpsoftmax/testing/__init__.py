@@ -12,7 +12,9 @@ Use it to check your own softmax kernel, or a new array library, against the con
   straight from the definitions;
 * :func:`assert_close`: NaN and infinity positions exact, finite values within a tolerance;
 * :func:`check_implementation`: all of it at once, for any callable with the signature of an
-  xpsoftmax function, with a readable report of every mismatch.
+  xpsoftmax function, with a readable report of every mismatch;
+* :func:`check_gradients`: the same grid through the library's autodiff (torch, JAX), every
+  gradient against the generic implementation's.
 
 Importing this module imports NumPy (the catalogue is NumPy data); ``import xpsoftmax`` does
 not import it.
@@ -35,6 +37,7 @@ from . import cases, reference
 from .backends import BACKENDS, BY_ID, Backend
 from .cases import assert_close
 from .conformance import check_implementation
+from .gradients import check_gradients
 
 __all__ = [
     "BACKENDS",
@@ -42,6 +45,7 @@ __all__ = [
     "Backend",
     "assert_close",
     "cases",
+    "check_gradients",
     "check_implementation",
     "reference",
 ]

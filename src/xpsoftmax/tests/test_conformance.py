@@ -1,7 +1,8 @@
 """The contract, checked on this machine: every public function and every registered fast path,
 on every array library and device installed here, through the public kit's
 :func:`xpsoftmax.testing.check_implementation` (the edge-case catalogue times every option,
-compared with the generic implementation and the extended-precision reference)."""
+compared with the generic implementation and the extended-precision reference), and, on the
+libraries with autodiff, their gradients through :func:`xpsoftmax.testing.check_gradients`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 
 import xpsoftmax
 from xpsoftmax import _registry
-from xpsoftmax.testing import Backend, check_implementation
+from xpsoftmax.testing import Backend, check_gradients, check_implementation
 from xpsoftmax.testing.conformance import fast_path_params, through_entry
+from xpsoftmax.testing.gradients import DIFFERENTIABLE
 
 OPS = _registry.OPS  # every public operation
 
@@ -37,3 +39,21 @@ def test_fast_path_conforms(entry: Any, backend: Backend, dtype: str) -> None:
 
     fast = through_entry(entry)
     check_implementation(entry.op, fast, backend, dtype, accepts=entry.accepts)
+
+
+@pytest.mark.parametrize("op", DIFFERENTIABLE)
+def test_function_gradients(op: str, ad_backend: Backend) -> None:
+    """The public function's gradients (float32), whichever implementation serves each call."""
+    check_gradients(op, getattr(xpsoftmax, op), ad_backend, "float32")
+
+
+@pytest.mark.parametrize(
+    ("entry", "backend", "dtype"),
+    [p for p in fast_path_params() if p.values[1].autodiff and p.values[0].op in DIFFERENTIABLE],
+)
+def test_fast_path_gradients(entry: Any, backend: Backend, dtype: str) -> None:
+    """Each registered fast path's gradients on the calls it accepts, through the entry."""
+    _usable(backend)
+
+    fast = through_entry(entry)
+    check_gradients(entry.op, fast, backend, dtype, accepts=entry.accepts)

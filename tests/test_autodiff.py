@@ -942,3 +942,37 @@ def test_scalar_limit_temperature_gradient_is_zero(ad_backend, op, temperature, 
             np.full((3, C), 1 / C) if temperature else (x == x.max(1, keepdims=True)).astype(float)
         )
         np.testing.assert_allclose(out, want, rtol=1e-15)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "logsumexp"])
+def test_torch_native_trains_through_the_native_kernel(op, monkeypatch):
+    """An eager training step through torch.native runs torch's own kernel (and backward);
+    the safe path (all -inf rows replaced, the generic logsumexp) only where a row needs it,
+    and then the gradient is still the generic one."""
+    from xpsoftmax import _generic
+    from xpsoftmax.backends.torch import native
+
+    safe = []
+    for module, name in ((native, "_safe_rows"), (_generic, "logsumexp")):
+        real = getattr(module, name)
+        counted = lambda *a, _real=real, **k: safe.append(1) or _real(*a, **k)  # noqa: E731
+        monkeypatch.setattr(module, name, counted)
+    fn = getattr(xs, op)
+    x = torch.randn(4, 9, dtype=torch.float64)
+    results = []
+    for rows in ("plain", "dead"):
+        if rows == "dead":
+            x[2] = -np.inf
+        for name in ("torch.native", "generic"):
+            leaf = x.clone().requires_grad_()
+            with xs.use(name):
+                out = fn(leaf, axis=-1)
+            (g,) = torch.autograd.grad(
+                (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum(), leaf
+            )
+            results.append((rows, name, g))
+        if rows == "plain":
+            assert len(safe) == (1 if op == "logsumexp" else 0)  # only generic's own call
+    for (rows, _, g_native), (_, _, g_generic) in zip(results[::2], results[1::2]):
+        assert torch.isfinite(g_native).all(), rows
+        torch.testing.assert_close(g_native, g_generic)

@@ -4,10 +4,12 @@ the contract fixed around them.
 What the native kernels do differently, and the fix:
 
 * ``torch.softmax`` / ``torch.log_softmax`` give NaN on a row that is all -inf (the contract:
-  zeros / -inf), and so does the gradient of ``torch.logsumexp`` there. When a gradient may be
-  taken (or the call is traced), such rows are replaced by zeros before the kernel runs and the
-  result is selected afterwards, so values and gradients are right. Eager CPU calls without
-  autograd run the kernel alone and repair the (rare) NaN rows afterwards: native speed.
+  zeros / -inf), and so does the gradient of ``torch.logsumexp`` there. Traced calls (and
+  eager ones with such rows under autograd) replace those rows by zeros before the kernel
+  runs and select the result afterwards, so values and gradients are right. Eager CPU calls
+  run the kernel alone and look for a NaN in the (small) first column or result: without
+  autograd the rare NaN rows are repaired afterwards, with autograd the call starts again on
+  the safe path. Native speed, a training step included.
 * 16-bit inputs: the kernels run with ``dtype=torch.float32`` (softmax, log_softmax) or on a
   float32 copy (logsumexp, cross-entropy), so that reductions return float32 as the contract
   asks instead of rounding to 16 bits.
@@ -70,21 +72,23 @@ def _normalization_ok(call: Call) -> bool:
     )
 
 
-def _eager_values(x: torch.Tensor) -> bool:
-    """True when nothing will differentiate or trace through this call and ``x``'s values can
-    be read for free (a CPU tensor, eager): then the native kernel runs alone and its rare
-    wrong rows are repaired afterwards, at the cost of one Python branch on a flag."""
-    return not (x.requires_grad and torch.is_grad_enabled()) and values_visible(x)
-
-
-def _native_normalization(x: torch.Tensor, dim: int, t: Temperature, log: bool) -> torch.Tensor:
+def _native_normalization(
+    x: torch.Tensor, dim: int, t: Temperature, log: bool
+) -> torch.Tensor | None:
     """The native kernel, then a repair of the all -inf rows (NaN there, the contract: 0 or
     -inf). A row gives NaN in its first entry only when it is all -inf or holds NaN or +inf,
-    so the full check runs only when one of those is present."""
+    so the full check runs only when one of those is present. Where autograd records the
+    call nothing is repaired in place: None then, and the safe path serves the call (a
+    training step on rows without those costs torch's own softmax and its backward)."""
+    differentiated = x.requires_grad and torch.is_grad_enabled()
     kernel = torch.log_softmax if log else torch.softmax
-    if t.kind == "one" and not (x.dtype == torch.float16 or (log and x.dtype == torch.bfloat16)):
+    rounded_output = x.dtype == torch.float16 or (
+        x.dtype == torch.bfloat16 and (log or differentiated)
+    )
+    if t.kind == "one" and not rounded_output:
         # bfloat16 softmax is computed in float32 inside the kernel (same bits as the float32
-        # kernel rounded); the others are asked for float32 explicitly below.
+        # kernel rounded); the others are asked for float32 explicitly below (a backward
+        # from a 16-bit output loses accuracy: exp of a log_softmax rounded to bfloat16).
         out = kernel(x, dim)
         xs = x
     else:
@@ -92,7 +96,9 @@ def _native_normalization(x: torch.Tensor, dim: int, t: Temperature, log: bool) 
         out = kernel(xs, dim)
     # The sum of the first entries is NaN exactly when one of them is (they are finite or
     # -inf): two small kernel calls.
-    if math.isnan(out.narrow(dim, 0, 1).sum().item()):
+    if math.isnan(out.detach().narrow(dim, 0, 1).sum().item()):
+        if differentiated:
+            return None
         dead = torch.amax(xs, dim=dim, keepdim=True) == -math.inf
         out = out.masked_fill_(dead, -math.inf if log else 0.0)
     return out if out.dtype == x.dtype else out.to(x.dtype)
@@ -118,8 +124,10 @@ def softmax(xp: Any, x: Any, axes: tuple[int, ...], *, temperature: Temperature,
     (dim,) = axes
     if x.shape[dim] == 0:
         return tied(torch.zeros_like(x), x)
-    if _eager_values(x):
-        return _native_normalization(x, dim, temperature, log=False)
+    if values_visible(x):
+        out = _native_normalization(x, dim, temperature, log=False)
+        if out is not None:
+            return out
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
     xs, dead = _safe_rows(_scaled(_compute(x), temperature, dim), dim)
     return torch.where(dead, 0.0, torch.softmax(xs, dim)).to(x.dtype)
@@ -141,8 +149,10 @@ def log_softmax(
     (dim,) = axes
     if x.shape[dim] == 0:
         return tied(torch.zeros_like(x), x)
-    if _eager_values(x):
-        return _native_normalization(x, dim, temperature, log=True)
+    if values_visible(x):
+        out = _native_normalization(x, dim, temperature, log=True)
+        if out is not None:
+            return out
     # 16-bit input is scaled by T in float32: x / T rounded to 16 bits loses the answer.
     xs, dead = _safe_rows(_scaled(_compute(x), temperature, dim), dim)
     return torch.where(dead, -math.inf, torch.log_softmax(xs, dim)).to(x.dtype)
@@ -164,7 +174,7 @@ _NEAR_ZERO = 0.5
     ),
     devices=_DEVICES,
     dtypes=_FLOATS,
-    description="b=None, where=None, return_sign=False; eager calls without autograd",
+    description="b=None, where=None, return_sign=False; torch.logsumexp on eager tensors",
 )
 def logsumexp(
     xp: Any,
@@ -177,15 +187,19 @@ def logsumexp(
     where: Any,
 ) -> Any:
     options = {"keepdims": keepdims, "b": b, "return_sign": return_sign, "where": where}
-    if not _eager_values(x) or any(x.shape[a] == 0 for a in axes):
+    if not values_visible(x) or any(x.shape[a] == 0 for a in axes):
         # The generic formula: zero gradients on all -inf rows, accurate near 0.
         return _generic.logsumexp(xp, x, axes, **options)
-    # The native values are the contract's (-inf for an all -inf row, +inf, NaN) and no
-    # gradient is wanted. Only a result near 0 may have lost its relative accuracy
-    # (log(1 + 4e-18) = 0): then the generic formula, with log1p, serves the call.
-    xc = _compute(x)
-    out = torch.logsumexp(xc, dim=axes, keepdim=keepdims)
-    if bool((out.abs() < _NEAR_ZERO).any()):
+    # The native values are the contract's (-inf for an all -inf row, +inf, NaN), but not
+    # torch's gradient there (NaN for an all -inf row). A result near 0 may have lost its
+    # relative accuracy (log(1 + 4e-18) = 0). Either sends the call to the generic formula
+    # (with log1p), checked on the host (one reduction of the small result).
+    out = torch.logsumexp(_compute(x), dim=axes, keepdim=keepdims)
+    check = out.detach()
+    doubtful = check.abs() < _NEAR_ZERO
+    if x.requires_grad and torch.is_grad_enabled():
+        doubtful = doubtful | ~torch.isfinite(check)
+    if bool(doubtful.any()):
         return _generic.logsumexp(xp, x, axes, **options)
     return out
 

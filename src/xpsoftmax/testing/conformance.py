@@ -472,13 +472,7 @@ def check_implementation(
     name = getattr(fn, "__name__", repr(fn))
     failures = cases.Failures()
     checked = 0
-    for label, args, kw in calls(op, backend, dtype, rng):
-        try:
-            plan = _plan(op, args, kw)
-        except ValueError:
-            continue  # e.g. a temperature shape that does not fit a 0-d input
-        if accepts is not None and not accepts(plan.call):
-            continue
+    for label, args, kw, plan in _accepted_calls(op, backend, dtype, rng, accepts):
         checked += 1
         what = f"{name}: {op}({label}) {dtype} on {backend.id}"
         with failures.check(what), np.errstate(all="ignore"):
@@ -504,12 +498,35 @@ def check_implementation(
                         what=f"{what} [result {i}] vs the float64 reference",
                     )
     failures.raise_if_any(f"{name} vs the contract: ")
+    _require_calls(name, op, checked, min_calls)
+    return checked
+
+
+def _accepted_calls(
+    op: str,
+    backend: Backend,
+    dtype: str,
+    rng: np.random.Generator,
+    accepts: Callable[[Any], bool] | None,
+) -> Iterator[tuple[str, tuple, dict, Any]]:
+    """The calls of the grid that ``accepts`` takes, as ``(label, args, kwargs, plan)`` (the
+    plan runs the generic implementation)."""
+    for label, args, kw in calls(op, backend, dtype, rng):
+        try:
+            plan = _plan(op, args, kw)
+        except ValueError:
+            continue  # e.g. a temperature shape that does not fit a 0-d input
+        if accepts is None or accepts(plan.call):
+            yield label, args, kw, plan
+
+
+def _require_calls(name: str, op: str, checked: int, min_calls: int) -> None:
+    """So that a narrow ``accepts`` cannot pass untested."""
     if checked < min_calls:
         raise AssertionError(
             f"{name} ({op}) served only {checked} calls of the grid (fewer than {min_calls}): "
             "it is not really checked"
         )
-    return checked
 
 
 def fast_path_params() -> list[Any]:

@@ -19,10 +19,15 @@ from xpsoftmax.testing.gradients import DIFFERENTIABLE
 OPS = _registry.OPS  # every public operation
 
 
-def _usable(backend: Backend) -> None:
+def _usable(backend: Backend, entry: Any = None) -> None:
+    """Skip (with the reason) where the backend, or the entry's optional dependency (numba,
+    triton), is not here."""
     reason = backend.probe()
     if reason is not None:
         pytest.skip(f"{backend.id}: {reason}")
+    reason = None if entry is None else entry.unavailable()
+    if reason is not None:
+        pytest.skip(f"{entry.name}: {reason}")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -35,7 +40,7 @@ def test_function_conforms(op: str, backend: Backend, dtype: str) -> None:
 @pytest.mark.parametrize(("entry", "backend", "dtype"), fast_path_params())
 def test_fast_path_conforms(entry: Any, backend: Backend, dtype: str) -> None:
     """Each registered fast path on the calls it accepts, run through the entry itself."""
-    _usable(backend)
+    _usable(backend, entry)
 
     fast = through_entry(entry)
     check_implementation(entry.op, fast, backend, dtype, accepts=entry.accepts)
@@ -53,7 +58,7 @@ def test_function_gradients(op: str, ad_backend: Backend) -> None:
 )
 def test_fast_path_gradients(entry: Any, backend: Backend, dtype: str) -> None:
     """Each registered fast path's gradients on the calls it accepts, through the entry."""
-    _usable(backend)
+    _usable(backend, entry)
 
     fast = through_entry(entry)
     check_gradients(entry.op, fast, backend, dtype, accepts=entry.accepts)

@@ -253,10 +253,11 @@ def _cross_entropy(
         # ignored there (as -1, which no class is; ignore_index itself may not fit int64) and
         # NaN here. All -inf rows are replaced by zeros (inf loss below).
         t_safe = torch.where(valid, t, -1)
-        # Ignored entries' logits become zeros too: a NaN or inf there would reach the
-        # gradient as 0 * NaN through the kernel's backward.
-        xs = torch.where(ignored.unsqueeze(class_dim), 0.0, xs)
-        xs, dead = _safe_rows(xs, class_dim)
+        # Ignored entries' logits become zeros too, in the same pass: a NaN or inf there
+        # would reach the gradient as 0 * NaN through the kernel's backward.
+        dead = torch.amax(xs, dim=class_dim, keepdim=True) == -math.inf
+        zero = torch.zeros((), dtype=xs.dtype, device=xs.device)
+        xs = torch.where(dead | ignored.unsqueeze(class_dim), zero, xs)
         per = F.cross_entropy(
             xs,
             t_safe,

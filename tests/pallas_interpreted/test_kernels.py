@@ -17,8 +17,11 @@ pytest.importorskip("jax.experimental.pallas")
 import jax.numpy as jnp  # noqa: E402
 
 import xpsoftmax as xs  # noqa: E402
-from xpsoftmax.testing import BY_ID, check_implementation  # noqa: E402
-from xpsoftmax.testing.conformance import _plan  # noqa: E402
+from xpsoftmax.testing import BY_ID, check_gradients, check_implementation  # noqa: E402
+from xpsoftmax.testing.conformance import _plan, through_entry  # noqa: E402
+from xpsoftmax.testing.gradients import DIFFERENTIABLE  # noqa: E402
+
+from xpsoftmax.backends.jax.pallas.entries import OPT_IN  # noqa: E402  # isort: skip
 
 PALLAS = "jax.pallas"
 OPS = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad")
@@ -40,14 +43,19 @@ def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_opt_in_only(op: str) -> None:
-    """Every operation, cross_entropy_with_grad too (no other JAX entry serves it: a low
-    priority alone let the kernels serve it by default)."""
+def test_default_or_opt_in(op: str) -> None:
+    """logsumexp and cross-entropy (cross_entropy_with_grad too) serve by default; softmax and
+    log_softmax only when picked (a low priority alone once let a kernel serve by default)."""
     entries = _entries()
-    assert set(entries) == set(OPS) and entries[op].opt_in
+    assert set(entries) == set(OPS)
     x = jnp.zeros((2, 3), dtype=jnp.float32)
     args = (x, jnp.array([0, 2])) if op.startswith("cross") else (x,)
-    assert xs.which(op, *args) != PALLAS
+    if op in ("softmax", "log_softmax"):
+        assert entries[op].opt_in
+        assert xs.which(op, *args) != PALLAS
+    else:
+        assert not entries[op].opt_in
+        assert xs.which(op, *args) == PALLAS
     with xs.use(PALLAS):
         assert xs.which(op, *args) == PALLAS
 
@@ -63,6 +71,16 @@ def test_kernel_conforms(op: str, dtype: str, layout: str) -> None:
 
     fast.__name__ = f"{PALLAS}[{layout}]"
     assert check_implementation(op, fast, BY_ID["jax:cpu"], dtype, accepts=entry.accepts) > 0
+
+
+@pytest.mark.parametrize("op", [op for op in DIFFERENTIABLE if op not in OPT_IN])
+def test_kernel_gradients(op: str) -> None:
+    """The kit's gradient grid through each entry that serves by default, float32 (as the
+    Triton entries': the grid's empty inputs once found those answered outside torch's
+    graph). The opt-in kernels' gradients: the hand-written test below (a minute of CI
+    spared)."""
+    entry = _entries()[op]
+    check_gradients(op, through_entry(entry), BY_ID["jax:cpu"], "float32", accepts=entry.accepts)
 
 
 @pytest.mark.parametrize("op", OPS[:3])

@@ -38,6 +38,7 @@ import torch
 from xpsoftmax import _generic, _rows
 from xpsoftmax._checks import CrossEntropySettings, Temperature, reduced_shape
 from xpsoftmax._registry import register
+from xpsoftmax.backends.torch import tied
 from xpsoftmax.backends.torch import transformed as _transformed
 from xpsoftmax.backends.torch.triton import available, interpreting
 
@@ -77,8 +78,8 @@ def _normalize(
     if _transformed(x):
         generic = _generic.log_softmax if log else _generic.softmax
         return generic(xp, x, axes, temperature=temperature, where=None)
-    if x.numel() == 0:
-        return torch.zeros_like(x)
+    if x.numel() == 0:  # no kernel to launch; the result still joins x's graph
+        return tied(torch.zeros_like(x), x)
     from xpsoftmax.backends.torch.triton import ops
 
     return ops.normalize(
@@ -127,7 +128,7 @@ def logsumexp(
             xp, x, axes, keepdims=keepdims, b=b, return_sign=return_sign, where=where
         )
     if math.prod([x.shape[a] for a in axes]) == 0:  # an empty sum: -inf
-        return torch.full(shape, -math.inf, dtype=torch.float32, device=x.device)
+        return tied(torch.full(shape, -math.inf, dtype=torch.float32, device=x.device), x)
     from xpsoftmax.backends.torch.triton import ops
 
     return ops.logsumexp_rows(_rows.as_rows(x, axes)).reshape(shape)

@@ -73,17 +73,18 @@ def _log_sum(x: Any, shift: Any, axes: tuple[int, ...], inv_t: float) -> tuple[A
     ``log(1.0) = 0`` (as ``_generic._log_total``); elsewhere ``log(s)`` is as accurate.
 
     Each sum is a single reduction that XLA's CPU backend fuses whole with its elementwise
-    input: the indicator ``[z == 0]`` is arithmetic, ``max(1 + z * big, 0)`` (1 at 0, 0 at
-    -1/big and below; in between ``exp(z)`` rounds to 1, so ``s >= 2`` takes ``log(s)``
-    there), and the rest's ``z`` is spelled
+    input: the indicator ``[z == 0]`` is arithmetic, ``max(1 + d * big, 0)`` for
+    ``d = x - shift`` (1 at 0, 0 at -1/big and below; in between ``exp(z)`` rounds to 1, so
+    ``s >= 2`` takes ``log(s)`` there), and the rest's ``d`` is spelled
     ``x + (-shift)`` so that the two reductions share no full-size intermediate. A compare
     in the loop, or an intermediate shared by two reductions (which XLA then writes to
     memory), made logsumexp 3-6x slower than ``jax.nn.logsumexp`` on CPU (jax 0.10).
     """
     s = jnp.sum(jnp.exp(_times(x - shift, inv_t)), axis=axes, keepdims=True)
-    z = _times(x + (-shift), inv_t)
-    top = jnp.maximum(1.0 + z * jnp.finfo(z.dtype).max, 0.0)
-    rest = jnp.sum(jnp.exp(z) - top, axis=axes, keepdims=True)
+    d = x + (-shift)
+    # From d, not z: under jit XLA folds (d / T) * big into d * inf, NaN at the maxima.
+    top = jnp.maximum(1.0 + d * jnp.finfo(d.dtype).max, 0.0)
+    rest = jnp.sum(jnp.exp(_times(d, inv_t)) - top, axis=axes, keepdims=True)
     return jnp.where(s >= 1.5, jnp.log(s), jnp.log1p(rest)), s
 
 

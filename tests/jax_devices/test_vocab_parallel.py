@@ -105,10 +105,13 @@ def test_cross_entropy_equals_the_unsharded(
     rng = np.random.default_rng(0)
     full, sharded = _ce_case(mesh, kind, opts, dtype, rng)
     tol = {"float64": 1e-12, "float32": 2e-5, "bfloat16": 2e-5}[dtype]
+    # Eager shard_map runs (and compiles) each operation on its own, about 10 s a call on 2
+    # cores: the default options run eagerly, the others as one program (as training does).
+    forward = sharded if not opts else jax.jit(sharded)
     for edges in (False, True):
         z = jnp.asarray(_logits(rng, edges), dtype)
         with jax.set_mesh(mesh):
-            got = sharded(_put(mesh, z, P(None, "v")))
+            got = forward(_put(mesh, z, P(None, "v")))
         ref = full(z)
         assert got.dtype == ref.dtype
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol, equal_nan=True)
@@ -143,7 +146,7 @@ def test_logsumexp_equals_the_unsharded(mesh: Any, axis: int, keepdims: bool) ->
     np.testing.assert_allclose(got, ref, rtol=1e-12, equal_nan=True)
     finite = jnp.asarray(_logits(rng, edges=False) if axis == -1 else _logits(rng, False).T)
     with jax.set_mesh(mesh):
-        g = jax.grad(lambda x: jnp.sum(f(x) ** 2))(_put(mesh, finite, spec))
+        g = jax.jit(jax.grad(lambda x: jnp.sum(f(x) ** 2)))(_put(mesh, finite, spec))
     ref_g = jax.grad(lambda x: jnp.sum(xs.logsumexp(x, axis=axis, keepdims=keepdims) ** 2))(finite)
     np.testing.assert_allclose(g, ref_g, rtol=1e-12, atol=1e-14)
 
@@ -184,6 +187,6 @@ def test_rows_sharded_too() -> None:
         out_specs=P("d"),
     )
     with jax.set_mesh(mesh):
-        got = f(_put(mesh, z, P("d", "v")), _put(mesh, t, P("d")))
+        got = jax.jit(f)(_put(mesh, z, P("d", "v")), _put(mesh, t, P("d")))
     ref = xs.cross_entropy(jnp.asarray(z), jnp.asarray(t), reduction="none")
     np.testing.assert_allclose(got, ref, rtol=1e-12)

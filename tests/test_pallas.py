@@ -19,12 +19,23 @@ import xpsoftmax as xs  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_interpreted_kernels() -> None:
+# The interpreted suite in three processes of about three minutes each (pytest-xdist runs them
+# beside the rest, where one of nine minutes was the run's tail): the kit's grid through each
+# kernel in each layout, and the rest.
+PARTS = {
+    "one_pass": "test_kernel_conforms and one_pass",
+    "chunks": "test_kernel_conforms and chunks",
+    "rules": "not test_kernel_conforms",
+}
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_interpreted_kernels(part: str) -> None:
     pytest.importorskip("jax.experimental.pallas")
     env = {**os.environ, "XPSOFTMAX_PALLAS_INTERPRET": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         str(ROOT / "tests" / "pallas_interpreted")],
+         "-k", PARTS[part], str(ROOT / "tests" / "pallas_interpreted")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]

@@ -523,12 +523,36 @@ class Backend:
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """This backend's array -> NumPy float64 (or the integer/bool dtype it holds)."""
-        return _adapter(self.library).to_numpy(x)
+        seen = getattr(_converted, "arrays", None)
+        if seen is None:
+            return _adapter(self.library).to_numpy(x)
+        hit = seen.get(id(x))
+        if hit is None or hit[0] is not x:
+            hit = seen[id(x)] = (x, _adapter(self.library).to_numpy(x))
+        return hit[1]
 
     def numpy_float(self, x: Any) -> np.ndarray:
         """:meth:`to_numpy`, with floating results in float64."""
         out = self.to_numpy(x)
         return out.astype(np.float64) if out.dtype.kind == "f" else out
+
+
+_converted = threading.local()
+
+
+@contextlib.contextmanager
+def converting_once() -> Iterator[None]:
+    """Within, :meth:`Backend.to_numpy` converts each array once and hands out that copy
+    again (read it, do not write it): the kit reads one input or result several times (its
+    magnitude, the comparison with the generic path, the reference), and for a lazy library
+    each read would run the array's graph again. Per thread; the arrays are held until the
+    block ends."""
+    before = getattr(_converted, "arrays", None)
+    _converted.arrays = {}
+    try:
+        yield
+    finally:
+        _converted.arrays = before
 
 
 def _backend(lib: _libraries.Library, device: str) -> Backend:

@@ -230,3 +230,26 @@ def test_check_gradients_bad_arguments() -> None:
         check_gradients("cross_entropy_with_grad", xpsoftmax.softmax, BY_ID["numpy"])
     with pytest.raises(ValueError, match="backend must have autodiff"):
         check_gradients("softmax", xpsoftmax.softmax, BY_ID["numpy"])
+
+
+def test_jax_programs_dropped_near_the_mapping_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process near Linux's limit of memory mappings drops JAX's compiled programs (each
+    holds mappings of its own: a long eager JAX run crashed XLA at the limit); below half
+    the limit, or without JAX, nothing happens."""
+    import sys
+    import types
+
+    from xpsoftmax.testing import fixtures
+
+    cleared: list[int] = []
+    fake = types.SimpleNamespace(clear_caches=lambda: cleared.append(1))
+    monkeypatch.setitem(sys.modules, "jax", fake)
+    monkeypatch.setattr(fixtures, "_mappings", lambda: (40000, 65530))
+    assert fixtures._drop_jax_programs_if_crowded() and cleared == [1]
+    monkeypatch.setattr(fixtures, "_mappings", lambda: (30000, 65530))
+    assert not fixtures._drop_jax_programs_if_crowded() and cleared == [1]
+    monkeypatch.delitem(sys.modules, "jax")
+    monkeypatch.setattr(fixtures, "_mappings", lambda: (40000, 65530))
+    assert not fixtures._drop_jax_programs_if_crowded() and cleared == [1]
+    held = fixtures._mappings()  # this machine (Linux): real numbers
+    assert held is None or 0 < held[0] < held[1]

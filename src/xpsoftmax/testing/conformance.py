@@ -256,8 +256,8 @@ def _serves_generically(fn: Callable[..., Any], op: str, args: tuple, kw: dict) 
     """Whether ``fn`` is xpsoftmax's own public ``op`` and the registry serves this call with
     the generic implementation: the public function runs exactly the plan the kit has just
     run (``_checked_call(...).run()``), so its result is that one, and the kit does not
-    compute it twice (half the time of the grid on Dask and eager JAX, where most calls are
-    generic). Its values are still checked against the reference."""
+    compute it twice (on Dask and eager JAX most calls of the grid are generic). Its values
+    are still checked against the reference."""
     import xpsoftmax
     from xpsoftmax import _api
 

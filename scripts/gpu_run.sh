@@ -7,7 +7,7 @@
 #   bench.json   python -m xpsoftmax bench on the GPU libraries (fast, generic, own), float32
 #   bench.png    its chart
 #   bench-bf16.json  the same in bfloat16 on longer rows (BF16_SHAPE, default 4096x32768)
-#   tune.txt     scripts/tune_triton.py --defaults: the Triton kernels' GPU time apart from the
+#   tune.txt     scripts/tune_triton.py --defaults --host-profile: the Triton kernels' GPU time apart from the
 #                host's (CUDA graphs), beside torch's kernels
 # (install.txt, the editable install's log, is removed when the install worked: the lent
 # machine returns at most 8 files.)
@@ -74,7 +74,7 @@ python3 -m xpsoftmax bench "${bf16[@]}" --dtype bfloat16 --library torch --libra
   --library cupy --json "$OUT/bench-bf16.json" 2>&1 | tee -a "$OUT/bench.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || bench=1
 
-tune=(--defaults)
+tune=(--defaults --host-profile)
 [ -n "${QUICK:-}" ] && tune+=(--quick)
 timeout 300 python3 scripts/tune_triton.py "${tune[@]}" > "$OUT/tune.txt" 2>&1 || bench=1
 

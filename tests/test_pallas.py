@@ -117,3 +117,93 @@ def test_cross_entropy_lowers_for_cuda(
         ),
         x, codes, factor,
     )  # fmt: skip
+
+
+# --- a traced call on a machine with a GPU ------------------------------------------------------
+# A traced array has no device: the registry reads JAX's default backend, the GPU on a machine
+# with one, also for jax.jit of CPU arrays. The H100 run of 2026-11-27 found the Pallas entries
+# chosen there and failing to lower ("Only interpret mode is supported on CPU backend"); they
+# now leave the choice to the lowering (entries.on_cuda). Here the registry is put in that
+# machine's state: default backend "gpu", the Pallas entries available.
+@pytest.fixture
+def as_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    kernels = _pallas_kernels()
+    del kernels
+    import jax.numpy as jnp
+
+    from xpsoftmax import _registry
+
+    xs.softmax(jnp.zeros(2, dtype=jnp.float32))  # loads the JAX backend
+    for e in xs.fast_paths(library="jax"):
+        if e.name == "jax.pallas":
+            monkeypatch.setitem(_registry._UNAVAILABLE, (e.op, e.library, e.name), None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+
+
+def _ce_loss_and_grad(x: Any, t: Any) -> Any:
+    return jax.value_and_grad(lambda x: xs.cross_entropy(x, t, label_smoothing=0.1))(x)
+
+
+TRACED = {
+    "softmax": lambda x, t: xs.softmax(x, temperature=0.5),
+    "log_softmax": lambda x, t: xs.log_softmax(x),
+    "logsumexp": lambda x, t: xs.logsumexp(x, axis=-1),
+    "cross_entropy": lambda x, t: xs.cross_entropy(x, t, reduction="sum", z_loss=1e-4),
+    "cross_entropy_with_grad": lambda x, t: xs.cross_entropy_with_grad(x, t),
+    "cross_entropy, its gradient": _ce_loss_and_grad,
+}
+
+
+@pytest.mark.usefixtures("as_on_a_gpu_machine")
+@pytest.mark.parametrize("case", TRACED)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_traced_call_for_the_cpu_on_a_gpu_machine(case: str, dtype: str) -> None:
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 3, (4, 37)).astype(np.float32)
+    x[1] = -np.inf  # an all -inf row
+    x = jnp.asarray(x, dtype=dtype)
+    t = jnp.asarray([0, 5, -100, 36])
+    fn = TRACED[case]
+    with xs.use("jax.pallas"):  # softmax and log_softmax are opt-in
+        traced = jax.jit(fn).trace(x, t)
+        # The kernel where the program runs on the GPU ...
+        assert "triton" in traced.lower(lowering_platforms=("cuda",)).as_text()
+        # ... and a program the CPU runs, with the generic path's answers.
+        got = jax.jit(fn)(x, t)
+    with xs.force_generic():
+        want = fn(x, t)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        tol = 1e-5 if dtype == "float32" else 1e-2
+        np.testing.assert_allclose(
+            np.asarray(g, np.float32), np.asarray(w, np.float32), rtol=tol, atol=tol
+        )
+
+
+@pytest.mark.usefixtures("as_on_a_gpu_machine")
+def test_eager_transforms_read_the_arrays_device() -> None:
+    """grad, vmap and jvp outside jax.jit wrap the caller's array: its device decides (a CPU
+    array on a GPU machine keeps jax.custom_jvp); under jax.jit, the default backend."""
+    import jax.numpy as jnp
+
+    from xpsoftmax.backends.jax import device_kind
+
+    seen = []
+
+    def note(x: Any) -> Any:
+        seen.append(device_kind(x))
+        return x.sum()
+
+    x = jnp.ones((2, 3))
+    jax.grad(note)(x)
+    jax.vmap(note)(x)
+    jax.jvp(note, (x,), (x,))
+    jax.hessian(note)(x)
+    jax.grad(lambda x: jax.vmap(note)(x).sum())(x)
+    assert seen == ["cpu"] * 5
+    jax.jit(note)(x)
+    jax.jit(jax.grad(note))(x)
+    assert seen[5:] == ["gpu", "gpu"]

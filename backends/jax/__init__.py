@@ -32,7 +32,22 @@ import numpy as np
 FAST_PATH_MODULES = ("rules", "linear", "pallas.entries")
 
 
+def _underlying(x: Any) -> Any:
+    """The array under the tracers of eager transformations (grad, vmap and jvp outside
+    ``jax.jit`` wrap a concrete array: ``primal``, ``val``), or the innermost tracer."""
+    while isinstance(x, jax.core.Tracer):
+        inner = getattr(x, "primal", getattr(x, "val", None))
+        if not isinstance(inner, (jax.Array, jax.core.Tracer)):
+            return x
+        x = inner
+    return x
+
+
 def device_kind(x: Any) -> str:
+    """The platform of ``x``'s device. A traced array under ``jax.jit`` has none: JAX's default
+    backend then (the fast paths that serve a single platform decide again when the program
+    is lowered, see ``pallas.entries.on_cuda``)."""
+    x = _underlying(x)
     if isinstance(x, jax.core.Tracer):
         return jax.default_backend()
     try:

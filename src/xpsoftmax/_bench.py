@@ -219,14 +219,21 @@ def _own(b: Backend, op: str) -> Callable[..., Any] | None:
 
 
 def _ours(b: Backend, op: str) -> Callable[..., Any]:
-    """xpsoftmax's ``op`` taking ``(x, target)``; the gradient by the library's autodiff."""
+    """xpsoftmax's ``op`` taking ``(x, target)``; the gradient by the library's autodiff.
+
+    A new function on each call: ``jax.jit`` keeps one trace per function, whatever the
+    registry's state, so the generic run given the fast run's function would time the fast
+    path's program (the bench's JAX cross-entropy did, up to 2026-11-27).
+    """
     if op == "cross_entropy+grad":
-        return b.value_and_grad(_api.cross_entropy) if b.autodiff else _api.cross_entropy_with_grad
+        if b.autodiff:
+            return b.value_and_grad(lambda x, t: _api.cross_entropy(x, t))
+        return lambda x, t: _api.cross_entropy_with_grad(x, t)
     return {
         "softmax": lambda x, t: _api.softmax(x),
         "log_softmax": lambda x, t: _api.log_softmax(x),
         "logsumexp": lambda x, t: _api.logsumexp(x, axis=-1),
-        "cross_entropy": _api.cross_entropy,
+        "cross_entropy": lambda x, t: _api.cross_entropy(x, t),
     }[op]
 
 

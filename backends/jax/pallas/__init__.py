@@ -34,6 +34,10 @@ def available() -> str | None:
         return None
     import jax
 
+    # Older JAX lowers every branch of lax.platform_dependent (jax-ml/jax#28607), and the
+    # entries rely on it to keep a traced call for the CPU away from the kernels.
+    if tuple(int(p) for p in jax.__version__.split(".")[:3] if p.isdigit()) < (0, 6, 1):
+        return f"JAX {jax.__version__} lowers every platform's branch (0.6.1 or newer needed)"
     try:
         jax.devices("gpu")
     except RuntimeError:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from xpsoftmax import _generic, _rows
 from xpsoftmax._checks import CrossEntropySettings, Temperature, reduced_shape, target_masks
 from xpsoftmax._registry import Call, register
+from xpsoftmax.backends.jax import rules
 from xpsoftmax.backends.jax.pallas import available, interpreting
 
 _DESCRIPTION = "trailing axes, where=None, scalar temperature > 0"
@@ -55,14 +56,42 @@ def _entry(op: str, supports: Any, description: str = _DESCRIPTION) -> Any:
     )
 
 
+def on_cuda(kernel_path: Any, elsewhere: Any, *arrays: Any) -> Any:
+    """``kernel_path(*arrays)`` where the program runs on a CUDA GPU, ``elsewhere(*arrays)``
+    on any other platform.
+
+    The registry picks these entries by the input's device, which a traced array does not
+    have: it reads JAX's default backend, the GPU on a machine that has one, also for
+    ``jax.jit`` of CPU arrays (whose Pallas calls cannot lower: "Only interpret mode is
+    supported on CPU backend"). So a traced call leaves the choice to the lowering:
+    ``lax.platform_dependent`` lowers only the branch of the platform compiled for (JAX >=
+    0.6.1, which :func:`xpsoftmax.backends.jax.pallas.available` requires). ``elsewhere`` is
+    the entry that serves below this one; its results take the kernel's dtypes, so that the
+    two branches agree.
+    """
+    if interpreting() or not any(isinstance(a, jax.core.Tracer) for a in arrays):
+        return kernel_path(*arrays)
+    shapes = jax.eval_shape(kernel_path, *arrays)
+
+    def other(*args: Any) -> Any:
+        return jax.tree.map(lambda r, s: r.astype(s.dtype), elsewhere(*args), shapes)
+
+    return jax.lax.platform_dependent(*arrays, cuda=kernel_path, default=other)
+
+
 def _normalize(x: Any, axes: tuple[int, ...], temperature: Temperature, log: bool) -> Any:
     if x.size == 0:
         return jnp.zeros_like(x)
     from xpsoftmax.backends.jax.pallas import kernels
 
-    return kernels.normalize(
-        _rows.as_rows(x, axes), _rows.scalar_temperature(temperature), log
-    ).reshape(x.shape)
+    def kernel_path(x: Any) -> Any:
+        t = _rows.scalar_temperature(temperature)
+        return kernels.normalize(_rows.as_rows(x, axes), t, log).reshape(x.shape)
+
+    below = rules.log_softmax if log else rules.softmax
+    return on_cuda(
+        kernel_path, lambda x: below(jnp, x, axes, temperature=temperature, where=None), x
+    )
 
 
 @_entry("softmax", lambda c: _rows.normalization_ok(c, LONG_ROW))
@@ -93,7 +122,12 @@ def logsumexp(
         return jnp.full(shape, -math.inf, dtype=jnp.float32)
     from xpsoftmax.backends.jax.pallas import kernels
 
-    return kernels.logsumexp(_rows.as_rows(x, axes)).reshape(shape)
+    def below(x: Any) -> Any:
+        return rules.logsumexp(
+            jnp, x, axes, keepdims=keepdims, b=None, return_sign=False, where=None
+        )
+
+    return on_cuda(lambda x: kernels.logsumexp(_rows.as_rows(x, axes)).reshape(shape), below, x)
 
 
 # --- cross-entropy with class indices, no class weights ---------------------------------------
@@ -153,7 +187,11 @@ def cross_entropy(
 ) -> Any:
     if logits.size == 0:
         return _generic.cross_entropy(jnp, logits, target, axis, options)
-    return _fused(logits, target, options)
+    return on_cuda(
+        lambda x, t: _fused(x, t, options),
+        lambda x, t: rules.cross_entropy(jnp, x, t, axis, options),
+        logits, target,
+    )  # fmt: skip
 
 
 @_entry("cross_entropy_with_grad", _ce_ok, _CE)
@@ -162,4 +200,8 @@ def cross_entropy_with_grad(
 ) -> Any:
     if logits.size == 0:
         return _generic.cross_entropy_with_grad(jnp, logits, target, axis, options)
-    return _ce(logits, target, options, with_grad=True)
+    return on_cuda(
+        lambda x, t: _ce(x, t, options, with_grad=True),
+        lambda x, t: _generic.cross_entropy_with_grad(jnp, x, t, axis, options),
+        logits, target,
+    )  # fmt: skip

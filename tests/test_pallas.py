@@ -164,8 +164,10 @@ def test_traced_call_for_the_cpu_on_a_gpu_machine(case: str, dtype: str) -> None
     rng = np.random.default_rng(7)
     x = rng.normal(0, 3, (4, 37)).astype(np.float32)
     x[1] = -np.inf  # an all -inf row
-    x = jnp.asarray(x, dtype=dtype)
-    t = jnp.asarray([0, 5, -100, 36])
+    # On the CPU device explicitly: a GPU machine's default device is its GPU.
+    cpu = jax.devices("cpu")[0]
+    x = jax.device_put(jnp.asarray(x, dtype=dtype), cpu)
+    t = jax.device_put(jnp.asarray([0, 5, -100, 36]), cpu)
     fn = TRACED[case]
     with xs.use("jax.pallas"):  # softmax and log_softmax are opt-in
         traced = jax.jit(fn).trace(x, t)

@@ -40,6 +40,15 @@ def test_entries_registered() -> None:
     assert all(e.unavailable() is None and "cpu" in e.devices for e in ENTRIES.values())
 
 
+def test_block_is_the_next_power_of_two() -> None:
+    """``ops.config`` computes Triton's ``next_power_of_2`` itself (cheaper on the host)."""
+    import triton
+
+    for n in [*range(0, 2100), 4095, 4096, 4097, 32767, 32768]:
+        block, one_pass, _ = ops.config(n)
+        assert one_pass and block == triton.next_power_of_2(max(n, 1)), n
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("op", OPS)
 def test_kernel_conforms(op: str, dtype: str, layout: str) -> None:

@@ -183,3 +183,32 @@ def test_the_lm_head_benchmarks_run(backend: str) -> None:
         assert bench.track_peak_memory(*combo) >= 0
         ran += 1
     assert ran >= 2
+
+
+@pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
+def test_generic_runs_are_generic(pass_: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 'generic' benchmark reaches the registry with the generic path forced, after the
+    'fast' one in the same process: jax.jit keeps one trace per function, and the suite once
+    jitted xs.cross_entropy itself for both (the generic column timed the fast path)."""
+    pytest.importorskip("jax")
+    from xpsoftmax import _registry
+
+    module = importlib.import_module(f"{_package()}.cross_entropy")
+    forced = []  # for each dispatch: whether the generic path was forced
+    select = _registry.select
+
+    def noting(call):
+        forced.append(_registry.generic_forced())
+        return select(call)
+
+    monkeypatch.setattr(_registry, "select", noting)
+    for impl in ("fast", "generic"):
+        forced.clear()
+        bench = module.CrossEntropy()
+        combo = ("jax:cpu", impl, TINY, "float32", pass_)
+        bench.setup(*combo)
+        try:
+            bench.run()
+        finally:
+            bench.teardown(*combo)
+        assert forced and all(f == (impl == "generic") for f in forced), (impl, forced)

@@ -199,7 +199,7 @@ def test_eager_transforms_read_the_arrays_device() -> None:
         seen.append(device_kind(x))
         return x.sum()
 
-    x = jnp.ones((2, 3))
+    x = jax.device_put(jnp.ones((2, 3)), jax.devices("cpu")[0])  # a GPU machine's default: GPU
     jax.grad(note)(x)
     jax.vmap(note)(x)
     jax.jvp(note, (x,), (x,))

@@ -219,21 +219,14 @@ def _own(b: Backend, op: str) -> Callable[..., Any] | None:
 
 
 def _ours(b: Backend, op: str) -> Callable[..., Any]:
-    """xpsoftmax's ``op`` taking ``(x, target)``; the gradient by the library's autodiff.
-
-    A new function on each call: ``jax.jit`` keeps one trace per function, whatever the
-    registry's state, so the generic run given the fast run's function would time the fast
-    path's program (the bench's JAX cross-entropy did, up to 2026-11-27).
-    """
+    """xpsoftmax's ``op`` taking ``(x, target)``; the gradient by the library's autodiff."""
     if op == "cross_entropy+grad":
-        if b.autodiff:
-            return b.value_and_grad(lambda x, t: _api.cross_entropy(x, t))
-        return lambda x, t: _api.cross_entropy_with_grad(x, t)
+        return b.value_and_grad(_api.cross_entropy) if b.autodiff else _api.cross_entropy_with_grad
     return {
         "softmax": lambda x, t: _api.softmax(x),
         "log_softmax": lambda x, t: _api.log_softmax(x),
         "logsumexp": lambda x, t: _api.logsumexp(x, axis=-1),
-        "cross_entropy": lambda x, t: _api.cross_entropy(x, t),
+        "cross_entropy": _api.cross_entropy,
     }[op]
 
 
@@ -450,11 +443,19 @@ def _measure_baselines(
 
 
 # --- timing one backend ----------------------------------------------------------------------
+def _own_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as a new function object (for :func:`_timed`)."""
+    return lambda *args: fn(*args)
+
+
 def _timed(
     b: Backend, fn: Callable[..., Any], impl: str, args: tuple[Any, Any], repeats: int
 ) -> tuple[Timing, int]:
     """The timing of one synchronised call of ``fn(*args)`` and the bytes it returns."""
-    fn = b.jit(fn)
+    # A function of its own for each run: jax.jit keeps one trace per function, whatever the
+    # registry's state, so the generic run of a function the fast run jitted too would time
+    # the fast path's program (the JAX cross-entropy's generic column did, until 2026-11-27).
+    fn = b.jit(_own_function(fn))
     context = _registry.force_generic if impl == "generic" else contextlib.nullcontext
 
     def run() -> Any:

@@ -256,6 +256,38 @@ def test_jax_grad_equals_the_full_logits(reduction: str, options: dict, chunks: 
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
 
 
+_SCAN_CASES = [
+    *[("float32", 9, r, o) for r in REDUCTIONS for o in OPTIONS],
+    *[("bfloat16", 9, r, {}) for r in REDUCTIONS],
+    ("float32", 8, "mean", {"label_smoothing": 0.1}),  # no tail after the scan
+]
+
+
+@pytest.mark.skipif(not HAS_JAX, reason="jax is not installed")
+@pytest.mark.parametrize(("dtype", "rows", "reduction", "options"), _SCAN_CASES)
+def test_jax_scan_equals_the_loop(dtype: str, rows: int, reduction: str, options: dict) -> None:
+    """The JAX entries run the chunks in a lax.scan where the call is traced and in the plain
+    loop where it is eager (a scan compiled a program per eager call): the same numbers. In
+    chunks of 4 rows: a first chunk, the scanned ones, a tail (9 rows) or none (8)."""
+    import jax
+    import jax.numpy as jnp
+
+    h, w, b, t = (jnp.asarray(a) for a in _layer(np.random.default_rng(6), rows=rows))
+    h, w, b = (a.astype(dtype) for a in (h, w, b))
+    kw = _options(options, reduction, lambda a: jnp.asarray(a, dtype))
+
+    def with_grad(h: Any, w: Any, b: Any) -> Any:
+        return xs.linear_cross_entropy_with_grad(h, w, t, bias=b, chunk_size=4, **kw)
+
+    assert xs.which("linear_cross_entropy_with_grad", h, w, t, bias=b, **kw) == "jax.linear_scan"
+    assert " scan[" in str(jax.make_jaxpr(with_grad)(h, w, b))
+    tol = 1e-6 if dtype == "float32" else 1e-2
+    for traced, eager in zip(jax.jit(with_grad)(h, w, b), with_grad(h, w, b), strict=True):
+        np.testing.assert_allclose(
+            np.asarray(traced, np.float32), np.asarray(eager, np.float32), rtol=tol, atol=tol
+        )
+
+
 @pytest.mark.skipif(not HAS_JAX, reason="jax is not installed")
 def test_jax_keeps_no_logits_for_backward() -> None:
     """No array of the full logits' shape in the differentiated program (the unfused one has

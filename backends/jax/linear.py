@@ -7,8 +7,8 @@ by the cotangent. For ``reduction="none"`` the cotangent weighs each row: the re
 the inputs and the backward pass computes the gradients then. The chunks run in a
 ``lax.scan`` (the rows that do not fill a last chunk after it), so that XLA keeps one chunk's
 buffers alive at a time: a Python loop, which ``jit`` unrolls, let XLA schedule every chunk's
-logits at once (3.8x the logits' memory, measured). Reverse mode only (``custom_vjp``):
-``jax.jvp`` through it raises.
+logits at once (3.8x the logits' memory, measured). Eager calls take that loop (see
+:func:`_parts`). Reverse mode only (``custom_vjp``): ``jax.jvp`` through it raises.
 """
 
 from __future__ import annotations
@@ -75,8 +75,22 @@ def _scan_chunks(
     return _linear.RowChunk(per, jnp.concatenate([dh, tail.dh]), every.dw + tail.dw, db)
 
 
-def _parts(*args: Any, **kw: Any) -> _linear.Parts:
-    return _linear.parts(jnp, *args, loop=_scan_chunks, **kw)
+def _traced(h: Any, w: Any, b: Any, target: Any, o: CrossEntropySettings) -> bool:
+    """Whether any array of the call is a tracer (jit, grad, vmap...)."""
+    arrays = (h, w, b, target, o.weight, o.temperature.value)
+    return any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def _parts(
+    h: Any, w: Any, b: Any, target: Any, axis: int, o: CrossEntropySettings, *args: Any, **kw: Any
+) -> _linear.Parts:
+    """``_linear.parts`` with the chunks in a ``lax.scan`` where the call is traced. An eager
+    call takes the plain loop: its operations run one by one, one chunk's logits alive at a
+    time, while a scan would compile a program on every call (its body closes over the
+    call's arrays: about a second per call on a 2-core CPU, the kit's grid 140-180 s per
+    dtype). The two sum the chunks in the same order."""
+    loop = _scan_chunks if _traced(h, w, b, target, o) else _linear.each_chunk
+    return _linear.parts(jnp, h, w, b, target, axis, o, *args, loop=loop, **kw)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))

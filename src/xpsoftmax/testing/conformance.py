@@ -230,7 +230,22 @@ def calls(
         (f"{label} [{layout}]", args, kw)
         for layout in b.layouts
         for label, args, kw in _in_layout(b, layout, grid(b, dtype, rng))
+        if layout == b.layouts[0] or _chunked_otherwise(b, b.layouts[0], (*args, *kw.values()))
     )
+
+
+def _chunked_otherwise(b: Backend, first: str, arrays: tuple) -> bool:
+    """Whether some array is chunked otherwise than the ``first`` layout chunks it: a call
+    whose arrays are all alike (Dask's 0-d and 1-d arrays, a class axis of one) would repeat
+    one already run."""
+    for a in arrays:
+        chunks = getattr(a, "chunks", None)
+        if chunks is None or not hasattr(a, "shape"):
+            continue
+        with b.layout(first):
+            if b.asarray(np.zeros(a.shape, dtype=np.float32)).chunks != chunks:
+                return True
+    return False
 
 
 def _in_layout(b: Backend, layout: str, grid: Iterator[Any]) -> Iterator[Any]:

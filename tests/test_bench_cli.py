@@ -415,21 +415,12 @@ def test_own_and_ours_agree(backend: Backend, op: str) -> None:
 )
 @pytest.mark.parametrize("op", _bench.OPS)
 def test_bench_generic_run_is_generic(
-    backend: Backend, op: str, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, op: str, forced_at_each_dispatch: list[bool]
 ) -> None:
     """The 'generic' run reaches the registry with the generic path forced, after the 'fast'
     run of the same op: jax.jit keeps one trace per function, so a function shared by the two
     runs timed the fast path's program twice (the JAX cross-entropy's, until 2026-11-27)."""
-    from xpsoftmax import _registry
-
-    forced = []  # for each dispatch: whether the generic path was forced
-    select = _registry.select
-
-    def noting(call: Any) -> Any:
-        forced.append(_registry.generic_forced())
-        return select(call)
-
-    monkeypatch.setattr(_registry, "select", noting)
+    forced = forced_at_each_dispatch
     x, target = _bench._inputs(backend, (8, 16))
     arg = backend.requires_grad(x) if op.endswith("+grad") else x
     _bench._timed(backend, _bench._ours(backend, op), "fast", (arg, target), 1)

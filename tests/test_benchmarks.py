@@ -186,22 +186,13 @@ def test_the_lm_head_benchmarks_run(backend: str) -> None:
 
 
 @pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
-def test_generic_runs_are_generic(pass_: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generic_runs_are_generic(pass_: str, forced_at_each_dispatch: list) -> None:
     """The 'generic' benchmark reaches the registry with the generic path forced, after the
     'fast' one in the same process: jax.jit keeps one trace per function, and the suite once
     jitted xs.cross_entropy itself for both (the generic column timed the fast path)."""
     pytest.importorskip("jax")
-    from xpsoftmax import _registry
-
     module = importlib.import_module(f"{_package()}.cross_entropy")
-    forced = []  # for each dispatch: whether the generic path was forced
-    select = _registry.select
-
-    def noting(call):
-        forced.append(_registry.generic_forced())
-        return select(call)
-
-    monkeypatch.setattr(_registry, "select", noting)
+    forced = forced_at_each_dispatch
     for impl in ("fast", "generic"):
         forced.clear()
         bench = module.CrossEntropy()

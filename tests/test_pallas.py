@@ -127,8 +127,7 @@ def test_cross_entropy_lowers_for_cuda(
 # machine's state: default backend "gpu", the Pallas entries available.
 @pytest.fixture
 def as_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    kernels = _pallas_kernels()
-    del kernels
+    _pallas_kernels()  # skips where Pallas is missing or interpreting
     import jax.numpy as jnp
 
     from xpsoftmax import _registry

@@ -8,7 +8,7 @@
 #   bench.png    its chart
 #   bench-bf16.json  the same in bfloat16 on longer rows (BF16_SHAPE, default 4096x32768)
 #   tune.txt     scripts/tune_triton.py --defaults --host-profile: the Triton kernels' GPU time apart from the
-#                host's (CUDA graphs), beside torch's kernels
+#                host's (CUDA graphs), beside torch's kernels; then --peers (torch.compile, Liger)
 # (install.txt, the editable install's log, is removed when the install worked: the lent
 # machine returns at most 8 files.)
 #
@@ -77,6 +77,10 @@ python3 -m xpsoftmax bench "${bf16[@]}" --dtype bfloat16 --library torch --libra
 tune=(--defaults --host-profile)
 [ -n "${QUICK:-}" ] && tune+=(--quick)
 timeout 300 python3 scripts/tune_triton.py "${tune[@]}" > "$OUT/tune.txt" 2>&1 || bench=1
+# The peers the GPU goals name, on the two float32 shapes (Inductor compiles each function
+# first): torch.compile, and Liger-Kernel where its wheel was carried. Appended to tune.txt:
+# the lent machine returns at most 8 files.
+timeout 240 python3 scripts/tune_triton.py --defaults --peers --quick >> "$OUT/tune.txt" 2>&1 || bench=1
 
 echo "tests exit $tests, bench exit $bench" | tee -a "$OUT/device.txt"
 [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]

@@ -14,6 +14,12 @@ traffic; the kernels read them twice). Three times per row, each the median afte
 * ``gpu``: the same call replayed from a CUDA graph (the kernels alone, as in a training step
   whose host runs ahead of its GPU); the fraction of the copy printed is this one's;
 * ``host``: the host's microseconds per call, 50 calls queued without waiting.
+
+``--peers`` also times the other implementations the GPU goals name, where they import:
+``torch.compile`` of torch's own functions and Liger-Kernel's softmax and cross-entropy (a
+wheel carried to the lent machine: README, "GPU"). A call that a CUDA graph cannot capture
+(Liger's cross-entropy reads a value back to the host) is timed by torch.profiler's kernel
+times instead.
 """
 
 from __future__ import annotations
@@ -87,8 +93,25 @@ def host_us(fn: Callable[[], Any], calls: int = 50) -> float:
     return elapsed / calls * 1e6
 
 
+def kernels_ms(fn: Callable[[], Any], calls: int = 5) -> float:
+    """The GPU time of ``fn``'s kernels by torch.profiler: the sum of their durations per
+    call (for a call that a CUDA graph cannot capture)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    us = sum(getattr(e, "self_device_time_total", 0.0) for e in prof.key_averages())
+    return us / calls / 1e3
+
+
 def _measure(fn: Callable[[], Any], nbytes: int, copy_gbps: float) -> dict[str, float]:
     ms, gpu = median_ms(fn), graph_ms(fn)
+    if gpu != gpu:  # NaN: no CUDA graph
+        gpu = kernels_ms(fn)
     return dict(ms=ms, gpu_ms=gpu, host_us=host_us(fn), fraction=nbytes / gpu / 1e6 / copy_gbps)
 
 
@@ -158,6 +181,61 @@ def _ops(x: torch.Tensor, t: torch.Tensor, ours: bool) -> dict[str, tuple[Callab
     return found
 
 
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """What torch's own logsumexp and cross-entropy are given (16-bit rows in float32, as the
+    contract computes them)."""
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def _compiled_ops(
+    x: torch.Tensor, t: torch.Tensor, backend: str = "inductor"
+) -> dict[str, tuple[Callable[[], Any], int]]:
+    """torch's own functions through ``torch.compile`` (the upcast fused into the kernels)."""
+    nbytes = x.numel() * x.element_size()
+    softmax = torch.compile(lambda a: torch.softmax(a, -1), backend=backend)
+    log_softmax = torch.compile(lambda a: torch.log_softmax(a, -1), backend=backend)
+    logsumexp = torch.compile(lambda a: torch.logsumexp(_upcast(a), -1), backend=backend)
+    loss = torch.compile(lambda a, b: F.cross_entropy(_upcast(a), b), backend=backend)
+
+    def step() -> Any:
+        xg = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(xg, t), xg)
+        return g
+
+    return {
+        "softmax": (lambda: softmax(x), 2 * nbytes),
+        "log_softmax": (lambda: log_softmax(x), 2 * nbytes),
+        "logsumexp": (lambda: logsumexp(x), nbytes),
+        "ce_fwd_bwd": (step, 2 * nbytes),
+    }
+
+
+def _liger_ops(x: torch.Tensor, t: torch.Tensor) -> dict[str, tuple[Callable[[], Any], int]]:
+    """Liger-Kernel's softmax and cross-entropy training step (it has no log_softmax or
+    logsumexp); empty when it does not import."""
+    try:
+        from liger_kernel.transformers import LigerCrossEntropyLoss, LigerSoftmax
+    except ImportError:
+        return {}
+    nbytes = x.numel() * x.element_size()
+    softmax, loss = LigerSoftmax(), LigerCrossEntropyLoss()
+    # Liger's cross-entropy writes the gradient over its input: a copy of its own, reused.
+    own = x.clone()
+
+    def step() -> Any:
+        xg = own.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(xg, t), xg)
+        return g
+
+    return {"softmax": (lambda: softmax(x), 2 * nbytes), "ce_fwd_bwd": (step, 2 * nbytes)}
+
+
+def _peers(x: torch.Tensor, t: torch.Tensor) -> dict[str, dict[str, Any]]:
+    """``{implementation: _ops-like table}`` of the peers ``--peers`` adds."""
+    found = {"torch.compile": _compiled_ops(x, t), "liger": _liger_ops(x, t)}
+    return {name: table for name, table in found.items() if table}
+
+
 def _variants(n: int) -> list[dict[str, int]]:
     """Rows held on chip at three warp counts, and rows read in chunks of three sizes."""
     chunked = [
@@ -175,14 +253,15 @@ def _best(rows: list[dict[str, Any]]) -> None:
     print("\nbest settings (GPU time, fraction of the copy)")
     for key in dict.fromkeys((r["shape"], r["op"]) for r in rows):
         mine = [r for r in rows if (r["shape"], r["op"]) == key]
-        torch_row = next((r for r in mine if r["impl"] == "torch"), None)
+        others = "  ".join(
+            f"{r['impl']} {r['fraction']:6.1%}" for r in mine if r["impl"] != "triton"
+        )
         ours = [r for r in mine if r["impl"] == "triton"]
         if not ours:
             continue
         best = min(ours, key=lambda r: r["gpu_ms"])
         setting = {k: best[k] for k in ("ONE_PASS_MAX", "CHUNK", "ENTRIES_PER_WARP")}
-        base = f"torch {torch_row['fraction']:6.1%}" if torch_row else ""
-        print(f"  {key[0]:22s} {key[1]:12s} {base}  ours {best['fraction']:6.1%}  {setting}")
+        print(f"  {key[0]:22s} {key[1]:12s} {others}  ours {best['fraction']:6.1%}  {setting}")
 
 
 def _profile(step: Callable[[], Any], label: str) -> None:
@@ -229,6 +308,9 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="also a torch.profiler table of one step each"
     )
+    parser.add_argument(
+        "--peers", action="store_true", help="also torch.compile and Liger-Kernel (if installed)"
+    )
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
     rows = []
@@ -245,6 +327,11 @@ def main() -> int:
             r = _measure(fn, nbytes, copy_gbps)
             rows.append(dict(shape=label, op=op, impl="torch", **r))
             print(_line(op, "torch", r))
+        for impl, table in _peers(x, t).items() if args.peers else ():
+            for op, (fn, nbytes) in table.items():
+                r = _measure(fn, nbytes, copy_gbps)
+                rows.append(dict(shape=label, op=op, impl=impl, **r))
+                print(_line(op, impl, r))
         for v in [defaults] if args.defaults else _variants(shape[1]):
             for k, value in v.items():
                 setattr(ops, k, value)

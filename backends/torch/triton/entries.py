@@ -19,12 +19,14 @@ operator's autograd rule does not support the transforms, and a kernel cannot be
 
 Cross-entropy reads the logits once in the forward pass: one kernel computes each entry's
 loss (the generic path's formula, ``xpsoftmax._generic._index_terms``, on the row's
-statistics) and the gradient's per-row coefficients; the reduction is torch's, on the
-per-entry losses. Autograd's backward is one more kernel that reads the logits once and
-writes the gradient: three passes over logits-sized memory in all and no logits-sized buffer
-kept between them (a forward that wrote the gradient would make four in training: its write,
-and backward's read and write to scale it). ``cross_entropy_with_grad`` runs the same two
-kernels.
+statistics) and the gradient's per-row coefficients, and the reduction (the mean's rule
+included) is done by the kernels too. Eager with autograd, and in
+``cross_entropy_with_grad``, that kernel also writes the gradient (a row held on chip is read
+once and its gradient written once: one logits-sized buffer, kept until backward, which
+scales it by the incoming gradient on the device, skipped where that is 1). Forward only, no
+gradient is written; under ``torch.compile`` (whose operators may not mutate a saved buffer)
+a second kernel computes it from per-row statistics (one more read of the logits). See
+:mod:`.ops`.
 """
 
 from __future__ import annotations

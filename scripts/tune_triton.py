@@ -329,7 +329,11 @@ def main() -> int:
             print(_line(op, "torch", r))
         for impl, table in _peers(x, t).items() if args.peers else ():
             for op, (fn, nbytes) in table.items():
-                r = _measure(fn, nbytes, copy_gbps)
+                try:
+                    r = _measure(fn, nbytes, copy_gbps)
+                except Exception as exc:  # a peer's failure (versions...) ends only its row
+                    print(f"  {op:12s} {impl:40s} failed: {type(exc).__name__}: {exc}")
+                    continue
                 rows.append(dict(shape=label, op=op, impl=impl, **r))
                 print(_line(op, impl, r))
         for v in [defaults] if args.defaults else _variants(shape[1]):

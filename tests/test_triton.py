@@ -45,8 +45,8 @@ def _signature(kernel: str, dtype: str) -> dict[str, str]:
         "ce_grad_kernel": {"X": p, "TARGET": "*i64", "W": "*fp32", "STATS": "*fp32",
                            "rows": "i32", "G": "*fp32", "g_stride": "i32", "FACTOR": "*fp32",
                            "DX": p, "n": "i32", "inv_t": "fp32", "x_row_stride": "i64"},
-        "ce_scale_kernel": {"DX": p, "G": "*fp32", "g_stride": "i32", "n": "i32",
-                            "row_stride": "i64"},
+        "ce_scale_kernel": {"DX": p, "G": "*fp32", "g_stride": "i32", "rows": "i32",
+                            "n": "i32", "row_stride": "i64"},
     }[kernel]  # fmt: skip
 
 

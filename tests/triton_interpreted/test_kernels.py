@@ -213,6 +213,26 @@ def test_cross_entropy_gradient_equals_generic(
     assert all(torch.all(g[5] == 0) for g in kernels)
 
 
+@pytest.mark.parametrize(
+    "g",
+    [
+        torch.tensor(1.0),  # a loss's backward(): nothing to do
+        torch.tensor(0.5),
+        torch.tensor([1.0, 2.0, 1.0, 0.5, 1.0, 3.0, 1.0]),  # one per row
+        torch.tensor(3.0).expand(7),  # one for all rows, expanded (reduction="none" + sum)
+    ],
+    ids=["one", "shared", "per_row", "expanded"],
+)
+def test_scale_reaches_every_row(g: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backward's scaling with fewer programs than rows (each program takes every P-th
+    row) scales every row, and only by its own incoming gradient."""
+    monkeypatch.setattr(ops, "SHARED_SCALE_PROGRAMS", 2)
+    grad = torch.tensor(np.random.default_rng(7).normal(size=(7, 5)), dtype=torch.float32)
+    want = grad * (g if g.dim() == 0 else g[:, None])
+    ops._launch_scale(grad, g)
+    torch.testing.assert_close(grad, want, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_backward_twice(reduction: str) -> None:
     """The first backward scales the gradient the forward wrote (rows whose incoming gradient

@@ -525,16 +525,19 @@ def ce_grad_kernel(
 
 
 @triton.jit
-def ce_scale_kernel(DX, G, g_stride, n, row_stride, BLOCK: tl.constexpr):
+def ce_scale_kernel(DX, G, g_stride, rows, n, row_stride, BLOCK: tl.constexpr):
     """``DX[row] *= G[row * g_stride]`` in place (DX is the forward's own gradient buffer,
     never an input), skipped on the device where that is 1 (a loss's ``backward()``): no host
-    synchronisation, and no traffic in the common case."""
-    row = tl.program_id(0).to(tl.int64)
-    g = tl.load(G + row * g_stride).to(tl.float32)
-    if g != 1.0:
-        dx_ptr = DX + row * row_stride
-        for start in range(0, n, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            mask = cols < n
-            dx = tl.load(dx_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-            tl.store(dx_ptr + cols, (dx * g).to(DX.dtype.element_ty), mask=mask)
+    synchronisation, and no traffic in the common case. Program ``p`` of ``P`` takes rows
+    ``p, p + P, ...``: one program per row for a gradient per row, fewer for one shared by
+    all rows (``g_stride`` 0), whose programs mostly find 1 and return."""
+    # An int64 start makes the loop's index int64 (``row * row_stride`` must not overflow).
+    for row in range(tl.program_id(0).to(tl.int64), rows, tl.num_programs(0)):
+        g = tl.load(G + row * g_stride).to(tl.float32)
+        if g != 1.0:
+            dx_ptr = DX + row * row_stride
+            for start in range(0, n, BLOCK):
+                cols = start + tl.arange(0, BLOCK)
+                mask = cols < n
+                dx = tl.load(dx_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                tl.store(dx_ptr + cols, (dx * g).to(DX.dtype.element_ty), mask=mask)

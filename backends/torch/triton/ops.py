@@ -299,14 +299,24 @@ def _launch_cross_entropy_grad(
     return dx
 
 
+#: Programs of the backward's scaling when one incoming gradient serves every row (0-d, or
+#: expanded from one: a loss's ``backward()``). With one program per row, most finding 1 and
+#: returning, a training step on 16384 rows of 1024 took 85 us of GPU time against 68 us for
+#: the same kernels without that backward (H100, 2026-11-27); this many programs still scale
+#: all rows at memory speed when the gradient is not 1.
+SHARED_SCALE_PROGRAMS = 1024
+
+
 def _launch_scale(grad: torch.Tensor, g: torch.Tensor) -> None:
     """``grad *= g`` per row (``g`` one per row, or 0-d), in place; rows whose ``g`` is 1 are
     left alone on the device."""
     rows, n = grad.shape
     g = g.to(torch.float32)
     block, _, warps = config(min(n, CHUNK))
-    kernels.ce_scale_kernel[(rows,)](
-        grad, g, g.stride(0) if g.dim() else 0, n, grad.stride(0), BLOCK=block, num_warps=warps
+    g_stride = g.stride(0) if g.dim() else 0
+    programs = rows if g_stride else min(rows, SHARED_SCALE_PROGRAMS)
+    kernels.ce_scale_kernel[(programs,)](
+        grad, g, g_stride, rows, n, grad.stride(0), BLOCK=block, num_warps=warps
     )
 
 

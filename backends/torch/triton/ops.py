@@ -302,8 +302,8 @@ def _launch_cross_entropy_grad(
 #: Programs of the backward's scaling when one incoming gradient serves every row (0-d, or
 #: expanded from one: a loss's ``backward()``). With one program per row, most finding 1 and
 #: returning, a training step on 16384 rows of 1024 took 85 us of GPU time against 68 us for
-#: the same kernels without that backward (H100, 2026-11-27); this many programs still scale
-#: all rows at memory speed when the gradient is not 1.
+#: the same kernels without that backward (H100, 2026-11-27). 1024 programs are several per
+#: SM, meant to keep the scaling at memory speed when the gradient is not 1 (not measured).
 SHARED_SCALE_PROGRAMS = 1024
 
 

@@ -8,7 +8,8 @@
 #   bench.png    its chart
 #   bench-bf16.json  the same in bfloat16 on longer rows (BF16_SHAPE, default 4096x32768)
 #   tune.txt     scripts/tune_triton.py --defaults --host-profile: the Triton kernels' GPU time apart from the
-#                host's (CUDA graphs), beside torch's kernels; then --peers (torch.compile, Liger)
+#                host's (CUDA graphs), beside torch's kernels; then --peers (torch.compile, Liger),
+#                then scripts/tune_jax.py (JAX's calls queued: XLA, Pallas, jax.nn / optax)
 # (install.txt, the editable install's log, is removed when the install worked: the lent
 # machine returns at most 8 files.)
 #
@@ -81,6 +82,8 @@ timeout 300 python3 scripts/tune_triton.py "${tune[@]}" > "$OUT/tune.txt" 2>&1 |
 # first): torch.compile, and Liger-Kernel where its wheel was carried. Appended to tune.txt:
 # the lent machine returns at most 8 files.
 timeout 240 python3 scripts/tune_triton.py --defaults --peers --quick >> "$OUT/tune.txt" 2>&1 || bench=1
+# JAX's kernels without its dispatch (calls queued): XLA, Pallas and jax.nn / optax.
+XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 180 python3 scripts/tune_jax.py >> "$OUT/tune.txt" 2>&1 || bench=1
 
 echo "tests exit $tests, bench exit $bench" | tee -a "$OUT/device.txt"
 [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]

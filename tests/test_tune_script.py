@@ -1,18 +1,19 @@
-"""``scripts/tune_triton.py --peers``: the peers it times on a GPU compute what torch computes
-(checked on CPU tensors, in a subprocess: the script imports triton, with its interpreter on
-for Liger-Kernel's kernels where Liger is installed)."""
+"""The GPU measuring scripts time the right functions, checked on CPU:
+``scripts/tune_triton.py --peers`` (its peers compute what torch computes; in a subprocess:
+the script imports triton, with its interpreter on for Liger-Kernel's kernels where Liger is
+installed) and ``scripts/tune_jax.py`` (jax.nn / optax and xpsoftmax's choices agree)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
-
-pytest.importorskip("torch")
-pytest.importorskip("triton")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tune_triton.py"
 
@@ -63,6 +64,8 @@ DTYPES = ("float32", "bfloat16")
 
 
 def test_peers_compute_torchs_values() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run(
         [sys.executable, "-c", CHECK, str(SCRIPT), *DTYPES],
@@ -85,3 +88,33 @@ def test_peers_compute_torchs_values() -> None:
         assert {s for s in seen if s.startswith(f"{dtype}:liger:")} == {
             f"{dtype}:liger:{op}" for op in liger
         }
+
+
+def _tune_jax() -> Any:
+    spec = importlib.util.spec_from_file_location("tune_jax", SCRIPT.parent / "tune_jax.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tune_jax_times_what_jax_computes(dtype: str) -> None:
+    """``scripts/tune_jax.py``: every implementation it times of an operation computes the
+    same values (jax.nn / optax and xpsoftmax's choice), and a run on the CPU gives a row
+    for each."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    tune = _tune_jax()
+    cpu = jax.devices("cpu")[0]
+    x = jax.random.normal(jax.random.key(1), (6, 40), dtype=getattr(jnp, dtype))
+    t = jnp.arange(6) * 7
+    for op in tune.OPS:
+        found = tune.functions(op, x, t)
+        values = {impl: np.asarray(fn(x, t), dtype=np.float64) for impl, (fn, _) in found.items()}
+        want = values.pop("default")
+        for impl, got in values.items():
+            np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-3, err_msg=f"{op} {impl}")
+    rows = tune.measure((8, 64), dtype, cpu)
+    assert {(r["op"], r["impl"]) for r in rows} >= {(op, "default") for op in tune.OPS}
+    assert all(r["fraction"] > 0 for r in rows)

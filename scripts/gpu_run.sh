@@ -8,8 +8,9 @@
 #   bench.png    its chart
 #   bench-bf16.json  the same in bfloat16 on longer rows (BF16_SHAPE, default 4096x32768)
 #   tune.txt     scripts/tune_triton.py --defaults --host-profile: the Triton kernels' GPU time apart from the
-#                host's (CUDA graphs), beside torch's kernels; then --peers (torch.compile, Liger),
-#                then scripts/tune_jax.py (JAX's calls queued: XLA, Pallas, jax.nn / optax)
+#                host's (CUDA graphs), beside torch's kernels
+#   peers.txt    with PEERS_ONLY=1 (a second call), instead of all the above: tune_triton.py
+#                --peers (torch.compile, Liger) and scripts/tune_jax.py (JAX's calls queued)
 # (install.txt, the editable install's log, is removed when the install worked: the lent
 # machine returns at most 8 files.)
 #
@@ -18,6 +19,7 @@
 #
 #   bash scripts/gpu_run.sh            # everything
 #   QUICK=1 bash scripts/gpu_run.sh    # the benchmarks on small shapes only
+#   PEERS_ONLY=1 bash scripts/gpu_run.sh  # peers.txt only (about 5 minutes at most)
 #   JOBS=14 TEST_LIMIT=240 ...          # pytest workers (default 8), seconds for the tests
 #                                       # (an H100 with 16 CPUs: 150 s at -n 14)
 set -uo pipefail
@@ -51,6 +53,18 @@ for name in ("numpy", "torch", "jax", "cupy", "triton", "array_api_compat", "xps
 PY
 } > "$OUT/device.txt" 2>&1
 
+if [ -n "${PEERS_ONLY:-}" ]; then
+  # A second call (the first takes most of a call's 10 minutes): the peers the GPU goals
+  # name beside the Triton kernels, on the two float32 shapes (Inductor compiles each
+  # function first): torch.compile, and Liger-Kernel where its wheel was carried; then JAX
+  # without its dispatch (calls queued): XLA, the Pallas kernels and jax.nn / optax.
+  status=0
+  timeout 300 python3 scripts/tune_triton.py --defaults --peers --quick > "$OUT/peers.txt" 2>&1 || status=1
+  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 240 python3 scripts/tune_jax.py >> "$OUT/peers.txt" 2>&1 || status=1
+  echo "peers exit $status" | tee -a "$OUT/device.txt"
+  exit "$status"
+fi
+
 # Every test on the GPU backends: their ids contain cuda, gpu or cupy.
 # A time limit keeps the benchmarks' turn on a lent machine; -n runs the workers side by side.
 # Several test workers share the GPU: JAX must not take 75% of its memory in each (the
@@ -78,12 +92,6 @@ python3 -m xpsoftmax bench "${bf16[@]}" --dtype bfloat16 --library torch --libra
 tune=(--defaults --host-profile)
 [ -n "${QUICK:-}" ] && tune+=(--quick)
 timeout 300 python3 scripts/tune_triton.py "${tune[@]}" > "$OUT/tune.txt" 2>&1 || bench=1
-# The peers the GPU goals name, on the two float32 shapes (Inductor compiles each function
-# first): torch.compile, and Liger-Kernel where its wheel was carried. Appended to tune.txt:
-# the lent machine returns at most 8 files.
-timeout 240 python3 scripts/tune_triton.py --defaults --peers --quick >> "$OUT/tune.txt" 2>&1 || bench=1
-# JAX's kernels without its dispatch (calls queued): XLA, Pallas and jax.nn / optax.
-XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 180 python3 scripts/tune_jax.py >> "$OUT/tune.txt" 2>&1 || bench=1
 
 echo "tests exit $tests, bench exit $bench" | tee -a "$OUT/device.txt"
 [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]

@@ -8,7 +8,7 @@ of microseconds) is part of every time. Here ``calls`` jitted calls are queued b
 waiting for the last (JAX dispatches asynchronously): where a call's kernels take longer than
 its dispatch, the time per call is the GPU's, which is what the GPU goals are about ("XLA
 where it is already at the limit, shown by measurement"). Implementations, each jitted on its
-own: ``own`` (jax.nn, jax.scipy, optax), ``default`` (what xpsoftmax picks: XLA through
+own: ``own`` (jax.nn, jax.scipy, optax; its cross-entropy in jax.nn's terms without optax), ``default`` (what xpsoftmax picks: XLA through
 ``jax.custom_jvp`` / ``jax.fused_jvp``, the Pallas kernels where they serve by default) and
 ``pallas`` (``xpsoftmax.use("jax.pallas")``: also the opt-in softmax and log_softmax). Bytes
 counted as ``scripts/tune_triton.py`` counts them: the input read once, the output (or the
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import statistics
 import sys
 import time
@@ -56,7 +57,7 @@ def queued_ms(fn: Callable[[], Any], calls: int = 20, reps: int = 5) -> float:
     return statistics.median(times)
 
 
-def _own(op: str) -> Callable[..., Any] | None:
+def _own(op: str) -> Callable[..., Any]:
     if op == "softmax":
         return lambda x, t: jax.nn.softmax(x)
     if op == "log_softmax":
@@ -65,11 +66,14 @@ def _own(op: str) -> Callable[..., Any] | None:
         return lambda x, t: jax.scipy.special.logsumexp(x.astype(jnp.float32), axis=-1)
     try:
         import optax
-    except ImportError:
-        return None
+    except ImportError:  # the same mean cross-entropy in jax.nn's terms
+        optax = None
 
     def loss(x: Any, t: Any) -> Any:
-        return optax.softmax_cross_entropy_with_integer_labels(x.astype(jnp.float32), t).mean()
+        x = x.astype(jnp.float32)
+        if optax is not None:
+            return optax.softmax_cross_entropy_with_integer_labels(x, t).mean()
+        return -jnp.take_along_axis(jax.nn.log_softmax(x), t[:, None], axis=-1).mean()
 
     return jax.grad(loss)
 
@@ -99,9 +103,8 @@ def functions(op: str, x: Any, t: Any) -> dict[str, tuple[Callable[..., Any], st
     with xs.use("jax.pallas"):
         if _served(op, x, t) == "jax.pallas":
             found["pallas"] = (_ours(op), "jax.pallas")
-    own = _own(op)
-    if own is not None:
-        found["own"] = (own, "optax" if op == "ce_fwd_bwd" else "jax.nn")
+    ce_own = "optax" if importlib.util.find_spec("optax") else "jax.nn (no optax)"
+    found["own"] = (_own(op), ce_own if op == "ce_fwd_bwd" else "jax.nn")
     return found
 
 

@@ -108,17 +108,19 @@ def kernels_ms(fn: Callable[[], Any], calls: int = 5) -> float:
     return us / calls / 1e3
 
 
-def _measure(fn: Callable[[], Any], nbytes: int, copy_gbps: float) -> dict[str, float]:
-    ms, gpu = median_ms(fn), graph_ms(fn)
-    if gpu != gpu:  # NaN: no CUDA graph
-        gpu = kernels_ms(fn)
-    return dict(ms=ms, gpu_ms=gpu, host_us=host_us(fn), fraction=nbytes / gpu / 1e6 / copy_gbps)
+def _measure(fn: Callable[[], Any], nbytes: int, copy_gbps: float) -> dict[str, Any]:
+    ms, gpu, timing = median_ms(fn), graph_ms(fn), "graph"
+    if gpu != gpu:  # NaN: no CUDA graph. The kernels' busy time, without the gaps between
+        gpu, timing = kernels_ms(fn), "profiler"  # them that a graph's replay includes.
+    fraction = nbytes / gpu / 1e6 / copy_gbps if gpu > 0 else float("nan")
+    return dict(ms=ms, gpu_ms=gpu, timing=timing, host_us=host_us(fn), fraction=fraction)
 
 
-def _line(op: str, label: str, r: dict[str, float]) -> str:
+def _line(op: str, label: str, r: dict[str, Any]) -> str:
+    mark = " (profiler: kernels' busy time)" if r["timing"] == "profiler" else ""
     return (
         f"  {op:12s} {label:40s} {r['ms']:7.3f} ms  gpu {r['gpu_ms']:7.3f} ms "
-        f"{r['fraction']:6.1%}  host {r['host_us']:6.0f} us"
+        f"{r['fraction']:6.1%}  host {r['host_us']:6.0f} us{mark}"
     )
 
 
@@ -192,10 +194,14 @@ def _compiled_ops(
 ) -> dict[str, tuple[Callable[[], Any], int]]:
     """torch's own functions through ``torch.compile`` (the upcast fused into the kernels)."""
     nbytes = x.numel() * x.element_size()
-    softmax = torch.compile(lambda a: torch.softmax(a, -1), backend=backend)
-    log_softmax = torch.compile(lambda a: torch.log_softmax(a, -1), backend=backend)
-    logsumexp = torch.compile(lambda a: torch.logsumexp(_upcast(a), -1), backend=backend)
-    loss = torch.compile(lambda a, b: F.cross_entropy(_upcast(a), b), backend=backend)
+    softmax = torch.compile(lambda a: torch.softmax(a, -1), backend=backend, dynamic=False)
+    log_softmax = torch.compile(lambda a: torch.log_softmax(a, -1), backend=backend, dynamic=False)
+    logsumexp = torch.compile(
+        lambda a: torch.logsumexp(_upcast(a), -1), backend=backend, dynamic=False
+    )
+    loss = torch.compile(
+        lambda a, b: F.cross_entropy(_upcast(a), b), backend=backend, dynamic=False
+    )
 
     def step() -> Any:
         xg = x.detach().requires_grad_(True)
@@ -216,6 +222,9 @@ def _liger_ops(x: torch.Tensor, t: torch.Tensor) -> dict[str, tuple[Callable[[],
     try:
         from liger_kernel.transformers import LigerCrossEntropyLoss, LigerSoftmax
     except ImportError:
+        return {}
+    except Exception as exc:  # installed but broken here (a Triton it was not built for...)
+        print(f"  liger: {type(exc).__name__}: {exc}")
         return {}
     nbytes = x.numel() * x.element_size()
     softmax, loss = LigerSoftmax(), LigerCrossEntropyLoss()
@@ -327,7 +336,8 @@ def main() -> int:
             r = _measure(fn, nbytes, copy_gbps)
             rows.append(dict(shape=label, op=op, impl="torch", **r))
             print(_line(op, "torch", r))
-        for impl, table in _peers(x, t).items() if args.peers else ():
+        peers = _peers(x, t) if args.peers else {}
+        for impl, table in peers.items():
             for op, (fn, nbytes) in table.items():
                 try:
                     r = _measure(fn, nbytes, copy_gbps)

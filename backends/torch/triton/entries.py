@@ -17,16 +17,16 @@ ignore_index, reduction, label smoothing and z-loss).
 Inside a ``torch.func`` transform the entries hand the call to the generic path: a custom
 operator's autograd rule does not support the transforms, and a kernel cannot be vmapped.
 
-Cross-entropy reads the logits once in the forward pass: one kernel computes each entry's
-loss (the generic path's formula, ``xpsoftmax._generic._index_terms``, on the row's
-statistics) and the gradient's per-row coefficients, and the reduction (the mean's rule
-included) is done by the kernels too. Eager with autograd, and in
-``cross_entropy_with_grad``, that kernel also writes the gradient (a row held on chip is read
-once and its gradient written once: one logits-sized buffer, kept until backward, which
-scales it by the incoming gradient on the device, skipped where that is 1). Forward only, no
-gradient is written; under ``torch.compile`` (whose operators may not mutate a saved buffer)
-a second kernel computes it from per-row statistics (one more read of the logits). See
-:mod:`.ops`.
+Cross-entropy: one kernel computes each entry's loss (the generic path's formula,
+``xpsoftmax._generic._index_terms``, on the row's statistics) and the gradient's per-row
+coefficients, reading a row held on chip once (a longer row, or label smoothing, reads it
+again); the reduction (the mean's rule included) is done by the kernels too. Eager with
+autograd, and in ``cross_entropy_with_grad``, that kernel also writes the gradient: one
+logits-sized buffer, returned by ``cross_entropy_with_grad``, kept until backward by
+autograd, which scales it by the incoming gradient on the device (skipped where that is 1).
+Forward only, no gradient is written; under ``torch.compile`` (whose operators may not mutate
+a saved buffer) a second kernel computes it from per-row statistics (one more read of the
+logits). See :mod:`.ops`.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ of microseconds) is part of every time. Here ``calls`` jitted calls are queued b
 waiting for the last (JAX dispatches asynchronously): where a call's kernels take longer than
 its dispatch, the time per call is the GPU's, which is what the GPU goals are about ("XLA
 where it is already at the limit, shown by measurement"). Implementations, each jitted on its
-own: ``own`` (jax.nn, jax.scipy, optax; its cross-entropy in jax.nn's terms without optax), ``default`` (what xpsoftmax picks: XLA through
-``jax.custom_jvp`` / ``jax.fused_jvp``, the Pallas kernels where they serve by default) and
-``pallas`` (``xpsoftmax.use("jax.pallas")``: also the opt-in softmax and log_softmax). Bytes
+own: ``own`` (jax.nn, jax.scipy, optax, as ``python -m xpsoftmax bench`` calls them),
+``default`` (what xpsoftmax picks: XLA through ``jax.custom_jvp`` / ``jax.fused_jvp``, the
+Pallas kernels where they serve by default) and ``pallas`` (``xpsoftmax.use("jax.pallas")``:
+also the opt-in softmax and log_softmax). Bytes
 counted as ``scripts/tune_triton.py`` counts them: the input read once, the output (or the
 gradient) written once.
 """
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import xpsoftmax as xs
+from xpsoftmax import _bench
 
 SHAPES = [
     ((16384, 1024), "float32"),
@@ -58,24 +60,18 @@ def queued_ms(fn: Callable[[], Any], calls: int = 20, reps: int = 5) -> float:
 
 
 def _own(op: str) -> Callable[..., Any]:
-    if op == "softmax":
-        return lambda x, t: jax.nn.softmax(x)
-    if op == "log_softmax":
-        return lambda x, t: jax.nn.log_softmax(x)
-    if op == "logsumexp":
-        return lambda x, t: jax.scipy.special.logsumexp(x.astype(jnp.float32), axis=-1)
-    try:
-        import optax
-    except ImportError:  # the same mean cross-entropy in jax.nn's terms
-        optax = None
+    """The library's own function of ``(x, t)``, as ``python -m xpsoftmax bench`` times it
+    (``_bench._jax_own``); the cross-entropy's gradient, that cross-entropy being optax's or,
+    without optax, the same mean in jax.nn's terms."""
+    own = _bench._jax_own()
+    if op != "ce_fwd_bwd":
+        return own[op]
 
-    def loss(x: Any, t: Any) -> Any:
-        x = x.astype(jnp.float32)
-        if optax is not None:
-            return optax.softmax_cross_entropy_with_integer_labels(x, t).mean()
-        return -jnp.take_along_axis(jax.nn.log_softmax(x), t[:, None], axis=-1).mean()
+    def plain(x: Any, t: Any) -> Any:
+        logp = jax.nn.log_softmax(x.astype(jnp.float32))
+        return -jnp.take_along_axis(logp, t[:, None], axis=-1).mean()
 
-    return jax.grad(loss)
+    return jax.grad(own.get("cross_entropy", plain))
 
 
 def _ours(op: str) -> Callable[..., Any]:
@@ -114,7 +110,7 @@ def measure(shape: tuple[int, int], dtype: str, device: Any) -> list[dict[str, A
     x = jax.device_put(jax.random.normal(key, shape, dtype=getattr(jnp, dtype)), device)
     t = jax.device_put(jax.random.randint(key, shape[:1], 0, shape[1]), device)
     nbytes = x.size * x.dtype.itemsize
-    copy = jax.jit(lambda a: a + jnp.zeros((), a.dtype))  # a read and a write of the input
+    copy = jax.jit(lambda a: a.copy())  # the kit's JAX copier, without its wait per call
     copy_gbps = 2 * nbytes / queued_ms(lambda: copy(x)) / 1e6
     label = f"{shape[0]}x{shape[1]} {dtype}"
     rows = [dict(shape=label, op="copy", impl="-", gbps=copy_gbps, fraction=1.0)]

@@ -124,96 +124,85 @@ def _line(op: str, label: str, r: dict[str, Any]) -> str:
     )
 
 
-def _ce_step(x: torch.Tensor, t: torch.Tensor, ours: bool) -> Callable[[], Any]:
-    def step() -> Any:
-        xg = x.detach().requires_grad_(True)
-        if ours:
-            with xs.use("torch.triton"):
-                loss = xs.cross_entropy(xg, t)
-        else:
-            loss = F.cross_entropy(xg.float() if x.dtype != torch.float32 else xg, t)
-        (g,) = torch.autograd.grad(loss, xg)
-        return g
-
-    return step
-
-
-def _ops(x: torch.Tensor, t: torch.Tensor, ours: bool) -> dict[str, tuple[Callable[[], Any], int]]:
-    nbytes = x.numel() * x.element_size()
-    if ours:
-        with xs.use("torch.triton"):
-            assert xs.which("softmax", x) == "torch.triton"
-
-        def softmax() -> Any:
-            with xs.use("torch.triton"):
-                return xs.softmax(x)
-
-        def log_softmax() -> Any:
-            with xs.use("torch.triton"):
-                return xs.log_softmax(x)
-
-        def logsumexp() -> Any:
-            with xs.use("torch.triton"):
-                return xs.logsumexp(x, axis=-1)
-    else:
-
-        def softmax() -> Any:
-            return torch.softmax(x, -1)
-
-        def log_softmax() -> Any:
-            return torch.log_softmax(x, -1)
-
-        def logsumexp() -> Any:
-            return torch.logsumexp(x.float() if x.dtype != torch.float32 else x, -1)
-
-    found = {
-        "softmax": (softmax, 2 * nbytes),
-        "log_softmax": (log_softmax, 2 * nbytes),
-        "logsumexp": (logsumexp, nbytes),
-        "ce_fwd_bwd": (_ce_step(x, t, ours), 2 * nbytes),
-    }
-    if ours:  # the launcher alone, without the public function's checks and dispatch
-        found["softmax_raw"] = (lambda: ops._launch_normalize(x, 1.0, False), 2 * nbytes)
-
-        def with_grad() -> Any:  # the same step without autograd
-            with xs.use("torch.triton"):
-                return xs.cross_entropy_with_grad(x, t)
-
-        found["ce_with_grad"] = (with_grad, 2 * nbytes)
-    return found
-
-
 def _upcast(x: torch.Tensor) -> torch.Tensor:
     """What torch's own logsumexp and cross-entropy are given (16-bit rows in float32, as the
     contract computes them)."""
     return x if x.dtype == torch.float32 else x.float()
 
 
-def _compiled_ops(
-    x: torch.Tensor, t: torch.Tensor, backend: str = "inductor"
-) -> dict[str, tuple[Callable[[], Any], int]]:
-    """torch's own functions through ``torch.compile`` (the upcast fused into the kernels)."""
-    nbytes = x.numel() * x.element_size()
-    softmax = torch.compile(lambda a: torch.softmax(a, -1), backend=backend, dynamic=False)
-    log_softmax = torch.compile(lambda a: torch.log_softmax(a, -1), backend=backend, dynamic=False)
-    logsumexp = torch.compile(
-        lambda a: torch.logsumexp(_upcast(a), -1), backend=backend, dynamic=False
-    )
-    loss = torch.compile(
-        lambda a, b: F.cross_entropy(_upcast(a), b), backend=backend, dynamic=False
-    )
+#: torch's own functions, as the goals compare with them.
+TORCH_OWN: dict[str, Callable[..., Any]] = {
+    "softmax": lambda a: torch.softmax(a, -1),
+    "log_softmax": lambda a: torch.log_softmax(a, -1),
+    "logsumexp": lambda a: torch.logsumexp(_upcast(a), -1),
+    "cross_entropy": lambda a, b: F.cross_entropy(_upcast(a), b),
+}
+
+
+def _triton(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        with xs.use("torch.triton"):
+            return fn(*args)
+
+    return call
+
+
+#: xpsoftmax's functions with the Triton kernels picked.
+OURS: dict[str, Callable[..., Any]] = {
+    "softmax": _triton(xs.softmax),
+    "log_softmax": _triton(xs.log_softmax),
+    "logsumexp": _triton(lambda a: xs.logsumexp(a, axis=-1)),
+    "cross_entropy": _triton(xs.cross_entropy),
+}
+
+
+def _step(loss: Callable[..., Any], x: torch.Tensor, t: torch.Tensor) -> Callable[[], Any]:
+    """A training step: ``loss(x, t)`` and its gradient with respect to ``x``."""
 
     def step() -> Any:
         xg = x.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(loss(xg, t), xg)
         return g
 
+    return step
+
+
+def _table(
+    fns: dict[str, Callable[..., Any]], x: torch.Tensor, t: torch.Tensor
+) -> dict[str, tuple[Callable[[], Any], int]]:
+    """``{op: (call, bytes moved)}`` of the functions ``fns`` (keyed as :data:`TORCH_OWN`)."""
+    nbytes = x.numel() * x.element_size()
     return {
-        "softmax": (lambda: softmax(x), 2 * nbytes),
-        "log_softmax": (lambda: log_softmax(x), 2 * nbytes),
-        "logsumexp": (lambda: logsumexp(x), nbytes),
-        "ce_fwd_bwd": (step, 2 * nbytes),
+        "softmax": (lambda: fns["softmax"](x), 2 * nbytes),
+        "log_softmax": (lambda: fns["log_softmax"](x), 2 * nbytes),
+        "logsumexp": (lambda: fns["logsumexp"](x), nbytes),
+        "ce_fwd_bwd": (_step(fns["cross_entropy"], x, t), 2 * nbytes),
     }
+
+
+def _ops(x: torch.Tensor, t: torch.Tensor, ours: bool) -> dict[str, tuple[Callable[[], Any], int]]:
+    if not ours:
+        return _table(TORCH_OWN, x, t)
+    with xs.use("torch.triton"):
+        assert xs.which("softmax", x) == "torch.triton"
+    nbytes = x.numel() * x.element_size()
+    found = _table(OURS, x, t)
+    # The launcher alone, without the public function's checks and dispatch; and the
+    # training step's kernels without autograd.
+    found["softmax_raw"] = (lambda: ops._launch_normalize(x, 1.0, False), 2 * nbytes)
+    with_grad = _triton(xs.cross_entropy_with_grad)
+    found["ce_with_grad"] = (lambda: with_grad(x, t), 2 * nbytes)
+    return found
+
+
+def _compiled_ops(
+    x: torch.Tensor, t: torch.Tensor, backend: str = "inductor"
+) -> dict[str, tuple[Callable[[], Any], int]]:
+    """torch's own functions through ``torch.compile`` (the upcast fused into the kernels)."""
+    compiled = {
+        op: torch.compile(fn, backend=backend, dynamic=False) for op, fn in TORCH_OWN.items()
+    }
+    return _table(compiled, x, t)
 
 
 def _liger_ops(x: torch.Tensor, t: torch.Tensor) -> dict[str, tuple[Callable[[], Any], int]]:
@@ -230,13 +219,10 @@ def _liger_ops(x: torch.Tensor, t: torch.Tensor) -> dict[str, tuple[Callable[[],
     softmax, loss = LigerSoftmax(), LigerCrossEntropyLoss()
     # Liger's cross-entropy writes the gradient over its input: a copy of its own, reused.
     own = x.clone()
-
-    def step() -> Any:
-        xg = own.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(loss(xg, t), xg)
-        return g
-
-    return {"softmax": (lambda: softmax(x), 2 * nbytes), "ce_fwd_bwd": (step, 2 * nbytes)}
+    return {
+        "softmax": (lambda: softmax(x), 2 * nbytes),
+        "ce_fwd_bwd": (_step(loss, own, t), 2 * nbytes),
+    }
 
 
 def _peers(x: torch.Tensor, t: torch.Tensor) -> dict[str, dict[str, Any]]:

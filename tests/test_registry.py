@@ -49,6 +49,7 @@ def fake_library(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setattr(_registry, "_LOADED", set(_registry._LOADED))
     monkeypatch.setattr(_registry, "_BROKEN_MODULES", dict(_registry._BROKEN_MODULES))
     monkeypatch.setattr(_registry, "_UNAVAILABLE", dict(_registry._UNAVAILABLE))
+    monkeypatch.setattr(_registry, "_CHECKED", {})  # the fake names are checked anew
     lib = _libraries.Library(FAKE, "numpy", FAKE, backend="fake_xp_backend")
     monkeypatch.setitem(_libraries._BY_NAME, FAKE, lib)
     register_good()  # what importing "good" would do (it is already in sys.modules)
@@ -192,6 +193,27 @@ def test_a_pick_leaves_other_operations_and_libraries_alone() -> None:
 def test_use_rejects_unknown_names(names: tuple[str, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match), xs.use(*names):
         pass
+
+
+def test_use_checks_names_once_and_rejects_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop with ``use(...)`` around every call checks its names once (checking loads the
+    registry's listing: a sizeable part of a small call's cost); a bad name is rejected on
+    every ``use``, not only the first."""
+    pytest.importorskip("numpy")
+    monkeypatch.setattr(_registry, "_CHECKED", {})
+    with xs.use("numpy.inplace", "generic"):
+        pass
+
+    def listing(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the names were checked again")
+
+    monkeypatch.setattr(_registry, "fast_paths", listing)
+    with xs.use("numpy.inplace", "generic"):
+        assert _registry._picked() == {"numpy.inplace", "generic"}
+    monkeypatch.undo()
+    for _ in range(2):
+        with pytest.raises(ValueError, match="is not an implementation"), xs.use("numpy.nope"):
+            pass
 
 
 def test_use_rejects_non_strings() -> None:

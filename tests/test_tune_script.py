@@ -1,5 +1,6 @@
 """The GPU measuring scripts time the right functions, checked on CPU:
-``scripts/tune_triton.py --peers`` (its peers compute what torch computes; in a subprocess:
+``scripts/tune_triton.py`` (its own rows, the Triton kernels as the public functions pick them
+by default, and its ``--peers`` compute what torch computes; in a subprocess:
 the script imports triton, with its interpreter on for Liger-Kernel's kernels where Liger is
 installed) and ``scripts/tune_jax.py`` (jax.nn / optax and xpsoftmax's choices agree)."""
 
@@ -42,15 +43,19 @@ def check(dtype):
         "log_softmax": torch.log_softmax(x, -1),
         "logsumexp": torch.logsumexp(x.float(), -1),
         "ce_fwd_bwd": want_grad.to(x.dtype),
+        "softmax_raw": torch.softmax(x, -1),
+        "ce_with_grad": want_grad.to(x.dtype),
     }
     peers = tune._peers(x, t)
     assert "torch.compile" in peers
     # Inductor's compilation takes minutes on CPU: the same functions through the eager backend.
     tables = {**peers, "torch.compile": tune._compiled_ops(x, t, backend="eager")}
+    tables["ours"] = tune._ops(x, t, True)  # the Triton kernels, interpreted
     seen = []
     for impl, table in tables.items():
         for op, (fn, nbytes) in table.items():
             got = fn()
+            got = got[1] if isinstance(got, tuple) else got  # cross_entropy_with_grad's gradient
             tol = 1e-6 if x.dtype == torch.float32 else 1e-2
             torch.testing.assert_close(got.float(), want[op].float(), rtol=tol, atol=tol)
             assert nbytes in (x.numel() * x.element_size(), 2 * x.numel() * x.element_size())
@@ -88,6 +93,8 @@ def test_peers_compute_torchs_values() -> None:
     for dtype in DTYPES:
         for op in ("softmax", "log_softmax", "logsumexp", "ce_fwd_bwd"):
             assert f"{dtype}:torch.compile:{op}" in seen
+            assert f"{dtype}:ours:{op}" in seen
+        assert {f"{dtype}:ours:softmax_raw", f"{dtype}:ours:ce_with_grad"} <= seen
         assert {s for s in seen if s.startswith(f"{dtype}:liger:")} == {
             f"{dtype}:liger:{op}" for op in liger
         }

@@ -373,8 +373,17 @@ def _picked() -> frozenset[str]:
     return names
 
 
+#: Names already checked (a name, once registered, stays registered): ``use(...)`` around
+#: every call of a loop checked them each time, loading the registry's listing (~6 us).
+_CHECKED: dict[tuple[str, ...], frozenset[str]] = {}
+
+
 def _check_names(names: list[str], source: str) -> frozenset[str]:
     """The names, each checked: ``"generic"`` or a fast path of an installed library."""
+    key = tuple(names)
+    checked = _CHECKED.get(key)
+    if checked is not None:
+        return checked
     for name in names:
         if name == "generic":
             continue
@@ -394,7 +403,8 @@ def _check_names(names: list[str], source: str) -> frozenset[str]:
                 f"{source}: {name!r} is not an implementation of {library}; "
                 f"its implementations: {[*sorted(registered), 'generic']}"
             )
-    return frozenset(names)
+    checked = _CHECKED[key] = frozenset(names)
+    return checked
 
 
 @contextlib.contextmanager

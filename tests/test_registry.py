@@ -3,6 +3,7 @@ the metadata a fast path decides from (``Call``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -49,7 +50,7 @@ def fake_library(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.setattr(_registry, "_LOADED", set(_registry._LOADED))
     monkeypatch.setattr(_registry, "_BROKEN_MODULES", dict(_registry._BROKEN_MODULES))
     monkeypatch.setattr(_registry, "_UNAVAILABLE", dict(_registry._UNAVAILABLE))
-    monkeypatch.setattr(_registry, "_CHECKED", {})  # the fake names are checked anew
+    monkeypatch.setattr(_registry, "_CHECKED", set())  # the fake names are checked anew
     lib = _libraries.Library(FAKE, "numpy", FAKE, backend="fake_xp_backend")
     monkeypatch.setitem(_libraries._BY_NAME, FAKE, lib)
     register_good()  # what importing "good" would do (it is already in sys.modules)
@@ -196,24 +197,31 @@ def test_use_rejects_unknown_names(names: tuple[str, ...], match: str) -> None:
 
 
 def test_use_checks_names_once_and_rejects_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A loop with ``use(...)`` around every call checks its names once (checking loads the
-    registry's listing: a sizeable part of a small call's cost); a bad name is rejected on
-    every ``use``, not only the first."""
-    pytest.importorskip("numpy")
-    monkeypatch.setattr(_registry, "_CHECKED", {})
+    """A loop with ``use(...)`` around every call checks its names once (checking lists the
+    registry: a sizeable part of a small call's cost); a bad name is rejected on every
+    ``use``, not only the first; names of a library not installed are checked again once it
+    is (a mistyped name must not pass for having been skipped)."""
+    monkeypatch.setattr(_registry, "_CHECKED", set())
     with xs.use("numpy.inplace", "generic"):
         pass
 
     def listing(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the names were checked again")
 
-    monkeypatch.setattr(_registry, "fast_paths", listing)
-    with xs.use("numpy.inplace", "generic"):
-        assert _registry._picked() == {"numpy.inplace", "generic"}
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(_registry, "fast_paths", listing)
+        with xs.use("generic", "numpy.inplace"):  # the same set, in another order
+            assert _registry._picked() == {"numpy.inplace", "generic"}
     for _ in range(2):
         with pytest.raises(ValueError, match="is not an implementation"), xs.use("numpy.nope"):
             pass
+    real = importlib.util.find_spec
+    with monkeypatch.context() as m:
+        m.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "numpy" else real(n, *a))
+        with xs.use("numpy.nope"):  # numpy "not installed": nothing to check it against
+            pass
+    with pytest.raises(ValueError, match="is not an implementation"), xs.use("numpy.nope"):
+        pass
 
 
 def test_use_rejects_non_strings() -> None:

@@ -373,17 +373,20 @@ def _picked() -> frozenset[str]:
     return names
 
 
-#: Names already checked (a name, once registered, stays registered): ``use(...)`` around
-#: every call of a loop checked them each time, loading the registry's listing (~6 us).
-_CHECKED: dict[tuple[str, ...], frozenset[str]] = {}
+#: Sets of names found valid: ``use(...)`` around every call of a loop checked its names each
+#: time (~6 us: the registry listed per name). Valid stays valid: register() only adds or
+#: replaces entries by name, and a set is kept only when every library it names was installed
+#: (one that was not is checked again: it may be installed since). Failures are not kept. A
+#: test that swaps the registry or the libraries for fakes resets this too.
+_CHECKED: set[frozenset[str]] = set()
 
 
 def _check_names(names: list[str], source: str) -> frozenset[str]:
     """The names, each checked: ``"generic"`` or a fast path of an installed library."""
-    key = tuple(names)
-    checked = _CHECKED.get(key)
-    if checked is not None:
+    checked = frozenset(names)
+    if checked in _CHECKED:
         return checked
+    complete = True
     for name in names:
         if name == "generic":
             continue
@@ -396,6 +399,7 @@ def _check_names(names: list[str], source: str) -> frozenset[str]:
                 f"'generic' or '<library>.<name>' for a library of {known}"
             )
         if not lib.installed():
+            complete = False
             continue  # a run configured for several machines: nothing to pick here
         registered = {e.name for e in fast_paths(library=library)}
         if name not in registered:
@@ -403,7 +407,8 @@ def _check_names(names: list[str], source: str) -> frozenset[str]:
                 f"{source}: {name!r} is not an implementation of {library}; "
                 f"its implementations: {[*sorted(registered), 'generic']}"
             )
-    checked = _CHECKED[key] = frozenset(names)
+    if complete:
+        _CHECKED.add(checked)
     return checked
 
 

@@ -11,9 +11,8 @@ where it is already at the limit, shown by measurement"). Implementations, each 
 own: ``own`` (jax.nn, jax.scipy, optax, as ``python -m xpsoftmax bench`` calls them),
 ``default`` (what xpsoftmax picks: XLA through ``jax.custom_jvp`` / ``jax.fused_jvp``, the
 Pallas kernels where they serve by default) and ``pallas`` (``xpsoftmax.use("jax.pallas")``:
-also the opt-in softmax and log_softmax). Bytes
-counted as ``scripts/tune_triton.py`` counts them: the input read once, the output (or the
-gradient) written once.
+also the opt-in softmax and log_softmax). Bytes counted as ``scripts/tune_triton.py`` counts
+them: the input read once, the output (or the gradient) written once.
 """
 
 from __future__ import annotations
